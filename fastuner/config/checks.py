@@ -1,0 +1,46 @@
+"""Checks across resources that a single model cannot make (pure: no file access)."""
+
+from __future__ import annotations
+
+from fastuner.config.loader import Spec
+from fastuner.errors import Diagnostic
+
+
+def check_spec(spec: Spec) -> list[Diagnostic]:
+    """Deployments serve adapters of their own base model and of one kind of task."""
+    config = spec.config
+    out: list[Diagnostic] = []
+    for name, dep in config.deployments.items():
+        families: dict[str, list[str]] = {}
+        for i, adapter_name in enumerate(dep.adapters):
+            adapter = config.adapters.get(adapter_name)
+            if adapter is None:
+                continue  # reported by the graph as a dangling reference
+            if adapter.base_model != dep.base_model:
+                out.append(Diagnostic.error(
+                    f"deployment.{name} serves base model `{dep.base_model}` but adapter.{adapter_name} "
+                    f"is trained on `{adapter.base_model}`",
+                    "An adapter only works on the base model it was trained on: serve it from a deployment "
+                    f"with base_model: {adapter.base_model}, or retrain it.",
+                    source=spec.source(("deployments", name, "adapters", i)), address=f"deployment.{name}"))
+            dataset = config.datasets.get(adapter.dataset)
+            if dataset is not None:
+                families.setdefault(dataset.task.family, []).append(adapter_name)
+        if len(families) > 1:
+            listing = "; ".join(f"{fam}: {', '.join(names)}" for fam, names in sorted(families.items()))
+            out.append(Diagnostic.error(
+                f"deployment.{name} mixes classification and generation adapters ({listing})",
+                "A deployment serves one kind of model head; split them into two deployments.",
+                source=spec.source(("deployments", name, "adapters")), address=f"deployment.{name}"))
+        if dep.ttl is not None and dep.idle_ttl is not None and dep.idle_ttl > dep.ttl:
+            out.append(Diagnostic.warning(
+                f"deployment.{name}: idle_ttl ({dep.idle_ttl}) is longer than ttl ({dep.ttl}) and never applies",
+                source=spec.source(("deployments", name, "idle_ttl")), address=f"deployment.{name}"))
+    for name, adapter in config.adapters.items():
+        dataset = config.datasets.get(adapter.dataset)
+        if dataset is not None and dataset.split.validation == 0:
+            out.append(Diagnostic.warning(
+                f"adapter.{name} trains on dataset.{adapter.dataset}, which has no validation split",
+                "The best checkpoint is then the last one; set split.validation to evaluate every epoch.",
+                source=spec.source(("datasets", adapter.dataset, "split")), address=f"adapter.{name}"))
+    return out

@@ -1,0 +1,326 @@
+"""Load fastuner.yaml into a `Config`, keeping where every key and value came from.
+
+The YAML is composed into nodes (which carry line and column marks) and converted to plain Python while
+a position map records `path -> (line, column)` for every key and value. Variables (`${var.NAME}`) are
+substituted in string values, then pydantic validates; each pydantic error is mapped back to the file
+position of the offending key or value, with "did you mean" for unknown keys. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from fastuner.config.models import Config
+from fastuner.errors import Diagnostic, DiagnosticsError, Source
+
+DEFAULT_FILE = "fastuner.yaml"
+VAR_REF = re.compile(r"\$\{var\.([A-Za-z_][A-Za-z0-9_]*)\}")
+ENV_PREFIX = "FASTUNER_VAR_"
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated spec and everything needed to point back into its file."""
+
+    config: Config
+    file: Path
+    text: str
+    positions: Mapping[Path_, tuple[int, int]] = field(repr=False)
+    key_positions: Mapping[Path_, tuple[int, int]] = field(repr=False)
+    variables: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.file.parent
+
+    def source(self, path: Path_, *, key: bool = False) -> Source:
+        """The file position of `path` (its key when `key`), falling back to the nearest parent."""
+        table = self.key_positions if key else self.positions
+        return locate(str(self.file), path, table, self.positions)
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the spec, relative to the spec's folder."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def locate(file: str, path: Path_, table: Mapping[Path_, tuple[int, int]],
+           fallback: Mapping[Path_, tuple[int, int]]) -> Source:
+    probe = tuple(path)
+    while True:
+        for t in (table, fallback):
+            if probe in t:
+                line, col = t[probe]
+                return Source(file, line, col)
+        if not probe:
+            return Source(file, 1, 1)
+        probe = probe[:-1]
+
+
+# --- YAML with positions -----------------------------------------------------------------------
+
+
+class _Builder:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.positions: dict[Path_, tuple[int, int]] = {}
+        self.key_positions: dict[Path_, tuple[int, int]] = {}
+        self.errors: list[Diagnostic] = []
+        self._constructor = yaml.SafeLoader("")
+
+    def build(self, node: yaml.Node, path: Path_ = ()) -> Any:
+        self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self._error(key_node, "a mapping key must be a plain value")
+                    continue
+                key = self._constructor.construct_object(key_node)
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    self._error(key_node, "YAML merge keys (<<) are not supported in fastuner.yaml")
+                    continue
+                key = str(key) if not isinstance(key, str) else key
+                if key in out:
+                    first = self.key_positions[(*path, key)]
+                    self._error(key_node, f"duplicate key `{key}`",
+                                f"`{key}` is already set at line {first[0]}; remove one of them.")
+                    continue
+                self.key_positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                out[key] = self.build(value_node, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        return self._constructor.construct_object(node)
+
+    def _error(self, node: yaml.Node, summary: str, detail: str = "") -> None:
+        self.errors.append(Diagnostic.error(
+            summary, detail, source=Source(self.file, node.start_mark.line + 1, node.start_mark.column + 1)))
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, dict, dict]:
+    """Plain data plus value and key position maps; YAML errors become diagnostics."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or "invalid YAML"
+        context = f" ({exc.context})" if exc.context else ""
+        raise DiagnosticsError.single(
+            f"invalid YAML: {problem}{context}",
+            "Fix the syntax at this position (indentation, a missing colon, an unclosed quote or bracket).",
+            source=Source(file, mark.line + 1, mark.column + 1) if mark else Source(file),
+        ) from None
+    except yaml.YAMLError as exc:
+        raise DiagnosticsError.single(f"invalid YAML: {exc}", source=Source(file)) from None
+    if node is None:
+        raise DiagnosticsError.single(
+            "the spec is empty", "Start with `version: 1` and `project: NAME`.", source=Source(file, 1, 1))
+    builder = _Builder(file)
+    data = builder.build(node)
+    if builder.errors:
+        raise DiagnosticsError(builder.errors)
+    return data, builder.positions, builder.key_positions
+
+
+# --- variables ---------------------------------------------------------------------------------
+
+
+def collect_variables(declared: Mapping[str, Any], cli: Mapping[str, str],
+                      environ: Mapping[str, str]) -> dict[str, Any]:
+    """Values by priority: --var, then FASTUNER_VAR_NAME, then the declared default."""
+    values: dict[str, Any] = {}
+    for name, decl in declared.items():
+        if isinstance(decl, Mapping) and decl.get("default") is not None:
+            values[name] = decl["default"]
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and len(key) > len(ENV_PREFIX):
+            values[key[len(ENV_PREFIX):]] = value
+    values.update(cli)
+    return values
+
+
+def substitute(data: Any, values: Mapping[str, Any], spec_file: str, positions: Mapping[Path_, tuple[int, int]],
+               path: Path_ = ()) -> tuple[Any, list[Diagnostic], set[str]]:
+    """Replace ${var.NAME} in every string value (a string that is only the reference takes the
+    value's own type); `$${` writes a literal `${`. Returns data, diagnostics and the names used."""
+    errors: list[Diagnostic] = []
+    used: set[str] = set()
+
+    def walk(value: Any, at: Path_) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, (*at, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, (*at, i)) for i, v in enumerate(value)]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        def lookup(name: str) -> Any:
+            used.add(name)
+            if name not in values:
+                close = difflib.get_close_matches(name, list(values), n=1)
+                hint = f" Did you mean `{close[0]}`?" if close else ""
+                errors.append(Diagnostic.error(
+                    f"variable `{name}` has no value",
+                    f"Pass --var {name}=VALUE, set {ENV_PREFIX}{name}, or declare a default under `variables:`.{hint}",
+                    source=locate(spec_file, at, positions, positions)))
+                return ""
+            return values[name]
+
+        escaped = value.replace("$${", "\0")
+        leftover = re.search(r"\$\{(?!var\.[A-Za-z_][A-Za-z0-9_]*\})[^}]*\}?", escaped)
+        if leftover:
+            errors.append(Diagnostic.error(
+                f"unsupported reference `{leftover.group(0)}`",
+                "Only ${var.NAME} is supported; write $${ for a literal ${.",
+                source=locate(spec_file, at, positions, positions)))
+            return value
+        whole = VAR_REF.fullmatch(escaped)
+        if whole:
+            return lookup(whole.group(1))
+        return VAR_REF.sub(lambda m: str(lookup(m.group(1))), escaped).replace("\0", "${")
+
+    return walk(data, path), errors, used
+
+
+# --- pydantic errors with positions ------------------------------------------------------------
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class that owns the last element of `loc` (for "did you mean")."""
+    current: Any = model
+    for part in loc[:-1]:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            info = current.model_fields.get(str(part))
+            if info is None:
+                return None
+            current = info.annotation
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        elif get_origin(current) is list:
+            current = get_args(current)[0]
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Optional/Annotated so that a field's model class can be found."""
+    while True:
+        args = get_args(tp)
+        origin = get_origin(tp)
+        if origin is None or origin in (dict, list):
+            return tp
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if models:
+            return models[0]
+        if args:
+            nxt = args[0]
+            if nxt is tp:
+                return tp
+            tp = nxt
+            continue
+        return tp
+
+
+def _fmt_loc(loc: tuple) -> str:
+    return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+
+
+def diagnostics_from(exc: ValidationError, spec: Spec) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        kind = err["type"]
+        where = _fmt_loc(loc) or "(top level)"
+        if kind == "extra_forbidden":
+            key = str(loc[-1])
+            owner = _model_at(Config, loc)
+            choices = list(owner.model_fields) if owner else []
+            close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
+            detail = f"Did you mean `{close[0]}`?" if close else (
+                f"Allowed here: {', '.join(choices)}." if choices else "Remove it.")
+            out.append(Diagnostic.error(f"unknown key `{key}` in {_fmt_loc(loc[:-1]) or 'the top level'}",
+                                        detail, source=spec.source(loc, key=True)))
+        elif kind == "missing":
+            out.append(Diagnostic.error(f"missing required key `{loc[-1]}` in {_fmt_loc(loc[:-1]) or 'the top level'}",
+                                        "Add it.", source=spec.source(loc[:-1])))
+        else:
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            if loc and loc[-1] == "[key]":
+                out.append(Diagnostic.error(f"invalid name `{loc[-2]}` in {_fmt_loc(loc[:-2])}", _hint(kind, loc),
+                                            source=spec.source(loc[:-1], key=True)))
+                continue
+            out.append(Diagnostic.error(f"{where}: {msg}", _hint(kind, loc), source=spec.source(loc)))
+    return sorted(out, key=lambda d: (d.source.line or 0, d.source.column or 0) if d.source else (0, 0))
+
+
+def _hint(kind: str, loc: tuple) -> str:
+    if kind == "string_pattern_mismatch":
+        return "Names use lowercase letters, digits and dashes, start and end with a letter or digit."
+    if kind.endswith("_parsing") or kind.endswith("_type"):
+        return "Check the value's type against the schema (specs/fastuner.schema.json)."
+    return ""
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+
+def find_spec(path: str | Path | None) -> Path:
+    p = Path(path) if path else Path(DEFAULT_FILE)
+    if p.is_dir():
+        p = p / DEFAULT_FILE
+    if not p.exists():
+        raise DiagnosticsError.single(
+            f"spec file not found: {p}",
+            "Run fastuner in the folder holding fastuner.yaml, or pass --file PATH.")
+    return p
+
+
+def load_spec(path: str | Path | None = None, *, variables: Mapping[str, str] | None = None,
+              environ: Mapping[str, str] | None = None) -> Spec:
+    """Read, substitute and validate the spec; raise `DiagnosticsError` listing every problem."""
+    file = find_spec(path)
+    shown = str(file)
+    raw = file.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DiagnosticsError.single(
+            "the spec is not valid UTF-8", f"Byte 0x{raw[exc.start]:02x} cannot be decoded; save the file as UTF-8.",
+            source=Source(shown, line, col)) from None
+    data, positions, key_positions = parse_yaml(text, shown)
+    if not isinstance(data, dict):
+        raise DiagnosticsError.single("the spec must be a mapping of keys (version, project, datasets, ...)",
+                                      source=Source(shown, 1, 1))
+    declared = data.get("variables") if isinstance(data.get("variables"), dict) else {}
+    values = collect_variables(declared, variables or {}, os.environ if environ is None else environ)
+    body = {k: v for k, v in data.items() if k != "variables"}
+    body, errors, _used = substitute(body, values, shown, positions)
+    if "variables" in data:
+        body["variables"] = data["variables"]
+    if errors:
+        raise DiagnosticsError(errors)
+    partial = Spec(config=None, file=file, text=text, positions=positions,  # type: ignore[arg-type]
+                   key_positions=key_positions, variables=values)
+    try:
+        config = Config.model_validate(body)
+    except ValidationError as exc:
+        raise DiagnosticsError(diagnostics_from(exc, partial)) from None
+    return Spec(config=config, file=file, text=text, positions=positions, key_positions=key_positions,
+                variables=values)

@@ -1,0 +1,273 @@
+"""The pydantic models of fastuner.yaml.
+
+Every model forbids unknown keys and every field carries a description: that text is what editors show
+from the generated JSON Schema (specs/fastuner.schema.json). Models are frozen values: the planner
+compares them, it never mutates them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from fastuner.config.duration import Duration
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+PROJECT_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+AddressRef = Annotated[str, StringConstraints(pattern=r"^(dataset|adapter|deployment)\.[a-z0-9][a-z0-9-]*$")]
+Tags = dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], Annotated[str, StringConstraints(max_length=256)]]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=False)
+
+
+class Task(StrEnum):
+    CLASSIFICATION = "classification"
+    TEXT_GENERATION = "text_generation"
+    QA = "qa"
+
+    @property
+    def family(self) -> str:
+        """What a served model does with it: classify, or generate text."""
+        return "classification" if self is Task.CLASSIFICATION else "generation"
+
+
+class Method(StrEnum):
+    LORA = "lora"
+    QLORA = "qlora"
+
+
+# --- where state lives -------------------------------------------------------------------------
+
+
+class LocalBackend(Strict):
+    path: str | None = Field(
+        None,
+        description="State file, relative to fastuner.yaml. Default: state/<project>.json "
+        "(state/<project>.<workspace>.json in a non-default workspace).",
+    )
+
+
+class S3Backend(Strict):
+    bucket: str = Field(description="S3 bucket holding the state (versioning should be enabled).")
+    key: str = Field(description="Object key of the state, e.g. fastuner/skyrim.json.")
+    region: str | None = Field(None, description="AWS region of the bucket; default from the AWS config.")
+    kms_key_id: str | None = Field(None, description="KMS key for server-side encryption of the state.")
+
+
+class Backend(Strict):
+    local: LocalBackend | None = Field(None, description="State in a local JSON file with an OS lock.")
+    s3: S3Backend | None = Field(None, description="State in S3, locked by a conditional write.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Backend:
+        if (self.local is None) == (self.s3 is None):
+            raise ValueError("choose exactly one backend: `local` or `s3`")
+        return self
+
+
+# --- where work runs ---------------------------------------------------------------------------
+
+
+class LocalProvider(Strict):
+    work_dir: str = Field(
+        ".fastuner", description="Folder (relative to fastuner.yaml) for the object store, runs and logs."
+    )
+    python: str | None = Field(
+        None, description="Python interpreter that runs the training and serving programs; default: this one."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where local training and serving run.")
+
+
+class SageMakerProvider(Strict):
+    region: str = Field(description="AWS region for S3, training jobs and endpoints.")
+    role_arn: str = Field(description="IAM execution role SageMaker assumes for jobs and endpoints.")
+    bucket: str = Field(description="S3 bucket for datasets and adapter artifacts.")
+    prefix: str = Field("fastuner", description="Key prefix inside the bucket.")
+    training_image: str | None = Field(None, description="Training image URI; default: the Hugging Face PyTorch training image.")
+    inference_image: str | None = Field(None, description="Inference image URI; default: the fastuner serve image.")
+    kms_key_id: str | None = Field(None, description="KMS key for S3 objects, volumes and endpoints.")
+    subnets: list[str] = Field(default_factory=list, description="VPC subnets for jobs and endpoints.")
+    security_group_ids: list[str] = Field(default_factory=list, description="VPC security groups.")
+
+
+class Provider(Strict):
+    local: LocalProvider | None = Field(None, description="Train and serve on this machine (the default).")
+    sagemaker: SageMakerProvider | None = Field(None, description="Train and serve on Amazon SageMaker.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Provider:
+        if (self.local is None) == (self.sagemaker is None):
+            raise ValueError("choose exactly one provider: `local` or `sagemaker`")
+        return self
+
+    @property
+    def name(self) -> str:
+        return "local" if self.local is not None else "sagemaker"
+
+
+# --- datasets ----------------------------------------------------------------------------------
+
+
+class Split(Strict):
+    train: float = Field(0.8, gt=0, le=1, description="Fraction of distinct rows used for training.")
+    validation: float = Field(0.1, ge=0, lt=1, description="Fraction for per-epoch evaluation.")
+    test: float = Field(0.1, ge=0, lt=1, description="Fraction held out for the final evaluation.")
+    seed: int = Field(42, description="Seed of the reproducible split.")
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> Split:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must sum to 1 (got {total:g})")
+        return self
+
+
+class DatasetChecks(Strict):
+    min_rows: int = Field(100, ge=1, description="Fewest distinct rows accepted after deduplication.")
+    max_input_chars: int = Field(8192, ge=1, description="Longest accepted `input`, in characters.")
+    max_target_chars: int = Field(2048, ge=1, description="Longest accepted `target`, in characters.")
+
+
+class Dataset(Strict):
+    path: str = Field(description="JSONL file, relative to fastuner.yaml.")
+    task: Task = Field(description="classification (input, label) | text_generation or qa (input, target).")
+    split: Split = Field(default_factory=Split, description="How distinct rows are split (seeded).")
+    checks: DatasetChecks = Field(default_factory=DatasetChecks, description="Row validation limits.")
+    tags: Tags = Field(default_factory=dict, description="Free-form tags, changed in place.")
+    depends_on: list[AddressRef] = Field(
+        default_factory=list, description="Extra ordering: addresses (kind.name) this resource waits for."
+    )
+
+
+# --- adapters ----------------------------------------------------------------------------------
+
+
+class Lora(Strict):
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path (0 is fastest).")
+    target_modules: Literal["all-linear"] | list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        "all-linear", description="`all-linear` or module names such as [q_proj, v_proj]."
+    )
+
+
+class Training(Strict):
+    epochs: float = Field(3, gt=0, le=1000, description="Passes over the training split (may be fractional).")
+    learning_rate: float = Field(2.0e-4, gt=0, lt=1, description="Peak learning rate.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps with linear warm-up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    batch_tokens: int = Field(16384, ge=64, description="Token budget of one micro-batch (packed).")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    max_seq_len: int = Field(2048, ge=8, description="Longest sequence; longer rows are truncated.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    seed: int = Field(42, description="Seed for initialisation and data order.")
+    checkpoint_every: int = Field(100, ge=1, description="Optimizer steps between checkpoints.")
+    max_steps: int | None = Field(None, ge=1, description="Optional cap on optimizer steps.")
+
+
+class TrainingCompute(Strict):
+    instance_type: str = Field("ml.g5.2xlarge", description="SageMaker training instance type.")
+    instance_count: int = Field(1, ge=1, le=64, description="Instances (data parallel across all GPUs).")
+    spot: bool = Field(False, description="Use managed spot training (checkpoints resume interruptions).")
+    max_runtime: Duration = Field(timedelta(hours=4), description="Stop the job after this long.")
+    max_wait: Duration | None = Field(None, description="Spot only: longest wait incl. interruptions (≥ max_runtime).")
+    volume_size_gb: int = Field(50, ge=1, le=16384, description="Training volume size.")
+
+    @model_validator(mode="after")
+    def _max_wait(self) -> TrainingCompute:
+        if self.max_wait is not None and not self.spot:
+            raise ValueError("max_wait applies to spot training only: set spot: true or remove max_wait")
+        if self.max_wait is not None and self.max_wait < self.max_runtime:
+            raise ValueError("max_wait must be at least max_runtime")
+        return self
+
+
+class Adapter(Strict):
+    base_model: str = Field(description="Hugging Face hub id (e.g. Qwen/Qwen2.5-0.5B) or a local path.")
+    base_model_revision: str | None = Field(None, description="Hub revision (commit, tag or branch) to pin.")
+    dataset: Name = Field(description="Name of the dataset (in `datasets:`) to train on.")
+    method: Method = Field(Method.LORA, description="lora, or qlora (4-bit NF4 base weights).")
+    lora: Lora = Field(default_factory=Lora, description="LoRA hyperparameters.")
+    training: Training = Field(default_factory=Training, description="Optimisation settings.")
+    compute: TrainingCompute = Field(default_factory=TrainingCompute, description="Where the job runs (SageMaker).")
+    tags: Tags = Field(default_factory=dict, description="Free-form tags, changed in place.")
+    depends_on: list[AddressRef] = Field(
+        default_factory=list, description="Extra ordering: addresses (kind.name) this resource waits for."
+    )
+
+
+# --- deployments -------------------------------------------------------------------------------
+
+
+class DeploymentCompute(Strict):
+    instance_type: str = Field("ml.g5.xlarge", description="SageMaker instance type of the endpoint.")
+    count: int = Field(1, ge=1, le=100, description="Instances behind the endpoint.")
+
+
+class Deployment(Strict):
+    base_model: str = Field(description="Base model served; every listed adapter must be trained on it.")
+    adapters: list[Name] = Field(default_factory=list, description="Adapters (names in `adapters:`) to serve.")
+    compute: DeploymentCompute = Field(default_factory=DeploymentCompute, description="Serving capacity.")
+    cache_size: int = Field(8, ge=1, le=1000, description="Adapters kept loaded at once (LRU).")
+    ttl: Duration | None = Field(None, description="Hard lifetime from creation; then it is destroyed.")
+    idle_ttl: Duration | None = Field(None, description="Destroyed after this long with no invocation.")
+    tags: Tags = Field(default_factory=dict, description="Free-form tags, changed in place.")
+    depends_on: list[AddressRef] = Field(
+        default_factory=list, description="Extra ordering: addresses (kind.name) this resource waits for."
+    )
+
+    @field_validator("adapters")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        seen = {a for a in value if value.count(a) > 1}
+        if seen:
+            raise ValueError(f"adapter listed twice: {', '.join(sorted(seen))}")
+        return value
+
+
+# --- the whole file ----------------------------------------------------------------------------
+
+
+class Variable(Strict):
+    description: str = Field("", description="What the variable is for.")
+    default: str | int | float | bool | None = Field(None, description="Value used when none is given.")
+
+
+class Config(Strict):
+    version: Literal[1] = Field(description="Format version of fastuner.yaml (1).")
+    project: Annotated[str, StringConstraints(pattern=PROJECT_PATTERN)] = Field(
+        description="Project name: lowercase letters, digits and dashes; namespaces every name and tag."
+    )
+    backend: Backend = Field(
+        default_factory=lambda: Backend(local=LocalBackend()), description="Where state lives."
+    )
+    provider: Provider = Field(
+        default_factory=lambda: Provider(local=LocalProvider()), description="Where work runs."
+    )
+    variables: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Variable] = Field(
+        default_factory=dict, description="Variables usable as ${var.NAME} (set with --var or FASTUNER_VAR_NAME)."
+    )
+    datasets: dict[Name, Dataset] = Field(default_factory=dict, description="JSONL datasets, validated and split.")
+    adapters: dict[Name, Adapter] = Field(default_factory=dict, description="LoRA adapters trained on datasets.")
+    deployments: dict[Name, Deployment] = Field(default_factory=dict, description="Endpoints serving adapters.")
+
+
+KINDS = ("dataset", "adapter", "deployment")
+SECTION = {"dataset": "datasets", "adapter": "adapters", "deployment": "deployments"}
+ADDRESS = re.compile(r"^(dataset|adapter|deployment)\.([a-z0-9][a-z0-9-]*)$")
+
+
+def resources(config: Config) -> dict[str, BaseModel]:
+    """Every resource of the spec by address (`dataset.NAME`, `adapter.NAME`, `deployment.NAME`)."""
+    out: dict[str, BaseModel] = {}
+    for kind in KINDS:
+        for name, model in getattr(config, SECTION[kind]).items():
+            out[f"{kind}.{name}"] = model
+    return out

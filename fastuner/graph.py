@@ -1,0 +1,140 @@
+"""The dependency graph of resources: the only module that uses networkx.
+
+Nodes are addresses (`dataset.x`, `adapter.y`, `deployment.z`); an edge `a -> b` means b depends on a
+(an adapter on its dataset, a deployment on its adapters, plus explicit `depends_on`). Apply walks
+create waves forward, destroy walks destroy waves backward; each wave is an antichain whose members can
+run in parallel.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import networkx as nx
+
+from fastuner.config.loader import Spec
+from fastuner.config.models import SECTION
+from fastuner.errors import Diagnostic, DiagnosticsError, Source
+
+
+@dataclass(frozen=True)
+class Edge:
+    """`dependent` needs `dependency`; `path` is where in the spec the reference is written."""
+
+    dependency: str
+    dependent: str
+    path: tuple = ()
+
+
+class Graph:
+    def __init__(self, nodes: Iterable[str], edges: Iterable[Edge]) -> None:
+        self._g = nx.DiGraph()
+        self._g.add_nodes_from(nodes)
+        for e in edges:
+            self._g.add_edge(e.dependency, e.dependent, path=e.path)
+
+    @property
+    def nodes(self) -> list[str]:
+        return sorted(self._g.nodes)
+
+    def dependencies(self, address: str) -> list[str]:
+        """What `address` directly waits for."""
+        return sorted(self._g.predecessors(address)) if address in self._g else []
+
+    def dependents(self, address: str) -> list[str]:
+        return sorted(self._g.successors(address)) if address in self._g else []
+
+    def descendants(self, address: str) -> set[str]:
+        return set(nx.descendants(self._g, address)) if address in self._g else set()
+
+    def create_waves(self) -> list[list[str]]:
+        """Antichains in dependency order: everything in wave n depends only on waves < n."""
+        return [sorted(w) for w in nx.topological_generations(self._g)]
+
+    def destroy_waves(self) -> list[list[str]]:
+        """Dependents first: the create waves of the reversed graph."""
+        return [sorted(w) for w in nx.topological_generations(self._g.reverse(copy=False))]
+
+    def find_cycle(self) -> list[tuple[str, str, tuple]] | None:
+        try:
+            cycle = nx.find_cycle(self._g)
+        except nx.NetworkXNoCycle:
+            return None
+        return [(a, b, self._g.edges[a, b].get("path", ())) for a, b, *_ in cycle]
+
+    def subgraph(self, nodes: Iterable[str]) -> Graph:
+        keep = set(nodes)
+        sub = Graph([], [])
+        sub._g = self._g.subgraph(keep).copy()
+        return sub
+
+
+def spec_edges(spec: Spec) -> tuple[list[Edge], list[Diagnostic]]:
+    """References written in the spec; a reference to nothing becomes a diagnostic naming both ends."""
+    config = spec.config
+    edges: list[Edge] = []
+    errors: list[Diagnostic] = []
+    known = {f"{kind}.{name}" for kind, section in SECTION.items() for name in getattr(config, section)}
+
+    def ref(dependent: str, target_kind: str, target: str, path: tuple) -> None:
+        address = f"{target_kind}.{target}"
+        if address in known:
+            edges.append(Edge(address, dependent, path))
+            return
+        names = list(getattr(config, SECTION[target_kind]))
+        close = difflib.get_close_matches(target, names, n=1)
+        hint = f"Did you mean `{close[0]}`?" if close else (
+            f"Declare it under `{SECTION[target_kind]}:`." if not names
+            else f"Known {SECTION[target_kind]}: {', '.join(sorted(names))}.")
+        errors.append(Diagnostic.error(
+            f"{dependent} refers to {address}, which does not exist", hint,
+            source=spec.source(path), address=dependent))
+
+    for name, adapter in config.adapters.items():
+        ref(f"adapter.{name}", "dataset", adapter.dataset, ("adapters", name, "dataset"))
+    for name, dep in config.deployments.items():
+        for i, adapter in enumerate(dep.adapters):
+            ref(f"deployment.{name}", "adapter", adapter, ("deployments", name, "adapters", i))
+    for kind, section in SECTION.items():
+        for name, model in getattr(config, section).items():
+            for i, target in enumerate(model.depends_on):
+                target_kind, target_name = target.split(".", 1)
+                path = (section, name, "depends_on", i)
+                if target == f"{kind}.{name}":
+                    errors.append(Diagnostic.error(f"{target} depends on itself", "Remove it from depends_on.",
+                                                   source=spec.source(path), address=target))
+                    continue
+                ref(f"{kind}.{name}", target_kind, target_name, path)
+    return edges, errors
+
+
+def build_graph(spec: Spec) -> Graph:
+    """The spec's graph, or `DiagnosticsError` for dangling references and cycles."""
+    edges, errors = spec_edges(spec)
+    nodes = [f"{kind}.{name}" for kind, section in SECTION.items() for name in getattr(spec.config, section)]
+    if errors:
+        raise DiagnosticsError(errors)
+    graph = Graph(nodes, edges)
+    cycle = graph.find_cycle()
+    if cycle:
+        chain = " -> ".join([cycle[0][1], *[b for _, b, _ in cycle[1:]], cycle[0][1]])
+        first_path = cycle[0][2]
+        raise DiagnosticsError([Diagnostic.error(
+            f"dependency cycle: {chain}",
+            "Each arrow is a reference (dataset:, adapters:, depends_on:); remove one to break the cycle. "
+            + "; ".join(f"{b} refers to {a} at {spec.source(p)}" for a, b, p in cycle),
+            source=spec.source(first_path) if first_path else Source(str(spec.file)),
+            address=cycle[0][1])])
+    return graph
+
+
+def graph_from_dependencies(depends_on: Mapping[str, Iterable[str]],
+                            keep: Callable[[str], bool] = lambda _: True) -> Graph:
+    """A graph from recorded dependencies (state), e.g. to order deletes of resources no longer in the
+    spec. Dependencies on addresses not in the mapping are dropped."""
+    nodes = [a for a in depends_on if keep(a)]
+    present = set(nodes)
+    edges = [Edge(dep, a) for a in nodes for dep in depends_on[a] if dep in present]
+    return Graph(nodes, edges)
