@@ -1,0 +1,120 @@
+"""Each resource kind, as data: which inputs force replacement and which change in place.
+
+`FIELD_MODES[kind]` maps a dotted input path to `REPLACE` or `UPDATE`; the longest matching prefix
+wins. Besides the spec's own fields, each kind has derived inputs the planner adds:
+- dataset: `source_sha256`, the content hash of the JSONL (a changed file is a new dataset version);
+- adapter: `dataset_identity` (the identity of the dataset version it trains on, so a replaced dataset
+  replaces its adapters) and `training_code_hash` (the training program's files);
+- deployment: `adapter_identities` (a retrained adapter is swapped in place).
+A test walks every model field and fails when one is not classified here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from fastuner.config.models import Adapter, Dataset, Deployment
+
+REPLACE = "replace"
+UPDATE = "update"
+
+MODELS: dict[str, type[BaseModel]] = {"dataset": Dataset, "adapter": Adapter, "deployment": Deployment}
+
+FIELD_MODES: dict[str, dict[str, str]] = {
+    "dataset": {
+        "path": UPDATE,  # a moved file with the same bytes is the same version
+        "task": REPLACE,
+        "split": REPLACE,
+        "checks": REPLACE,
+        "tags": UPDATE,
+        "depends_on": UPDATE,
+        "source_sha256": REPLACE,
+    },
+    "adapter": {
+        "base_model": REPLACE,
+        "base_model_revision": REPLACE,
+        "dataset": UPDATE,  # the name; what is trained on is `dataset_identity`
+        "dataset_identity": REPLACE,
+        "method": REPLACE,
+        "lora": REPLACE,
+        "training": REPLACE,
+        "training.checkpoint_every": UPDATE,  # changes when progress is saved, not the result
+        "compute": UPDATE,  # where the next job would run; the trained artifact stays valid
+        "tags": UPDATE,
+        "depends_on": UPDATE,
+        "training_code_hash": REPLACE,
+    },
+    "deployment": {
+        "base_model": REPLACE,
+        "adapters": UPDATE,  # inference components / the adapter registry, no new endpoint
+        "adapter_identities": UPDATE,
+        "compute.instance_type": UPDATE,  # a new endpoint config, no downtime
+        "compute.count": UPDATE,
+        "cache_size": UPDATE,
+        "ttl": UPDATE,
+        "idle_ttl": UPDATE,
+        "tags": UPDATE,
+        "depends_on": UPDATE,
+    },
+}
+
+DERIVED: dict[str, tuple[str, ...]] = {
+    "dataset": ("source_sha256",),
+    "adapter": ("dataset_identity", "training_code_hash"),
+    "deployment": ("adapter_identities",),
+}
+
+
+def mode_of(kind: str, path: str) -> str:
+    """REPLACE or UPDATE for a dotted path; the longest classified prefix decides."""
+    modes = FIELD_MODES[kind]
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        mode = modes.get(".".join(parts[:i]))
+        if mode is not None:
+            return mode
+    raise KeyError(f"{kind} input `{path}` is not classified as update or replace in FIELD_MODES")
+
+
+ATOMIC = frozenset({"tags", "adapter_identities"})  # maps compared and shown as one value
+
+
+def leaf_paths(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Dotted paths of the leaves of nested dicts; lists and scalars are leaves."""
+    if isinstance(value, Mapping) and value and prefix.rsplit(".", 1)[-1] not in ATOMIC:
+        for k in sorted(value):
+            yield from leaf_paths(value[k], f"{prefix}.{k}" if prefix else str(k))
+    else:
+        yield prefix, value
+
+
+def diff_paths(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """Leaf paths whose values differ (present on one side only counts as differing)."""
+    b = dict(leaf_paths(before))
+    a = dict(leaf_paths(after))
+    return sorted(p for p in set(a) | set(b) if a.get(p, _MISSING) != b.get(p, _MISSING))
+
+
+_MISSING = object()
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def identity(kind: str, inputs: Mapping[str, Any]) -> str:
+    """Hash of the inputs that force replacement: equal identities mean interchangeable resources."""
+    forcing = {p: v for p, v in leaf_paths(inputs) if mode_of(kind, p) == REPLACE}
+    return hashlib.sha256(f"{kind}:{canonical_json(forcing)}".encode()).hexdigest()[:16]
+
+
+def physical_name(project: str, workspace: str, kind: str, name: str, ident: str) -> str:
+    """Deterministic name of the cloud or local object (≤ 63 characters, SageMaker's limit)."""
+    ws = "" if workspace == "default" else f"{workspace[:12]}-"
+    short = {"dataset": "ds", "adapter": "ad", "deployment": "ep"}[kind]
+    return f"{project}-{ws}{short}-{name}"[: 63 - 9] + f"-{ident[:8]}"

@@ -1,0 +1,192 @@
+"""The plan: a frozen value, versioned as JSON, that apply carries out exactly.
+
+Actions and reasons are enums whose string values are part of the JSON contract
+(`format_version` "1"). Whether a plan has anything to do is decided in one place, `Plan.has_changes`;
+whether it may be applied in `Plan.blocked`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+PLAN_FORMAT_VERSION = "1"
+
+
+class Action(StrEnum):
+    NOOP = "no-op"
+    CREATE = "create"
+    UPDATE = "update"
+    REPLACE = "replace"
+    DELETE = "delete"
+
+
+class Reason(StrEnum):
+    NONE = "none"
+    CREATE_BECAUSE_NEW = "create_because_new"
+    CREATE_BECAUSE_MISSING = "create_because_missing"  # in state, gone in the world (drift)
+    CREATE_BECAUSE_PENDING = "create_because_pending"  # an earlier run started it: adopt and wait
+    CREATE_BECAUSE_RENEWED = "create_because_renewed"  # an expired deployment brought back on purpose
+    UPDATE_BECAUSE_CHANGED = "update_because_changed"
+    UPDATE_BECAUSE_UPSTREAM_REPLACED = "update_because_upstream_replaced"
+    REPLACE_BECAUSE_CANNOT_UPDATE = "replace_because_cannot_update"
+    REPLACE_BECAUSE_UPSTREAM_REPLACED = "replace_because_upstream_replaced"
+    REPLACE_BECAUSE_TAINTED = "replace_because_tainted"  # the last operation failed
+    REPLACE_BY_REQUEST = "replace_by_request"
+    DELETE_BECAUSE_NO_RESOURCE_CONFIG = "delete_because_no_resource_config"
+    DELETE_BECAUSE_TTL_EXPIRED = "delete_because_ttl_expired"
+    DELETE_BECAUSE_IDLE_TTL_EXPIRED = "delete_because_idle_ttl_expired"
+    DELETE_BECAUSE_DESTROY = "delete_because_destroy"
+    NOOP_BECAUSE_EXPIRED = "noop_because_expired"  # torn down by TTL; stays down until renewed
+
+
+SYMBOLS = {
+    Action.CREATE: "+",
+    Action.UPDATE: "~",
+    Action.REPLACE: "-/+",
+    Action.DELETE: "-",
+    Action.NOOP: " ",
+}
+
+
+@dataclass(frozen=True)
+class Change:
+    address: str
+    kind: str
+    name: str
+    action: Action
+    reason: Reason
+    detail: str = ""
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    changed_paths: tuple[str, ...] = ()
+    replace_paths: tuple[str, ...] = ()
+    after_unknown: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    identity: str = ""
+    physical_name: str | None = None
+    expires_at: str | None = None
+    cost: dict[str, Any] = field(default_factory=dict)
+    blocked: str | None = None  # why the provider cannot carry this out yet
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "kind": self.kind,
+            "name": self.name,
+            "action": str(self.action),
+            "reason": str(self.reason),
+            "detail": self.detail,
+            "before": self.before,
+            "after": self.after,
+            "changed_paths": list(self.changed_paths),
+            "replace_paths": list(self.replace_paths),
+            "after_unknown": list(self.after_unknown),
+            "depends_on": list(self.depends_on),
+            "identity": self.identity,
+            "physical_name": self.physical_name,
+            "expires_at": self.expires_at,
+            "cost": self.cost,
+            "blocked": self.blocked,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Change:
+        return cls(
+            address=d["address"], kind=d["kind"], name=d["name"], action=Action(d["action"]),
+            reason=Reason(d["reason"]), detail=d.get("detail", ""), before=d.get("before"),
+            after=d.get("after"), changed_paths=tuple(d.get("changed_paths", ())),
+            replace_paths=tuple(d.get("replace_paths", ())), after_unknown=tuple(d.get("after_unknown", ())),
+            depends_on=tuple(d.get("depends_on", ())), identity=d.get("identity", ""),
+            physical_name=d.get("physical_name"), expires_at=d.get("expires_at"), cost=d.get("cost") or {},
+            blocked=d.get("blocked"),
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    project: str
+    workspace: str
+    provider: str
+    mode: str  # "normal" | "destroy"
+    created_at: str
+    lineage: str | None
+    serial: int
+    spec_file: str
+    spec_sha256: str
+    changes: tuple[Change, ...]
+    waves: tuple[tuple[str, ...], ...]  # create/update order (dependencies first)
+    destroy_waves: tuple[tuple[str, ...], ...]  # delete order (dependents first)
+    refresh: dict[str, dict[str, Any]] = field(default_factory=dict)  # observed outputs to record
+    diagnostics: tuple[dict[str, Any], ...] = ()
+    fastuner_version: str = ""
+
+    @property
+    def has_changes(self) -> bool:
+        """The one place that decides whether there is anything to do."""
+        return any(c.action is not Action.NOOP for c in self.changes)
+
+    @property
+    def blocked(self) -> list[Change]:
+        return [c for c in self.changes if c.blocked and c.action is not Action.NOOP]
+
+    def change(self, address: str) -> Change:
+        for c in self.changes:
+            if c.address == address:
+                return c
+        raise KeyError(address)
+
+    def summary(self) -> dict[str, int]:
+        counts = {str(a): 0 for a in (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.DELETE, Action.NOOP)}
+        for c in self.changes:
+            counts[str(c.action)] += 1
+        return counts
+
+    def cost(self) -> dict[str, Any]:
+        hourly = sum(c.cost.get("hourly_usd", 0.0) for c in self.changes if c.action is not Action.DELETE)
+        one_time = sum(c.cost.get("max_one_time_usd", 0.0) for c in self.changes
+                       if c.action in (Action.CREATE, Action.REPLACE))
+        saved = sum(c.cost.get("hourly_usd", 0.0) for c in self.changes if c.action is Action.DELETE)
+        return {"hourly_usd": round(hourly, 4), "max_one_time_usd": round(one_time, 2),
+                "hourly_usd_saved": round(saved, 4)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": PLAN_FORMAT_VERSION,
+            "fastuner_version": self.fastuner_version,
+            "project": self.project,
+            "workspace": self.workspace,
+            "provider": self.provider,
+            "mode": self.mode,
+            "created_at": self.created_at,
+            "prior_state": {"lineage": self.lineage, "serial": self.serial},
+            "spec": {"file": self.spec_file, "sha256": self.spec_sha256},
+            "summary": self.summary(),
+            "has_changes": self.has_changes,
+            "can_apply": not self.blocked,
+            "cost": self.cost(),
+            "changes": [c.to_dict() for c in self.changes],
+            "waves": [list(w) for w in self.waves],
+            "destroy_waves": [list(w) for w in self.destroy_waves],
+            "refresh": self.refresh,
+            "diagnostics": list(self.diagnostics),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        version = str(d.get("format_version"))
+        if version != PLAN_FORMAT_VERSION:
+            raise ValueError(f"plan format_version {version!r} is not supported (expected {PLAN_FORMAT_VERSION})")
+        prior = d.get("prior_state") or {}
+        spec = d.get("spec") or {}
+        return cls(
+            project=d["project"], workspace=d["workspace"], provider=d["provider"], mode=d["mode"],
+            created_at=d["created_at"], lineage=prior.get("lineage"), serial=int(prior.get("serial", 0)),
+            spec_file=spec.get("file", ""), spec_sha256=spec.get("sha256", ""),
+            changes=tuple(Change.from_dict(c) for c in d["changes"]),
+            waves=tuple(tuple(w) for w in d.get("waves", ())),
+            destroy_waves=tuple(tuple(w) for w in d.get("destroy_waves", ())),
+            refresh=d.get("refresh") or {}, diagnostics=tuple(d.get("diagnostics", ())),
+            fastuner_version=d.get("fastuner_version", ""),
+        )

@@ -1,0 +1,35 @@
+"""What refresh saw: read-only facts handed to the pure planner."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One resource as the provider reads it now.
+
+    status: `ready` (exists, operation finished), `pending` (work still running), `failed` (the work
+    failed; `detail` says why) or `missing` (nothing exists: deleted outside fastuner, or a dead server).
+    """
+
+    status: str
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    detail: str = ""
+    last_activity: datetime | None = None  # deployments: time of the last invocation
+
+    @property
+    def exists(self) -> bool:
+        return self.status != "missing"
+
+
+@dataclass(frozen=True)
+class Observed:
+    resources: Mapping[str, Observation] = field(default_factory=dict)
+    dataset_sources: Mapping[str, str] = field(default_factory=dict)  # dataset name -> sha256 of its file
+    training_code_hash: str = ""
+    unsupported: Mapping[str, str] = field(default_factory=dict)  # kind -> why the provider can't apply it
+    priced: bool = False  # whether the provider bills by the hour (sagemaker) or runs here (local)

@@ -1,0 +1,267 @@
+"""make_plan: the pure heart of fastuner.
+
+`make_plan(spec, prior, observed, now)` compares the spec with the prior state and what refresh observed
+and decides, for every resource, one action with one reason. It reads nothing and writes nothing; the
+current time is an argument. Replacement propagates through derived inputs: an adapter's
+`dataset_identity` changes when its dataset is replaced, a deployment's `adapter_identities` when an
+adapter is retrained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastuner import __version__
+from fastuner.config.duration import format_duration
+from fastuner.config.loader import Spec
+from fastuner.config.models import SECTION, Adapter, Deployment
+from fastuner.graph import build_graph, graph_from_dependencies
+from fastuner.plan.kinds import REPLACE, diff_paths, identity, mode_of, physical_name
+from fastuner.plan.model import Action, Change, Plan, Reason
+from fastuner.plan.observed import Observation, Observed
+from fastuner.plan.pricing import endpoint_cost, training_cost
+from fastuner.state.model import ResourceState, State, Status
+
+UPSTREAM_PATHS = {"dataset_identity", "adapter_identities"}
+
+
+def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, destroy: bool = False,
+              replace: Iterable[str] = (), renew: Iterable[str] = ()) -> Plan:
+    config = spec.config
+    replace, renew = set(replace), set(renew)
+    spec_sha = hashlib.sha256(spec.text.encode()).hexdigest()
+    common = dict(project=config.project, workspace=prior.workspace, provider=config.provider.name,
+                  created_at=now.isoformat(), lineage=prior.lineage if prior.serial else None,
+                  serial=prior.serial, spec_file=spec.file.name, spec_sha256=spec_sha,
+                  fastuner_version=__version__)
+    if destroy:
+        changes = [_delete(rs, Reason.DELETE_BECAUSE_DESTROY, "", observed) for rs in prior.resources.values()]
+        order = graph_from_dependencies(prior.dependencies()).destroy_waves()
+        return Plan(mode="destroy", changes=tuple(_ordered(changes, order)), waves=(),
+                    destroy_waves=tuple(tuple(w) for w in order), **common)
+
+    graph = build_graph(spec)
+    waves = graph.create_waves()
+    identities: dict[str, str] = {}
+    changes: list[Change] = []
+    refresh: dict[str, dict[str, Any]] = {}
+    for address in (a for wave in waves for a in wave):
+        kind, name = address.split(".", 1)
+        model = getattr(config, SECTION[kind])[name]
+        inputs = _inputs(kind, name, model, identities, observed)
+        ident = identity(kind, inputs)
+        identities[address] = ident
+        rs = prior.get(address)
+        obs = observed.resources.get(address)
+        change = _decide(spec, kind, name, model, inputs, ident, rs, obs, observed, now,
+                         workspace=prior.workspace, replace=address in replace, renew=address in renew)
+        changes.append(change)
+        if rs is not None and obs is not None and change.action is Action.NOOP and rs.status is not Status.EXPIRED:
+            rec = _refresh_record(rs, obs)
+            if rec:
+                refresh[address] = rec
+
+    in_spec = {c.address for c in changes}
+    for address, rs in prior.resources.items():
+        if address not in in_spec:
+            detail = "expired earlier; forgetting its record" if rs.status is Status.EXPIRED else ""
+            changes.append(_delete(rs, Reason.DELETE_BECAUSE_NO_RESOURCE_CONFIG, detail, observed))
+
+    doomed = {c.address for c in changes if c.action in (Action.DELETE, Action.REPLACE)}
+    deps = prior.dependencies()
+    for c in changes:
+        deps.setdefault(c.address, list(c.depends_on))
+    destroy_waves = graph_from_dependencies(deps, keep=lambda a: a in doomed).destroy_waves()
+    by_address = {c.address: c for c in changes}
+    ordered = [by_address[a] for w in waves for a in w] + [
+        by_address[a] for w in destroy_waves for a in w if by_address[a].action is Action.DELETE]
+    return Plan(mode="normal", changes=tuple(ordered), waves=tuple(tuple(w) for w in waves),
+                destroy_waves=tuple(tuple(w) for w in destroy_waves), refresh=refresh,
+                diagnostics=(), **common)
+
+
+def _ordered(changes: list[Change], order: list[list[str]]) -> list[Change]:
+    rank = {a: i for i, a in enumerate(a for w in order for a in w)}
+    return sorted(changes, key=lambda c: (rank.get(c.address, len(rank)), c.address))
+
+
+def _inputs(kind: str, name: str, model: Any, identities: dict[str, str], observed: Observed) -> dict[str, Any]:
+    inputs = model.model_dump(mode="json")
+    if kind == "dataset":
+        inputs["source_sha256"] = observed.dataset_sources.get(name, "")
+    elif kind == "adapter":
+        inputs["dataset_identity"] = identities.get(f"dataset.{model.dataset}", "")
+        inputs["training_code_hash"] = observed.training_code_hash
+    elif kind == "deployment":
+        inputs["adapter_identities"] = {a: identities.get(f"adapter.{a}", "") for a in model.adapters}
+    return inputs
+
+
+def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any], ident: str,
+            rs: ResourceState | None, obs: Observation | None, observed: Observed, now: datetime, *,
+            workspace: str, replace: bool, renew: bool) -> Change:
+    address = f"{kind}.{name}"
+    config = spec.config
+    depends_on = _depends_on(kind, model)
+    phys = physical_name(config.project, workspace, kind, name, ident)
+    base = dict(address=address, kind=kind, name=name, after=inputs, depends_on=depends_on, identity=ident,
+                physical_name=phys, blocked=observed.unsupported.get(kind),
+                cost=_cost(kind, model, observed))
+
+    def change(action: Action, reason: Reason, detail: str = "", **kw: Any) -> Change:
+        if action is Action.NOOP:
+            kw.setdefault("blocked", None)
+        if action in (Action.CREATE, Action.REPLACE):
+            kw.setdefault("after_unknown", ("outputs",))
+        if kind == "deployment":
+            kw.setdefault("expires_at", _expiry_text(model, rs, action, now))
+        return Change(**{**base, "action": action, "reason": reason, "detail": detail, **kw})
+
+    if rs is None:
+        return change(Action.CREATE, Reason.CREATE_BECAUSE_NEW)
+    before = dict(rs.inputs)
+    changed = tuple(diff_paths(before, inputs))
+    forcing = tuple(p for p in changed if mode_of(kind, p) == REPLACE)
+
+    if rs.status is Status.EXPIRED:
+        ttl_changed = before.get("ttl") != inputs.get("ttl") or before.get("idle_ttl") != inputs.get("idle_ttl")
+        if renew or ttl_changed:
+            why = "renewed with --renew" if renew else "its ttl changed"
+            return change(Action.CREATE, Reason.CREATE_BECAUSE_RENEWED, f"expired earlier; {why}",
+                          before=before, changed_paths=changed)
+        expired = rs.expires_at.isoformat() if rs.expires_at else "earlier"
+        return change(Action.NOOP, Reason.NOOP_BECAUSE_EXPIRED,
+                      f"expired {expired}; stays down until renewed: `fastuner apply --renew {address}` "
+                      "or change its ttl", before=before, changed_paths=changed, cost={}, expires_at=expired)
+
+    if rs.status is Status.FAILED:
+        return change(Action.REPLACE, Reason.REPLACE_BECAUSE_TAINTED, rs.error or "the last operation failed",
+                      before=before, changed_paths=changed, replace_paths=forcing)
+
+    if rs.status is Status.PENDING:
+        if ident != rs.identity:
+            return change(Action.REPLACE, Reason.REPLACE_BECAUSE_CANNOT_UPDATE,
+                          "inputs changed while an operation was in flight", before=before,
+                          changed_paths=changed, replace_paths=forcing)
+        if obs is not None and obs.status == "failed":
+            return change(Action.REPLACE, Reason.REPLACE_BECAUSE_TAINTED, obs.detail or "the pending operation failed",
+                          before=before, changed_paths=changed)
+        if obs is not None and obs.status == "ready":
+            return change(Action.NOOP, Reason.NONE, "the pending operation finished", before=before)
+        op = rs.pending.action if rs.pending else "create"
+        return change(Action.CREATE, Reason.CREATE_BECAUSE_PENDING,
+                      f"{op} started {_when(rs)} still in flight; apply adopts it and waits"
+                      + (f" ({obs.detail})" if obs is not None and obs.detail else ""), before=before,
+                      changed_paths=changed)
+
+    # Ready in state. Expiry first: a deployment past its TTL is deleted whatever else changed.
+    if kind == "deployment":
+        expired = _expired(model, rs, obs, now)
+        if expired is not None:
+            reason, detail = expired
+            return Change(address=address, kind=kind, name=name, action=Action.DELETE, reason=reason,
+                          detail=detail, before=before, depends_on=tuple(rs.depends_on), identity=rs.identity,
+                          physical_name=rs.physical_name, expires_at=_iso(rs.expires_at),
+                          cost=_cost(kind, model, observed), blocked=observed.unsupported.get(kind))
+    if obs is not None and not obs.exists:
+        return change(Action.CREATE, Reason.CREATE_BECAUSE_MISSING,
+                      obs.detail or "recorded in state but no longer exists", before=before, changed_paths=changed)
+    if replace:
+        return change(Action.REPLACE, Reason.REPLACE_BY_REQUEST, "requested with --replace", before=before,
+                      changed_paths=changed, replace_paths=forcing)
+    if forcing:
+        upstream = all(p.split(".")[0] in UPSTREAM_PATHS for p in forcing)
+        reason = Reason.REPLACE_BECAUSE_UPSTREAM_REPLACED if upstream else Reason.REPLACE_BECAUSE_CANNOT_UPDATE
+        return change(Action.REPLACE, reason, _upstream_detail(kind, model) if upstream else "",
+                      before=before, changed_paths=changed, replace_paths=forcing)
+    if changed:
+        upstream = all(p.split(".")[0] in UPSTREAM_PATHS for p in changed)
+        reason = Reason.UPDATE_BECAUSE_UPSTREAM_REPLACED if upstream else Reason.UPDATE_BECAUSE_CHANGED
+        return change(Action.UPDATE, reason, "", before=before, changed_paths=changed,
+                      physical_name=rs.physical_name, identity=rs.identity)
+    return change(Action.NOOP, Reason.NONE, before=before, physical_name=rs.physical_name)
+
+
+def _depends_on(kind: str, model: Any) -> tuple[str, ...]:
+    deps = list(model.depends_on)
+    if isinstance(model, Adapter):
+        deps.append(f"dataset.{model.dataset}")
+    elif isinstance(model, Deployment):
+        deps.extend(f"adapter.{a}" for a in model.adapters)
+    return tuple(sorted(set(deps)))
+
+
+def _upstream_detail(kind: str, model: Any) -> str:
+    if kind == "adapter":
+        return f"dataset.{model.dataset} gets a new version"
+    return ""
+
+
+def _delete(rs: ResourceState, reason: Reason, detail: str, observed: Observed) -> Change:
+    return Change(address=rs.address, kind=rs.kind, name=rs.name, action=Action.DELETE, reason=reason,
+                  detail=detail, before=dict(rs.inputs), depends_on=tuple(rs.depends_on), identity=rs.identity,
+                  physical_name=rs.physical_name, expires_at=_iso(rs.expires_at),
+                  cost=_state_cost(rs, observed), blocked=observed.unsupported.get(rs.kind))
+
+
+def _expired(model: Deployment, rs: ResourceState, obs: Observation | None,
+             now: datetime) -> tuple[Reason, str] | None:
+    created = rs.created_at or now
+    if model.ttl is not None and created + model.ttl <= now:
+        return (Reason.DELETE_BECAUSE_TTL_EXPIRED,
+                f"ttl {_fmt(model.ttl)} from {created.isoformat()} ended {(created + model.ttl).isoformat()}")
+    if model.idle_ttl is not None:
+        last = (obs.last_activity if obs is not None and obs.last_activity else None) or created
+        if last + model.idle_ttl <= now:
+            return (Reason.DELETE_BECAUSE_IDLE_TTL_EXPIRED,
+                    f"no invocation since {last.isoformat()} (idle_ttl {_fmt(model.idle_ttl)})")
+    return None
+
+
+def _expiry_text(model: Deployment, rs: ResourceState | None, action: Action, now: datetime) -> str | None:
+    if model.ttl is None:
+        return None
+    start = now if (rs is None or action in (Action.CREATE, Action.REPLACE) or rs.created_at is None) else rs.created_at
+    return (start + model.ttl).isoformat()
+
+
+def _cost(kind: str, model: Any, observed: Observed) -> dict[str, Any]:
+    if not observed.priced:
+        return {}
+    if kind == "adapter":
+        c = model.compute
+        return training_cost(c.instance_type, c.instance_count, c.max_runtime.total_seconds() / 3600, c.spot)
+    if kind == "deployment":
+        ttl = model.ttl.total_seconds() / 3600 if model.ttl else None
+        return endpoint_cost(model.compute.instance_type, model.compute.count, ttl)
+    return {}
+
+
+def _state_cost(rs: ResourceState, observed: Observed) -> dict[str, Any]:
+    if not observed.priced or rs.kind != "deployment" or rs.status is Status.EXPIRED:
+        return {}
+    compute = rs.inputs.get("compute") or {}
+    return endpoint_cost(compute.get("instance_type", ""), int(compute.get("count", 1)), None)
+
+
+def _refresh_record(rs: ResourceState, obs: Observation) -> dict[str, Any] | None:
+    status = "ready" if obs.status == "ready" else None
+    merged = {**rs.outputs, **obs.outputs}
+    if merged == rs.outputs and (status is None or rs.status is Status.READY):
+        return None
+    return {"status": status or str(rs.status), "outputs": merged}
+
+
+def _when(rs: ResourceState) -> str:
+    return f"at {rs.pending.started_at.isoformat()}" if rs.pending else "earlier"
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+def _fmt(d: timedelta) -> str:
+    return format_duration(d)

@@ -1,0 +1,42 @@
+"""Approximate on-demand SageMaker prices (USD per instance-hour, us-east-1), for plan estimates.
+
+Estimates, not quotes: the plan shows them so that a reviewer sees what a change may cost. Spot
+training can cost up to about 70 % less than the figure shown. Unknown instance types get no estimate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+HOURLY_USD: dict[str, float] = {
+    "ml.m5.large": 0.115, "ml.m5.xlarge": 0.23, "ml.m5.2xlarge": 0.461,
+    "ml.c5.xlarge": 0.204, "ml.c5.2xlarge": 0.408,
+    "ml.g4dn.xlarge": 0.736, "ml.g4dn.2xlarge": 0.94, "ml.g4dn.12xlarge": 4.89,
+    "ml.g5.xlarge": 1.408, "ml.g5.2xlarge": 1.515, "ml.g5.4xlarge": 2.03, "ml.g5.8xlarge": 3.06,
+    "ml.g5.12xlarge": 7.09, "ml.g5.24xlarge": 10.18, "ml.g5.48xlarge": 20.36,
+    "ml.g6.xlarge": 1.006, "ml.g6.2xlarge": 1.222, "ml.g6.12xlarge": 5.752, "ml.g6e.xlarge": 2.336,
+    "ml.p3.2xlarge": 3.825, "ml.p4d.24xlarge": 37.688, "ml.p5.48xlarge": 113.07,
+    "ml.inf2.xlarge": 0.99, "ml.trn1.2xlarge": 1.546,
+}
+
+
+def training_cost(instance_type: str, count: int, max_hours: float, spot: bool) -> dict[str, Any]:
+    price = HOURLY_USD.get(instance_type)
+    if price is None:
+        return {"note": f"no price known for {instance_type}"}
+    out: dict[str, Any] = {"max_one_time_usd": round(price * count * max_hours, 2),
+                           "note": f"at most {max_hours:g} h × {count} × {instance_type} on demand"}
+    if spot:
+        out["note"] += " (spot: usually much less)"
+    return out
+
+
+def endpoint_cost(instance_type: str, count: int, ttl_hours: float | None) -> dict[str, Any]:
+    price = HOURLY_USD.get(instance_type)
+    if price is None:
+        return {"note": f"no price known for {instance_type}"}
+    out: dict[str, Any] = {"hourly_usd": round(price * count, 4), "note": f"{count} × {instance_type}"}
+    if ttl_hours is not None:
+        out["max_one_time_usd"] = round(price * count * ttl_hours, 2)
+        out["note"] += f", at most {ttl_hours:g} h (ttl)"
+    return out
