@@ -1,0 +1,181 @@
+"""The local state backend: a JSON file, written atomically, with the previous version kept, and an
+OS-level lock.
+
+The lock is a file created exclusively (`O_EXCL`) next to the state, holding who/where/why, and kept
+under `flock` for as long as it is held. A lock file whose flock is free was left by a process that
+died (the OS releases flocks of dead processes): if that process was on this host it is released with
+a note; otherwise the holder is shown and `force-unlock ID` releases it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from fastuner.errors import UserError
+from fastuner.state.model import State
+from fastuner.state.store import LockInfo, StateLockedError, parse_state, serialize_state
+
+
+class LocalStateStore:
+    def __init__(self, path: Path, *, on_notice=None) -> None:
+        self.path = Path(path)
+        self.location = str(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.backup_path = self.path.with_name(self.path.name + ".backup")
+        self._notice = on_notice or (lambda msg: None)
+
+    # --- reading and writing -------------------------------------------------------------------
+
+    def read(self) -> State | None:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except UnicodeDecodeError:
+            raise UserError(f"the state at {self.location} is not UTF-8 text") from None
+        return parse_state(text, self.location)
+
+    def write(self, state: State) -> State:
+        """Persist `state` with serial + 1. The file on disk must still be at `state.serial`."""
+        current = self.read()
+        if current is not None:
+            if current.lineage != state.lineage:
+                raise UserError(f"refusing to overwrite {self.location}: it belongs to another state lineage",
+                                f"on disk: {current.lineage}, writing: {state.lineage}")
+            if current.serial != state.serial:
+                raise UserError(f"refusing to overwrite {self.location}: it changed underneath "
+                                f"(serial {current.serial}, expected {state.serial})",
+                                "Another process wrote it without holding the lock.")
+        new = state.model_copy(update={"serial": state.serial + 1})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if current is not None:
+            _atomic_write(self.backup_path, self.path.read_bytes())
+        _atomic_write(self.path, serialize_state(new).encode("utf-8"))
+        return new
+
+    def history(self) -> Iterator[tuple[str, State]]:
+        if self.backup_path.exists():
+            yield str(self.backup_path), parse_state(self.backup_path.read_text("utf-8"), str(self.backup_path))
+
+    # --- locking -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, operation: str) -> Iterator[LockInfo]:
+        info = LockInfo.new(operation, self.location)
+        fd = self._acquire(info)
+        try:
+            yield info
+        finally:
+            self._release(fd)
+
+    def current_lock(self) -> LockInfo | None:
+        try:
+            return LockInfo.from_json(self.lock_path.read_text("utf-8"))
+        except (FileNotFoundError, ValueError, KeyError):
+            return None
+
+    def force_unlock(self, lock_id: str) -> LockInfo:
+        info = self.current_lock()
+        if info is None:
+            raise UserError(f"the state at {self.location} is not locked")
+        if info.id != lock_id:
+            raise UserError(f"lock ID {lock_id} does not match the lock on {self.location}", info.describe())
+        self.lock_path.unlink(missing_ok=True)
+        return info
+
+    def _acquire(self, info: LockInfo) -> int:
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(50):
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+            except FileExistsError:
+                self._inspect_existing()
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh inode: nobody else can hold it
+            os.write(fd, info.to_json().encode())
+            os.fsync(fd)
+            return fd
+        raise UserError(f"could not take the lock on {self.location}: it keeps changing hands")
+
+    def _inspect_existing(self) -> None:
+        """The lock file exists: raise if a live process holds it; clear it if its holder died here."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR)
+        except FileNotFoundError:
+            return  # released meanwhile: try again
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                info = self._read_info(fd)
+                raise StateLockedError(info, self.location) from None
+            if not _same_file(fd, self.lock_path):
+                return  # replaced while we looked: try again
+            info = self._read_info(fd)
+            if info.id == "unknown":
+                time.sleep(0.01)  # its creator is between creating the file and writing who it is
+                return
+            if info.host != socket.gethostname():
+                raise StateLockedError(
+                    info, self.location,
+                    f"It was taken on another host ({info.host}); if that run is gone, release it with: "
+                    f"fastuner force-unlock {info.id}")
+            self._notice(f"released a stale lock left by {info.who} (pid {info.pid}, {info.operation}, "
+                         f"since {info.created}); that process is no longer running")
+            self.lock_path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _read_info(fd: int) -> LockInfo:
+        os.lseek(fd, 0, os.SEEK_SET)
+        data = b""
+        while chunk := os.read(fd, 65536):
+            data += chunk
+        try:
+            return LockInfo.from_json(data.decode())
+        except (ValueError, KeyError):
+            return LockInfo(id="unknown", operation="unknown", who="unknown", host=socket.gethostname(),
+                            pid=-1, created="")
+
+    def _release(self, fd: int) -> None:
+        try:
+            if _same_file(fd, self.lock_path):
+                self.lock_path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync it, rename over `path`, fsync the folder."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
