@@ -38,6 +38,7 @@ class Reason(StrEnum):
     DELETE_BECAUSE_TTL_EXPIRED = "delete_because_ttl_expired"
     DELETE_BECAUSE_IDLE_TTL_EXPIRED = "delete_because_idle_ttl_expired"
     DELETE_BECAUSE_DESTROY = "delete_because_destroy"
+    DELETE_BECAUSE_DEPOSED = "delete_because_deposed"  # an old instance a crashed replace left behind
     NOOP_BECAUSE_EXPIRED = "noop_because_expired"  # torn down by TTL; stays down until renewed
 
 
@@ -69,6 +70,7 @@ class Change:
     expires_at: str | None = None
     cost: dict[str, Any] = field(default_factory=dict)
     blocked: str | None = None  # why the provider cannot carry this out yet
+    deposed: str | None = None  # for DELETE_BECAUSE_DEPOSED: the old instance's physical name
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +91,7 @@ class Change:
             "expires_at": self.expires_at,
             "cost": self.cost,
             "blocked": self.blocked,
+            "deposed": self.deposed,
         }
 
     @classmethod
@@ -100,7 +103,7 @@ class Change:
             replace_paths=tuple(d.get("replace_paths", ())), after_unknown=tuple(d.get("after_unknown", ())),
             depends_on=tuple(d.get("depends_on", ())), identity=d.get("identity", ""),
             physical_name=d.get("physical_name"), expires_at=d.get("expires_at"), cost=d.get("cost") or {},
-            blocked=d.get("blocked"),
+            blocked=d.get("blocked"), deposed=d.get("deposed"),
         )
 
 

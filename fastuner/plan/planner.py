@@ -70,14 +70,24 @@ def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, de
             detail = "expired earlier; forgetting its record" if rs.status is Status.EXPIRED else ""
             changes.append(_delete(rs, Reason.DELETE_BECAUSE_NO_RESOURCE_CONFIG, detail, observed))
 
+    for address, rs in prior.resources.items():
+        for old in rs.deposed:
+            changes.append(Change(
+                address=address, kind=rs.kind, name=rs.name, action=Action.DELETE,
+                reason=Reason.DELETE_BECAUSE_DEPOSED, detail=f"old instance {old.physical_name} left by an "
+                "interrupted replacement", before=dict(old.inputs), depends_on=tuple(rs.depends_on),
+                identity=old.identity, physical_name=old.physical_name, deposed=old.physical_name or "",
+                blocked=observed.unsupported.get(rs.kind)))
+
     doomed = {c.address for c in changes if c.action in (Action.DELETE, Action.REPLACE)}
     deps = prior.dependencies()
     for c in changes:
         deps.setdefault(c.address, list(c.depends_on))
     destroy_waves = graph_from_dependencies(deps, keep=lambda a: a in doomed).destroy_waves()
-    by_address = {c.address: c for c in changes}
-    ordered = [by_address[a] for w in waves for a in w] + [
-        by_address[a] for w in destroy_waves for a in w if by_address[a].action is Action.DELETE]
+    rank = {a: i for i, a in enumerate(a for w in waves for a in w)}
+    drank = {a: i for i, a in enumerate(a for w in destroy_waves for a in w)}
+    ordered = sorted((c for c in changes if c.action is not Action.DELETE), key=lambda c: rank[c.address]) + \
+        sorted((c for c in changes if c.action is Action.DELETE), key=lambda c: (drank.get(c.address, 0), c.address))
     return Plan(mode="normal", changes=tuple(ordered), waves=tuple(tuple(w) for w in waves),
                 destroy_waves=tuple(tuple(w) for w in destroy_waves), refresh=refresh,
                 diagnostics=(), **common)

@@ -34,6 +34,18 @@ class Operation(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+class Deposed(BaseModel):
+    """An older instance replaced by a new one (create before destroy), awaiting deletion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    physical_name: str | None = None
+    identity: str = ""
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+
+
 class ResourceState(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,6 +63,13 @@ class ResourceState(BaseModel):
     expires_at: datetime | None = None
     pending: Operation | None = None
     error: str | None = None
+    deposed: list[Deposed] = Field(default_factory=list)
+
+    def deposed_state(self, old: Deposed) -> ResourceState:
+        """The deposed instance as a resource, for the provider to delete."""
+        return ResourceState(address=self.address, kind=self.kind, name=self.name, identity=old.identity,
+                             physical_name=old.physical_name, inputs=old.inputs, outputs=old.outputs,
+                             created_at=old.created_at, depends_on=list(self.depends_on))
 
 
 class State(BaseModel):

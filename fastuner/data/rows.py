@@ -1,0 +1,311 @@
+"""One block of JSONL lines: validate, normalise, digest (`scan_block`) and render (`render_block`).
+
+These functions run in worker processes, so they take and return only picklable plain values and
+never raise for bad rows: a bad row becomes a `RowError` in the block's result. A block is a run of
+whole lines (it ends after a newline, or at the end of the file).
+
+Normalised record (NORMALISATION_VERSION 1):
+- only the task's two fields are kept, in the order `input`, then `label` or `target`;
+- each is Unicode NFC, then stripped of leading and trailing whitespace (`str.strip`);
+- a classification label may be a JSON integer (not a boolean or a float): it becomes its decimal string;
+- the record's bytes are compact JSON as orjson writes it (UTF-8, no spaces, only `"`, `\\` and
+  control characters escaped); these exact bytes plus a newline are the record's line in a split file.
+
+Row digest: SHA-256 of a seed prefix and the normalised record's bytes. Equal records have equal
+digests (deduplication); the digest's first 8 bytes order the records for the seeded split, so a
+record's split depends on its content and the seed only, never on its position in the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import unicodedata
+from array import array
+from dataclasses import dataclass, field
+
+import orjson
+
+PARTITIONS = 16  # digest partitions: deduplication handles one partition's digests at a time
+DIGEST_BYTES = 16  # bytes of the row digest kept for deduplication
+_BOM = b"\xef\xbb\xbf"
+_MAX_BLOCK_ERRORS = 20
+
+# Common names for the fields fastuner needs, for "did you mean" hints on a missing field.
+_ALIASES = {
+    "input": ("text", "prompt", "question", "instruction", "sentence", "content", "source", "query"),
+    "target": ("output", "completion", "response", "answer", "label", "labels", "text_target"),
+    "label": ("labels", "class", "category", "target", "intent", "sentiment", "y"),
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The per-row settings a worker needs (picklable, small)."""
+
+    task: str
+    max_input_chars: int
+    max_second_chars: int | None  # None for classification labels (no limit)
+
+
+@dataclass
+class RowError:
+    line: int  # 1-based, within the block
+    column: int | None
+    summary: str
+    detail: str
+
+
+@dataclass
+class BlockScan:
+    """What a block contributes to a scan; row data is kept in compact arrays, one entry per valid row."""
+
+    n_lines: int = 0
+    n_blank: int = 0
+    first_blank: int | None = None
+    n_errors: int = 0
+    errors: list[RowError] = field(default_factory=list)  # the block's first errors, in line order
+    extra_fields: dict[str, int] = field(default_factory=dict)  # field name -> rows carrying it
+    n_extra_rows: int = 0
+    first_extra: int | None = None
+    n_int_labels: int = 0
+    first_int_label: int | None = None
+    n_valid: int = 0
+    lines: array = field(default_factory=lambda: array("I"))  # line of each valid row, in the block
+    keys: bytes = b""  # 8 bytes per valid row: big-endian split key
+    labels: array = field(default_factory=lambda: array("I"))  # label id per valid row (classification)
+    label_names: list[str] = field(default_factory=list)  # label id -> label, in order of appearance
+    # Deduplication data by digest partition: concatenated 16-byte digests, and the valid-row ordinal
+    # (within the block) of each.
+    part_digests: list[bytes] = field(default_factory=list)
+    part_ordinals: list[array] = field(default_factory=list)
+
+
+def row_hasher(seed: int):
+    """The SHA-256 state that every row digest continues from (`.copy()` then `.update(record)`)."""
+    return hashlib.sha256(b"fastuner-row-v1\x00seed=%d\x00" % seed)
+
+
+def scan_block(block: bytes, limits: Limits, seed: int, first_block: bool) -> BlockScan:
+    """Validate and digest every line of `block`."""
+    out = BlockScan()
+    lines = block.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out.n_lines = len(lines)
+    if first_block and lines and lines[0].startswith(_BOM):
+        lines[0] = lines[0][len(_BOM):]
+
+    classification = limits.task == "classification"
+    second = "label" if classification else "target"
+    max_in = limits.max_input_chars
+    max_second = limits.max_second_chars or 0
+    loads, dumps, nfc = orjson.loads, orjson.dumps, unicodedata.normalize
+    base = row_hasher(seed)
+    keys = bytearray()
+    parts = [bytearray() for _ in range(PARTITIONS)]
+    part_ords = [array("I") for _ in range(PARTITIONS)]
+    row_lines = out.lines
+    labels = out.labels
+    label_ids: dict[str, int] = {}
+    n_valid = 0
+
+    for index, line in enumerate(lines):
+        label_from_int = False
+        # Fast path: a well-formed row. Anything unusual (blank line, bad JSON, a missing field, a
+        # wrong type, an integer label, a length out of bounds) falls through to _check_row, which
+        # decides what it is; the fast path itself never decides that a row is bad.
+        try:
+            obj = loads(line)
+            text = obj["input"]
+            other = obj[second]
+            if type(text) is not str or type(other) is not str:
+                raise ValueError
+            if not text.isascii():
+                text = nfc("NFC", text)
+            text = text.strip()
+            if not other.isascii():
+                other = nfc("NFC", other)
+            other = other.strip()
+            if not 0 < len(text) <= max_in or not other or (max_second and len(other) > max_second):
+                raise ValueError
+            record = dumps({"input": text, second: other})
+        except Exception:
+            verdict = _check_row(line, limits)
+            if verdict is None:
+                out.n_blank += 1
+                if out.first_blank is None:
+                    out.first_blank = index + 1
+                continue
+            if isinstance(verdict, RowError):
+                verdict.line = index + 1
+                out.n_errors += 1
+                if len(out.errors) < _MAX_BLOCK_ERRORS:
+                    out.errors.append(verdict)
+                continue
+            obj, record, other, label_from_int = verdict
+
+        if len(obj) != 2:
+            _count_extra_fields(out, obj, second, index + 1)
+        if label_from_int:
+            out.n_int_labels += 1
+            if out.first_int_label is None:
+                out.first_int_label = index + 1
+        h = base.copy()
+        h.update(record)
+        digest = h.digest()
+        keys += digest[:8]
+        part = digest[8] >> 4
+        parts[part] += digest[8:8 + DIGEST_BYTES]
+        part_ords[part].append(n_valid)
+        row_lines.append(index + 1)
+        if classification:
+            label_id = label_ids.get(other)
+            if label_id is None:
+                label_id = label_ids[other] = len(label_ids)
+            labels.append(label_id)
+        n_valid += 1
+
+    out.n_valid = n_valid
+    out.keys = bytes(keys)
+    out.label_names = list(label_ids)
+    out.part_digests = [bytes(p) for p in parts]
+    out.part_ordinals = part_ords
+    return out
+
+
+def render_block(block: bytes, limits: Limits, first_block: bool, assignment: bytes) -> tuple[list[bytes], int]:
+    """The normalised lines of `block`'s valid rows, grouped by split code.
+
+    `assignment` holds one code per valid row of the block (0 = duplicate, dropped; 1, 2, 3 = train,
+    validation, test). Returns one bytes per code 1..3 (lines joined, each ending in a newline) and
+    the number of valid rows seen, which the caller checks against the scan.
+    """
+    lines = block.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    if first_block and lines and lines[0].startswith(_BOM):
+        lines[0] = lines[0][len(_BOM):]
+    buckets: list[list[bytes]] = [[], [], [], []]
+    n_valid = 0
+    n_assigned = len(assignment)
+    for line in lines:
+        verdict = _check_row(line, limits)
+        if verdict is None or isinstance(verdict, RowError):
+            continue
+        if n_valid < n_assigned:
+            buckets[assignment[n_valid]].append(verdict[1])
+        n_valid += 1
+    return [b"\n".join(b) + b"\n" if b else b"" for b in buckets[1:]], n_valid
+
+
+def _check_row(line: bytes, limits: Limits):
+    """The careful path for one line: None for a blank line, a RowError (line number unset), or
+    (object, record bytes, second field's normalised value, label converted from an integer)."""
+    if not line or line.isspace():
+        return None
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return _json_error(line, exc)
+    second = "label" if limits.task == "classification" else "target"
+    if not isinstance(obj, dict):
+        return RowError(0, 1, f"row is a JSON {_json_type(obj)}, not an object",
+                        f'each row must be a JSON object with "input" and "{second}" fields')
+
+    values = {}
+    for name in ("input", second):
+        if name not in obj:
+            return RowError(0, None, f'missing field "{name}"', _missing_hint(name, obj, limits.task))
+        value = obj[name]
+        from_int = False
+        if name == "label" and type(value) is int:
+            value, from_int = str(value), True
+        if type(value) is not str:
+            expected = "a string or an integer" if name == "label" else "a string"
+            return RowError(0, _column_of_key(line, name), f'"{name}" must be {expected}, got {_json_type(value)}',
+                            _type_hint(name, value))
+        if not value.isascii():
+            value = unicodedata.normalize("NFC", value)
+        value = value.strip()
+        limit = limits.max_input_chars if name == "input" else limits.max_second_chars
+        if not value:
+            return RowError(0, _column_of_key(line, name), f'"{name}" is empty',
+                            "the value is empty or only whitespace")
+        if limit is not None and len(value) > limit:
+            return RowError(0, _column_of_key(line, name),
+                            f'"{name}" is too long: {len(value):,} characters (limit {limit:,})',
+                            f"shorten the {name} or raise the limit (max_{'input' if name == 'input' else 'target'}_chars); "
+                            "lengths are counted in Unicode characters after normalisation")
+        values[name] = (value, from_int)
+    record = orjson.dumps({"input": values["input"][0], second: values[second][0]})
+    return obj, record, values[second][0], values[second][1]
+
+
+def _json_error(line: bytes, exc: orjson.JSONDecodeError) -> RowError:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        column = len(line[:bad.start].decode("utf-8")) + 1
+        byte = line[bad.start]
+        return RowError(0, column, "not valid UTF-8",
+                        f"byte 0x{byte:02x} at byte offset {bad.start} of the row cannot be decoded as "
+                        "UTF-8 (save the file as UTF-8)")
+    message = exc.msg
+    if "surrogate" in message:
+        message += " (a \\uD800-\\uDFFF escape that is not part of a valid pair)"
+    return RowError(0, exc.colno, f"not valid JSON: {message}", "each row must be one JSON object on one line")
+
+
+def _count_extra_fields(out: BlockScan, obj: dict, second: str, line: int) -> None:
+    out.n_extra_rows += 1
+    if out.first_extra is None:
+        out.first_extra = line
+    for name in obj:
+        if name != "input" and name != second:
+            out.extra_fields[name] = out.extra_fields.get(name, 0) + 1
+
+
+def _missing_hint(name: str, obj: dict, task: str) -> str:
+    present = [k for k in obj if isinstance(k, str)]
+    shown = ", ".join(f'"{k}"' for k in present[:8]) or "none"
+    if task != "classification" and name == "target" and "label" in obj:
+        return (f'the row has a "label" field: for a classification dataset set `task: classification`, '
+                f'otherwise rename it to "target" (fields present: {shown})')
+    if task == "classification" and name == "label" and "target" in obj:
+        return (f'the row has a "target" field: for a generation dataset set `task: text_generation`, '
+                f'otherwise rename it to "label" (fields present: {shown})')
+    candidates = [k for k in present if k.lower() in _ALIASES.get(name, ())]
+    candidates += difflib.get_close_matches(name, present, n=1, cutoff=0.7)
+    if candidates:
+        return f'did you mean "{candidates[0]}"? Rename it to "{name}" (fields present: {shown})'
+    return f"fields present: {shown}"
+
+
+def _type_hint(name: str, value) -> str:
+    if value is None:
+        return f'"{name}" is null; remove the row or give it a value'
+    if name == "label" and isinstance(value, float | bool):
+        return "labels are strings (integers are accepted and converted to strings)"
+    return "write the value as a JSON string"
+
+
+def _column_of_key(line: bytes, name: str) -> int | None:
+    at = line.find(b'"%s"' % name.encode())
+    if at < 0:
+        return None
+    return len(line[:at].decode("utf-8", errors="replace")) + 1
+
+
+def _json_type(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"

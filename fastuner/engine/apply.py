@@ -1,0 +1,443 @@
+"""Apply: carry out exactly the plan, persisting state after every resource operation.
+
+Order: forward work (create, update, replace) starts as soon as the resource's dependencies in this
+plan are done, up to `parallelism` at a time; then deletes (removed resources, expired deployments,
+and the old instances of replacements) run dependents first. Before each operation the resource is
+marked pending in state, so a crash leaves a trace and the next run adopts the work (names are
+deterministic). A failure fails only its descendants; independent work completes. When `cancel` is
+set (the first Ctrl-C) nothing new starts; running operations see `ctx.cancelled` and return.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from fastuner.config.duration import parse_duration
+from fastuner.engine.events import NullReporter, Reporter, Result
+from fastuner.engine.ledger import Ledger
+from fastuner.errors import UserError
+from fastuner.plan.model import Action, Change, Plan, Reason
+from fastuner.providers.base import Context, Outcome, Provider, ProviderError, utcnow
+from fastuner.state.model import Deposed, Operation, ResourceState, State, Status, empty_state
+from fastuner.state.store import StateStore
+
+FORWARD = (Action.CREATE, Action.UPDATE, Action.REPLACE)
+
+
+class StalePlanError(UserError):
+    pass
+
+
+class BlockedPlanError(UserError):
+    pass
+
+
+@dataclass
+class ApplyResult:
+    results: list[Result] = field(default_factory=list)
+    bugs: list[tuple[str, BaseException, str]] = field(default_factory=list)
+    cancelled: bool = False
+    state: State | None = None
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def ok(self) -> bool:
+        return not self.bugs and self.count("failed") == 0 and self.count("skipped") == 0 and not self.cancelled
+
+
+def check_fresh(plan: Plan, state: State) -> None:
+    """Refuse a plan computed against another state, or against this one before it changed."""
+    if state.project and plan.project != state.project:
+        raise StalePlanError(f"the plan is for project {plan.project}, the state for {state.project}")
+    if plan.workspace != state.workspace:
+        raise StalePlanError(f"the plan is for workspace {plan.workspace}, the state for {state.workspace}")
+    if plan.lineage is None:
+        if state.serial != 0:
+            raise StalePlanError(
+                "the plan is stale: it was computed when no state existed, and the state now has "
+                f"serial {state.serial}", "Run `fastuner plan` again." + _moved(plan, state))
+        return
+    if state.lineage != plan.lineage:
+        raise StalePlanError(f"the plan belongs to another state (lineage {plan.lineage}, state {state.lineage})",
+                             "Run `fastuner plan` again against this state.")
+    if state.serial != plan.serial:
+        raise StalePlanError(
+            f"the plan is stale: the state moved from serial {plan.serial} to {state.serial} since it was made",
+            "Run `fastuner plan` again." + _moved(plan, state))
+
+
+def _moved(plan: Plan, state: State) -> str:
+    try:
+        made = datetime.fromisoformat(plan.created_at)
+    except ValueError:
+        return ""
+    moved = sorted(a for a, rs in state.resources.items() if rs.updated_at and rs.updated_at > made)
+    planned = {c.address for c in plan.changes}
+    gone = sorted(a for a in planned if a not in state.resources and any(
+        c.address == a and c.action is not Action.CREATE for c in plan.changes))
+    parts = []
+    if moved:
+        parts.append("changed since: " + ", ".join(moved))
+    if gone:
+        parts.append("no longer in state: " + ", ".join(gone))
+    return (" " + "; ".join(parts) + ".") if parts else ""
+
+
+def apply_plan(plan: Plan, store: StateStore, provider: Provider, *, spec_dir: Path, parallelism: int = 10,
+               reporter: Reporter | None = None, cancel: threading.Event | None = None, wait_for: bool = True,
+               clock: Callable[[], datetime] = utcnow, operation: str = "apply") -> ApplyResult:
+    reporter = reporter or NullReporter()
+    cancel = cancel or threading.Event()
+    with store.lock(operation):
+        state = store.read() or empty_state(plan.project, plan.workspace)
+        check_fresh(plan, state)
+        blocked = plan.blocked
+        if blocked:
+            raise BlockedPlanError(
+                f"this plan cannot be applied by the {plan.provider} provider yet",
+                "\n".join(f"{c.address}: {c.blocked}" for c in blocked) + "\nNothing was changed.")
+        ledger = Ledger(store, state)
+        if plan.refresh:
+            ledger.mutate(lambda s: _record_refresh(s, plan.refresh, clock()))
+        run = _Run(plan, ledger, provider, spec_dir, parallelism, reporter, cancel, wait_for, clock)
+        run.forward()
+        run.deletes()
+        run.result.state = ledger.state
+        run.result.cancelled = cancel.is_set()
+        return run.result
+
+
+def _record_refresh(state: State, refresh: Mapping[str, dict], now: datetime) -> None:
+    for address, rec in refresh.items():
+        rs = state.resources.get(address)
+        if rs is None:
+            continue
+        rs.outputs = dict(rec.get("outputs", rs.outputs))
+        if rec.get("status") == "ready" and rs.status is Status.PENDING:
+            rs.status = Status.READY
+            rs.pending = None
+            rs.created_at = rs.created_at or now
+        rs.updated_at = now
+
+
+class _Run:
+    def __init__(self, plan: Plan, ledger: Ledger, provider: Provider, spec_dir: Path, parallelism: int,
+                 reporter: Reporter, cancel: threading.Event, wait_for: bool, clock: Callable[[], datetime]) -> None:
+        self.plan = plan
+        self.ledger = ledger
+        self.provider = provider
+        self.spec_dir = spec_dir
+        self.parallelism = max(1, parallelism)
+        self.reporter = reporter
+        self.cancel = cancel
+        self.wait_for = wait_for
+        self.clock = clock
+        self.result = ApplyResult()
+        self.outcome: dict[str, str] = {}  # address -> done | failed | skipped | pending | cancelled
+        self.replaced: list[str] = []
+
+    # --- scheduling ----------------------------------------------------------------------------
+
+    def forward(self) -> None:
+        changes = [c for c in self.plan.changes if c.action in FORWARD]
+        by_address = {c.address: c for c in changes}
+        waiting = {c.address: {d for d in c.depends_on if d in by_address} for c in changes}
+        order = {c.address: i for i, c in enumerate(changes)}
+        self._schedule(by_address, waiting, order, self._forward_one)
+
+    def deletes(self) -> None:
+        changes = [c for c in self.plan.changes if c.action is Action.DELETE]
+        # the old instances of resources replaced in this run, deleted after their dependents moved on
+        for address in self.replaced:
+            rs = self.ledger.state.get(address)
+            for old in rs.deposed if rs else []:
+                if self._dependents_unsettled(address):
+                    self.reporter.notice(f"{address}: keeping old instance {old.physical_name} until its "
+                                         "dependents are updated (the next apply deletes it)")
+                    continue
+                change = self.plan.change(address)
+                changes.append(Change(address=address, kind=change.kind, name=change.name, action=Action.DELETE,
+                                      reason=Reason.DELETE_BECAUSE_DEPOSED, detail="old instance of the replacement",
+                                      before=old.inputs, depends_on=change.depends_on, identity=old.identity,
+                                      physical_name=old.physical_name, deposed=old.physical_name or ""))
+        rank = {a: i for i, a in enumerate(a for w in self.plan.destroy_waves for a in w)}
+        changes.sort(key=lambda c: (rank.get(c.address, -1), c.address))
+        keys = [f"{c.address}#{c.deposed}" if c.deposed is not None else c.address for c in changes]
+        by_key = dict(zip(keys, changes, strict=True))
+        deleting = {c.address for c in changes if c.deposed is None}
+        # a resource is deleted only after everything in this phase that depends on it
+        waiting = {k: {kk for kk, cc in by_key.items() if cc.deposed is None and c.address in cc.depends_on
+                       and cc.address in deleting and kk != k}
+                   for k, c in by_key.items()}
+        order = {k: i for i, k in enumerate(keys)}
+        self._schedule(by_key, waiting, order, self._delete_one)
+
+    def _schedule(self, items: dict[str, Change], waiting: dict[str, set[str]], order: dict[str, int],
+                  work: Callable[[Change], Result]) -> None:
+        pending = dict(waiting)
+        running: dict[Future, str] = {}
+        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="fastuner") as pool:
+            while pending or running:
+                if not self.cancel.is_set():
+                    for key in sorted((k for k, deps in pending.items() if not deps), key=order.__getitem__):
+                        if len(running) >= self.parallelism:
+                            break
+                        del pending[key]
+                        running[pool.submit(self._guard, work, items[key])] = key
+                else:
+                    for key in sorted(pending, key=order.__getitem__):
+                        self._finish(items[key], Result(items[key].address, str(items[key].action), "cancelled",
+                                                        "not started: interrupted"))
+                    pending.clear()
+                if not running:
+                    if pending:  # only blocked items remain: their upstream failed or is pending
+                        key = min(pending, key=order.__getitem__)
+                        self._skip(items[key], pending, items)
+                    continue
+                done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    key = running.pop(fut)
+                    result = fut.result()
+                    self._finish(items[key], result)
+                    for deps in pending.values():
+                        deps.discard(key)
+                    if result.status != "done":
+                        for other in [k for k, deps in pending.items() if self._blocked_by(k, key, items)]:
+                            self._skip(items[other], pending, items, cause=(key, result.status))
+
+    @staticmethod
+    def _blocked_by(key: str, failed: str, items: Mapping[str, Change]) -> bool:
+        return items[failed].address in items[key].depends_on
+
+    def _skip(self, change: Change, pending: dict[str, set[str]], items: Mapping[str, Change],
+              cause: tuple[str, str] | None = None) -> None:
+        key = next(k for k, c in items.items() if c is change)
+        if key not in pending:
+            return
+        del pending[key]
+        if cause and cause[1] == "pending":
+            msg = f"deferred: {items[cause[0]].address} is still in progress"
+        elif cause:
+            msg = f"skipped: upstream failed ({items[cause[0]].address})"
+        else:
+            msg = "skipped: upstream did not complete"
+        self._finish(change, Result(change.address, str(change.action), "skipped", msg))
+        for other in [k for k in pending if self._blocked_by(k, key, items)]:
+            self._skip(items[other], pending, items, cause=(key, "failed"))
+
+    def _finish(self, change: Change, result: Result) -> None:
+        self.outcome[change.address] = result.status
+        self.result.results.append(result)
+        self.reporter.finished(change, result)
+
+    def _guard(self, work: Callable[[Change], Result], change: Change) -> Result:
+        start = time.monotonic()
+        self.reporter.started(change)
+        try:
+            return work(change)
+        except ProviderError as exc:
+            return Result(change.address, str(change.action), "failed", str(exc), time.monotonic() - start,
+                          change.deposed)
+        except Exception as exc:  # a bug: recorded, reported with its traceback, never silently lost
+            self.result.bugs.append((change.address, exc, traceback.format_exc()))
+            self._record_failure(change, f"internal error: {exc!r}")
+            return Result(change.address, str(change.action), "failed", f"internal error: {exc!r}",
+                          time.monotonic() - start, change.deposed)
+
+    def _ctx(self, change: Change) -> Context:
+        state = self.ledger.state
+        upstream = {d: state.resources[d] for d in change.depends_on if d in state.resources}
+        return Context(address=change.address, spec_dir=self.spec_dir, upstream=upstream,
+                       progress=lambda text: self.reporter.progress(change.address, text),
+                       cancelled=self.cancel, wait=self.wait_for, now=self.clock,
+                       referenced=lambda: _referenced_keys(self.ledger.state, change.address))
+
+    def _dependents_unsettled(self, address: str) -> bool:
+        for c in self.plan.changes:
+            if address in c.depends_on and c.action in FORWARD and self.outcome.get(c.address) != "done":
+                return True
+        return False
+
+    # --- one operation -------------------------------------------------------------------------
+
+    def _forward_one(self, change: Change) -> Result:
+        start = time.monotonic()
+        provider = self.provider.for_kind(change.kind)
+        now = self.clock()
+        if change.action is Action.UPDATE:
+            prior = self.ledger.state.get(change.address)
+            self.ledger.mutate(lambda s: _mark_pending(s, change, "update", now))
+            try:
+                outcome = provider.update(change, prior, self._ctx(change))
+            except ProviderError as exc:
+                self._record_failure(change, str(exc))
+                raise
+            self.ledger.mutate(lambda s: _record_outcome(s, change, outcome, self.clock()))
+            return Result(change.address, str(change.action), "done", "", time.monotonic() - start)
+
+        self.ledger.mutate(lambda s: _mark_pending(s, change, "create", now))
+        try:
+            outcome = provider.create(change, self._ctx(change))
+        except ProviderError as exc:
+            self._record_failure(change, str(exc))
+            raise
+        self.ledger.mutate(lambda s: _record_outcome(s, change, outcome, self.clock()))
+        if change.action is Action.REPLACE:
+            self.replaced.append(change.address)
+        if outcome.status == "pending":
+            return Result(change.address, str(change.action), "pending",
+                          outcome.detail or "started; the next plan or apply picks up the result",
+                          time.monotonic() - start)
+        return Result(change.address, str(change.action), "done", "", time.monotonic() - start)
+
+    def _delete_one(self, change: Change) -> Result:
+        start = time.monotonic()
+        provider = self.provider.for_kind(change.kind)
+        state = self.ledger.state
+        rs = state.get(change.address)
+        if rs is None:
+            return Result(change.address, "delete", "done", "already gone from state", 0.0, change.deposed)
+        if change.deposed is not None:
+            old = next((d for d in rs.deposed if (d.physical_name or "") == change.deposed), None)
+            if old is None:
+                return Result(change.address, "delete", "done", "old instance already deleted", 0.0, change.deposed)
+            provider.delete(rs.deposed_state(old), self._ctx(change))
+            self.ledger.mutate(lambda s: _drop_deposed(s, change.address, change.deposed))
+            return Result(change.address, "delete", "done", f"old instance {change.deposed}",
+                          time.monotonic() - start, change.deposed)
+        users = sorted(a for a, other in state.resources.items()
+                       if change.address in other.depends_on and other.status is not Status.EXPIRED
+                       and self.outcome.get(a) != "done" and a != change.address)
+        if users:
+            return Result(change.address, "delete", "skipped", f"skipped: still used by {', '.join(users)}",
+                          0.0)
+        now = self.clock()
+        self.ledger.mutate(lambda s: _mark_pending(s, change, "delete", now))
+        try:
+            for old in list(rs.deposed):
+                provider.delete(rs.deposed_state(old), self._ctx(change))
+            provider.delete(rs, self._ctx(change))
+        except ProviderError as exc:
+            self._record_failure(change, str(exc))
+            raise
+        expire = change.reason in (Reason.DELETE_BECAUSE_TTL_EXPIRED, Reason.DELETE_BECAUSE_IDLE_TTL_EXPIRED)
+        self.ledger.mutate(lambda s: _record_deleted(s, change, expire, self.clock()))
+        return Result(change.address, "delete", "done", "", time.monotonic() - start)
+
+    def _record_failure(self, change: Change, message: str) -> None:
+        self.ledger.mutate(lambda s: _mark_failed(s, change, message, self.clock()))
+
+
+# --- state transitions (pure functions of the draft state) --------------------------------------
+
+
+def _mark_pending(state: State, change: Change, op: str, now: datetime) -> None:
+    rs = state.resources.get(change.address)
+    if op == "create":
+        if rs is None:
+            rs = ResourceState(address=change.address, kind=change.kind, name=change.name)
+            state.resources[change.address] = rs
+        elif rs.physical_name and rs.physical_name != change.physical_name and rs.status is not Status.EXPIRED:
+            rs.deposed.append(Deposed(physical_name=rs.physical_name, identity=rs.identity, inputs=rs.inputs,
+                                      outputs=rs.outputs, created_at=rs.created_at))
+            rs.outputs = {}
+            rs.created_at = None
+        rs.status = Status.PENDING
+        rs.identity = change.identity
+        rs.physical_name = change.physical_name
+        rs.inputs = dict(change.after or {})
+        rs.depends_on = list(change.depends_on)
+        rs.error = None
+        if rs.status is Status.PENDING and change.reason is Reason.CREATE_BECAUSE_RENEWED:
+            rs.expires_at = None
+    if rs is None:
+        return
+    rs.pending = Operation(action=op, started_at=now, run_id=change.physical_name)
+    rs.updated_at = now
+
+
+def _record_outcome(state: State, change: Change, outcome: Outcome, now: datetime) -> None:
+    rs = state.resources[change.address]
+    rs.outputs = {**(rs.outputs if change.action is Action.UPDATE else {}), **outcome.outputs}
+    rs.updated_at = now
+    rs.error = None
+    if change.action is Action.UPDATE:
+        rs.inputs = dict(change.after or {})
+        rs.depends_on = list(change.depends_on)
+        rs.pending = None
+    elif outcome.status == "ready":
+        rs.status = Status.READY
+        rs.pending = None
+        rs.created_at = rs.created_at or now
+    else:
+        rs.status = Status.PENDING
+        if rs.pending is not None:
+            rs.pending.detail = dict(outcome.outputs)
+    ttl = (change.after or {}).get("ttl") if change.kind == "deployment" else None
+    rs.expires_at = (rs.created_at + parse_duration(ttl)) if ttl and rs.created_at else None
+
+
+def _mark_failed(state: State, change: Change, message: str, now: datetime) -> None:
+    rs = state.resources.get(change.address)
+    if rs is None:
+        return
+    rs.pending = None
+    rs.error = message
+    rs.updated_at = now
+    if change.action in (Action.CREATE, Action.REPLACE) and change.deposed is None:
+        rs.status = Status.FAILED
+
+
+def _record_deleted(state: State, change: Change, expire: bool, now: datetime) -> None:
+    rs = state.resources.get(change.address)
+    if rs is None:
+        return
+    if expire:
+        rs.status = Status.EXPIRED
+        rs.pending = None
+        rs.outputs = {"expired_at": now.isoformat()}
+        rs.deposed = []
+        rs.updated_at = now
+        rs.expires_at = rs.expires_at or now
+    else:
+        del state.resources[change.address]
+
+
+def _drop_deposed(state: State, address: str, physical_name: str) -> None:
+    rs = state.resources.get(address)
+    if rs is not None:
+        rs.deposed = [d for d in rs.deposed if (d.physical_name or "") != physical_name]
+
+
+def _referenced_keys(state: State, exclude: str) -> set[str]:
+    """Object-store keys that resources other than `exclude` still point at."""
+    keys: set[str] = set()
+    for address, rs in state.resources.items():
+        if address == exclude:
+            continue
+        for value in (rs.outputs or {}).values():
+            _collect_keys(value, keys)
+        for old in rs.deposed:
+            for value in old.outputs.values():
+                _collect_keys(value, keys)
+    return keys
+
+
+def _collect_keys(value, keys: set[str]) -> None:
+    if isinstance(value, str) and value.startswith("sha256/"):
+        keys.add(value)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect_keys(v, keys)
+    elif isinstance(value, list):
+        for v in value:
+            _collect_keys(v, keys)

@@ -1,0 +1,71 @@
+"""Refresh: read-only calls that tell the planner what exists now."""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+
+from fastuner.config.loader import Spec
+from fastuner.errors import Diagnostic, DiagnosticsError
+from fastuner.plan.observed import Observation, Observed
+from fastuner.providers.base import Provider, ProviderError
+from fastuner.state.model import State, Status
+
+
+def hash_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dataset_sources(spec: Spec) -> dict[str, str]:
+    """SHA-256 of every dataset's source file; a missing file is an error at its `path:` line."""
+    out: dict[str, str] = {}
+    errors: list[Diagnostic] = []
+    for name, ds in spec.config.datasets.items():
+        path = spec.resolve(ds.path)
+        try:
+            out[name] = hash_file(path)
+        except FileNotFoundError:
+            errors.append(Diagnostic.error(
+                f"dataset.{name}: file not found: {ds.path}",
+                f"Looked for {path}. Paths are relative to {spec.file.name}'s folder.",
+                source=spec.source(("datasets", name, "path")), address=f"dataset.{name}"))
+        except IsADirectoryError:
+            errors.append(Diagnostic.error(
+                f"dataset.{name}: {ds.path} is a folder, not a JSONL file",
+                source=spec.source(("datasets", name, "path")), address=f"dataset.{name}"))
+        except PermissionError:
+            errors.append(Diagnostic.error(
+                f"dataset.{name}: cannot read {ds.path} (permission denied)",
+                source=spec.source(("datasets", name, "path")), address=f"dataset.{name}"))
+    if errors:
+        raise DiagnosticsError(errors)
+    return out
+
+
+def refresh(spec: Spec | None, state: State, provider: Provider, *, workers: int = 10) -> Observed:
+    """Read every resource in state through its provider (in parallel) and hash dataset sources."""
+    targets = [rs for rs in state.resources.values() if rs.status is not Status.EXPIRED]
+
+    def read(rs) -> tuple[str, Observation]:
+        try:
+            return rs.address, provider.for_kind(rs.kind).read(rs)
+        except ProviderError as exc:
+            raise DiagnosticsError([Diagnostic.error(f"{rs.address}: cannot read it: {exc.message}", exc.hint,
+                                                     address=rs.address)]) from None
+
+    if len(targets) > 1 and workers > 1:
+        with ThreadPoolExecutor(max_workers=min(workers, len(targets))) as pool:
+            observations = dict(pool.map(read, targets))
+    else:
+        observations = dict(read(rs) for rs in targets)
+    return Observed(
+        resources=observations,
+        dataset_sources=dataset_sources(spec) if spec is not None else {},
+        training_code_hash=provider.training_code_hash(),
+        unsupported=dict(provider.unsupported),
+        priced=provider.priced,
+    )

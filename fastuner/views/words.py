@@ -1,0 +1,91 @@
+"""Words shared by every rendering of a plan: headings and reason sentences (no computation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastuner.plan.kinds import leaf_paths
+
+HEADINGS = {
+    "create": "will be created",
+    "update": "will be updated in-place",
+    "replace": "must be replaced",
+    "delete": "will be destroyed",
+    "no-op": "is up to date",
+}
+
+REASONS = {
+    "none": "",
+    "create_because_new": "",
+    "create_because_missing": "it is recorded in state but no longer exists",
+    "create_because_pending": "an earlier run started it",
+    "create_because_renewed": "renewed after expiry",
+    "update_because_changed": "",
+    "update_because_upstream_replaced": "an adapter it serves is retrained",
+    "replace_because_cannot_update": "a change forces replacement",
+    "replace_because_upstream_replaced": "an upstream resource is replaced",
+    "replace_because_tainted": "the last attempt failed",
+    "replace_by_request": "replacement requested with --replace",
+    "delete_because_no_resource_config": "it is no longer in the spec",
+    "delete_because_ttl_expired": "its ttl expired",
+    "delete_because_idle_ttl_expired": "its idle_ttl expired",
+    "delete_because_destroy": "destroy",
+    "delete_because_deposed": "an old instance left by a replacement",
+    "noop_because_expired": "expired; stays down until renewed",
+}
+
+SYMBOLS = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "no-op": " "}
+
+
+def reason_text(change: dict[str, Any]) -> str:
+    """The reason sentence, then the change's own detail, e.g. "its ttl expired: ttl 8h ended ..."."""
+    base = REASONS.get(change["reason"], change["reason"])
+    detail = change.get("detail") or ""
+    if base and detail:
+        return f"{base}: {detail}"
+    return base or detail
+
+
+def summary_line(summary: dict[str, int], mode: str = "normal") -> str:
+    if mode == "destroy":
+        return f"Plan: {summary['delete']} to destroy."
+    return (f"Plan: {summary['create']} to create, {summary['update']} to update, "
+            f"{summary['replace']} to replace, {summary['delete']} to destroy.")
+
+
+def fmt_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(fmt_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {fmt_value(v)}" for k, v in sorted(value.items())) + "}"
+    return str(value)
+
+
+def attribute_rows(change: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of (symbol, path, before, after, forces) to show for one change."""
+    action = change["action"]
+    before = dict(leaf_paths(change.get("before") or {}))
+    after = dict(leaf_paths(change.get("after") or {}))
+    forcing = set(change.get("replace_paths") or [])
+    rows = []
+    if action == "create":
+        for path, value in after.items():
+            if value is None or value == [] or value == {}:
+                continue  # unset optional fields: nothing to review
+            rows.append({"symbol": "+", "path": path, "before": None, "after": fmt_value(value), "forces": False})
+    elif action == "delete":
+        for path, value in before.items():
+            rows.append({"symbol": "-", "path": path, "before": fmt_value(value), "after": None, "forces": False})
+    else:
+        for path in change.get("changed_paths") or []:
+            b, a = before.get(path), after.get(path)
+            symbol = "+" if path not in before else "-" if path not in after else "~"
+            rows.append({"symbol": symbol, "path": path, "before": fmt_value(b) if path in before else None,
+                         "after": fmt_value(a) if path in after else None, "forces": path in forcing})
+    return rows
