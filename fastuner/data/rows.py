@@ -22,6 +22,7 @@ import difflib
 import hashlib
 import unicodedata
 from array import array
+from collections import Counter
 from dataclasses import dataclass, field
 
 import orjson
@@ -30,6 +31,7 @@ PARTITIONS = 16  # digest partitions: deduplication handles one partition's dige
 DIGEST_BYTES = 16  # bytes of the row digest kept for deduplication
 _BOM = b"\xef\xbb\xbf"
 _MAX_BLOCK_ERRORS = 20
+_loads, _dumps, _nfc = orjson.loads, orjson.dumps, unicodedata.normalize
 
 # Common names for the fields fastuner needs, for "did you mean" hints on a missing field.
 _ALIASES = {
@@ -75,6 +77,7 @@ class BlockScan:
     keys: bytes = b""  # 8 bytes per valid row: big-endian split key
     labels: array = field(default_factory=lambda: array("I"))  # label id per valid row (classification)
     label_names: list[str] = field(default_factory=list)  # label id -> label, in order of appearance
+    label_counts: list[int] = field(default_factory=list)  # label id -> valid rows with it
     # Deduplication data by digest partition: concatenated 16-byte digests, and the valid-row ordinal
     # (within the block) of each.
     part_digests: list[bytes] = field(default_factory=list)
@@ -98,9 +101,6 @@ def scan_block(block: bytes, limits: Limits, seed: int, first_block: bool) -> Bl
 
     classification = limits.task == "classification"
     second = "label" if classification else "target"
-    max_in = limits.max_input_chars
-    max_second = limits.max_second_chars or 0
-    loads, dumps, nfc = orjson.loads, orjson.dumps, unicodedata.normalize
     base = row_hasher(seed)
     keys = bytearray()
     parts = [bytearray() for _ in range(PARTITIONS)]
@@ -109,42 +109,22 @@ def scan_block(block: bytes, limits: Limits, seed: int, first_block: bool) -> Bl
     labels = out.labels
     label_ids: dict[str, int] = {}
     n_valid = 0
+    normalise = normalise_line
 
     for index, line in enumerate(lines):
-        label_from_int = False
-        # Fast path: a well-formed row. Anything unusual (blank line, bad JSON, a missing field, a
-        # wrong type, an integer label, a length out of bounds) falls through to _check_row, which
-        # decides what it is; the fast path itself never decides that a row is bad.
-        try:
-            obj = loads(line)
-            text = obj["input"]
-            other = obj[second]
-            if type(text) is not str or type(other) is not str:
-                raise ValueError
-            if not text.isascii():
-                text = nfc("NFC", text)
-            text = text.strip()
-            if not other.isascii():
-                other = nfc("NFC", other)
-            other = other.strip()
-            if not 0 < len(text) <= max_in or not other or (max_second and len(other) > max_second):
-                raise ValueError
-            record = dumps({"input": text, second: other})
-        except Exception:
-            verdict = _check_row(line, limits)
+        verdict = normalise(line, limits)
+        if type(verdict) is not tuple:
             if verdict is None:
                 out.n_blank += 1
                 if out.first_blank is None:
                     out.first_blank = index + 1
-                continue
-            if isinstance(verdict, RowError):
+            else:
                 verdict.line = index + 1
                 out.n_errors += 1
                 if len(out.errors) < _MAX_BLOCK_ERRORS:
                     out.errors.append(verdict)
-                continue
-            obj, record, other, label_from_int = verdict
-
+            continue
+        obj, record, other, label_from_int = verdict
         if len(obj) != 2:
             _count_extra_fields(out, obj, second, index + 1)
         if label_from_int:
@@ -169,6 +149,8 @@ def scan_block(block: bytes, limits: Limits, seed: int, first_block: bool) -> Bl
     out.n_valid = n_valid
     out.keys = bytes(keys)
     out.label_names = list(label_ids)
+    tally = Counter(labels)
+    out.label_counts = [tally[i] for i in range(len(label_ids))]
     out.part_digests = [bytes(p) for p in parts]
     out.part_ordinals = part_ords
     return out
@@ -190,13 +172,42 @@ def render_block(block: bytes, limits: Limits, first_block: bool, assignment: by
     n_valid = 0
     n_assigned = len(assignment)
     for line in lines:
-        verdict = _check_row(line, limits)
-        if verdict is None or isinstance(verdict, RowError):
+        verdict = normalise_line(line, limits)
+        if type(verdict) is not tuple:
             continue
         if n_valid < n_assigned:
             buckets[assignment[n_valid]].append(verdict[1])
         n_valid += 1
     return [b"\n".join(b) + b"\n" if b else b"" for b in buckets[1:]], n_valid
+
+
+def normalise_line(line: bytes, limits: Limits):
+    """One line's verdict: None for a blank line, a `RowError` (line number unset), or a tuple
+    (parsed object, normalised record bytes, normalised label or target, label was an integer).
+
+    The fast path handles a well-formed row. Anything unusual (blank line, bad JSON, a missing field, a
+    wrong type, an integer label, a length out of bounds) falls through to `_check_row`, which decides
+    what it is: the fast path never rejects a row itself, and a test checks that both paths agree.
+    """
+    second = "label" if limits.task == "classification" else "target"
+    try:
+        obj = _loads(line)
+        text = obj["input"]
+        other = obj[second]
+        if type(text) is not str or type(other) is not str:
+            raise ValueError
+        if not text.isascii():
+            text = _nfc("NFC", text)
+        text = text.strip()
+        if not other.isascii():
+            other = _nfc("NFC", other)
+        other = other.strip()
+        limit = limits.max_second_chars
+        if not 0 < len(text) <= limits.max_input_chars or not other or (limit and len(other) > limit):
+            raise ValueError
+        return obj, _dumps({"input": text, second: other}), other, False
+    except Exception:
+        return _check_row(line, limits)
 
 
 def _check_row(line: bytes, limits: Limits):

@@ -78,7 +78,8 @@ class SplitSpec:
         return 1 - validation - test, validation, test
 
     def to_dict(self) -> dict:
-        return {"train": self.train, "validation": self.validation, "test": self.test, "seed": self.seed}
+        return {"train": float(self.train), "validation": float(self.validation), "test": float(self.test),
+                "seed": self.seed}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,192 @@
+"""A content-addressed object store: an object's key is the SHA-256 of its bytes.
+
+Key format: `sha256/<first 2 hex>/<64 hex>`. The same bytes always get the same key, and storing bytes
+that are already there writes nothing (the existing object is not touched). Objects are immutable and
+made read-only. The interface (`ObjectStore`) is small so that an S3 store can implement it too.
+
+`LocalObjectStore` writes atomically: bytes go to a temporary file in the store, are fsynced, then
+get the key's name by a hard link (which, unlike a rename, never replaces an object already there)
+and the directory is fsynced, so a reader sees a whole object or none.
+Streaming writes (`open_writer`) stage under `<root>/tmp/`, on the same filesystem as the objects,
+because the key is known only when the last byte has been written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from fastuner.errors import DiagnosticsError
+
+_KEY = re.compile(r"sha256/([0-9a-f]{2})/\1[0-9a-f]{62}")
+_COPY_BYTES = 1 << 20
+
+
+class ObjectWriter(Protocol):
+    size: int  # bytes written so far
+
+    @property
+    def sha256(self) -> str: ...  # of the bytes written so far
+    def write(self, data: bytes) -> None: ...
+    def commit(self) -> str: ...
+    def abort(self) -> None: ...
+
+
+class ObjectStore(Protocol):
+    def put_bytes(self, data: bytes) -> str: ...
+    def put_file(self, path: str | Path) -> str: ...
+    def open_writer(self) -> ObjectWriter: ...
+    def get(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def path(self, key: str) -> Path: ...
+
+
+def key_for(sha256_hex: str) -> str:
+    return f"sha256/{sha256_hex[:2]}/{sha256_hex}"
+
+
+def check_key(key: str) -> str:
+    """`key` if it is a well-formed object key (so it can never name a path outside the store)."""
+    if not _KEY.fullmatch(key):
+        raise ValueError(f"not an object key: {key!r}")
+    return key
+
+
+class LocalObjectStore:
+    """Objects under `root`, at `root/<key>`."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError:
+            raise DiagnosticsError.single(f"object {key} is missing from the store at {self.root}") from None
+
+    def put_bytes(self, data: bytes) -> str:
+        key = key_for(hashlib.sha256(data).hexdigest())
+        target = self.path(key)
+        if target.is_file():
+            return key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        self._install(Path(temp), target)
+        return key
+
+    def put_file(self, path: str | Path) -> str:
+        writer = self.open_writer()
+        try:
+            with open(path, "rb") as source:
+                while chunk := source.read(_COPY_BYTES):
+                    writer.write(chunk)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.commit()
+
+    def open_writer(self) -> _LocalWriter:
+        staging = self.root / "tmp"
+        staging.mkdir(parents=True, exist_ok=True)
+        return _LocalWriter(self, staging)
+
+    def _install(self, temp: Path, target: Path) -> None:
+        """Give the fsynced `temp` the name `target`, unless `target` exists (then it is left untouched)."""
+        try:
+            os.chmod(temp, 0o444)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(temp, target)  # fails if target exists: never replaces a stored object
+            except FileExistsError:
+                pass
+            except OSError:  # a filesystem without hard links
+                if not target.is_file():
+                    os.replace(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+
+
+class _LocalWriter:
+    """Streams bytes to a staging file while hashing them; `commit` files it under its key."""
+
+    def __init__(self, store: LocalObjectStore, staging: Path) -> None:
+        self._store = store
+        fd, name = tempfile.mkstemp(dir=staging, prefix="obj-")
+        self._temp = Path(name)
+        self._file = os.fdopen(fd, "wb")
+        self._sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._sha.update(data)
+        self.size += len(data)
+
+    def commit(self) -> str:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        key = key_for(self._sha.hexdigest())
+        self._store._install(self._temp, self._store.path(key))
+        return key
+
+    def abort(self) -> None:
+        self._file.close()
+        self._temp.unlink(missing_ok=True)
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+
+def materialize(store: LocalObjectStore, key: str, dest_dir: str | Path, name: str) -> Path:
+    """Place object `key` at `dest_dir/name` (a hard link when the filesystem allows, else a copy).
+
+    The file appears atomically. An existing file of that name is replaced. The linked file shares
+    the object's inode, and objects are read-only, so a program reading the channel cannot alter
+    the store by accident.
+    """
+    source = store.path(key)
+    if not source.is_file():
+        raise DiagnosticsError.single(f"object {key} is missing from the store at {store.root}")
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / name
+    if dest.exists() and os.path.samefile(dest, source):
+        return dest
+    temp = dest_dir / f".{name}.tmp-{os.getpid()}"
+    temp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(source, temp)
+        except OSError:  # another filesystem, or links not allowed
+            shutil.copyfile(source, temp)
+        os.replace(temp, dest)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

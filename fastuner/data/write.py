@@ -1,0 +1,106 @@
+"""`write_splits`: store a scanned dataset's split files and its manifest, content-addressed.
+
+A second streaming pass over the source file renders each kept record's normalised line into its
+split; the three files stream into the store while being hashed. Nothing is committed unless the
+source still has the bytes the scan validated (same SHA-256, same blocks, same valid rows): a file
+edited between `plan` and `apply` is an error, not a silently different dataset.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fastuner.data.blocks import FileHash, default_workers, map_blocks, read_blocks
+from fastuner.data.rows import Limits, render_block
+from fastuner.data.rules import NORMALISATION_VERSION, SPLITS
+from fastuner.data.scan import DatasetScan
+from fastuner.data.store import ObjectStore
+from fastuner.errors import DiagnosticsError, relpath
+
+MANIFEST_FORMAT = 1
+
+
+def write_splits(scan: DatasetScan, store: ObjectStore, *, workers: int | None = None,
+                 address: str | None = None) -> dict:
+    """Store `train.jsonl`, `validation.jsonl`, `test.jsonl` and a manifest; return the outputs to
+    record in state (plain JSON values).
+
+    Each split file holds that split's records in file order, one normalised JSON object per line
+    (`{"input", "label"}` or `{"input", "target"}`), UTF-8, each line ending in a newline. An empty
+    split is stored as an empty object. The manifest (JSON) names each split's key, rows, SHA-256 and
+    label distribution; it is stored content-addressed too, so the same dataset version always has
+    the same manifest key.
+    """
+    layout = scan.layout
+    limits = Limits(scan.task, scan.rules.max_input_chars,
+                    None if scan.task == "classification" else scan.rules.max_target_chars)
+    starts = [0]
+    for n in layout.block_valid:
+        starts.append(starts[-1] + n)
+
+    def args(block):
+        if block.index < len(layout.block_valid):
+            codes = layout.codes[starts[block.index]:starts[block.index + 1]]
+        else:
+            codes = b""
+        return limits, block.index == 0, codes
+
+    if workers is None:
+        workers = default_workers(scan.source_bytes, layout.block_bytes)
+    writers = {name: store.open_writer() for name in SPLITS}
+    file_hash = FileHash()
+    changed = DiagnosticsError.single(
+        f"dataset file changed since it was validated: {relpath(scan.path)}",
+        "run plan again to validate the new contents", address=address)
+    try:
+        try:
+            source = open(scan.path, "rb")  # noqa: SIM115 - closed by the with block below
+        except OSError:
+            raise changed from None
+        with source:
+            n_blocks = 0
+            for block, (parts, n_valid) in map_blocks(read_blocks(source, layout.block_bytes, file_hash),
+                                                      render_block, args, workers):
+                n_blocks += 1
+                if (block.index >= len(layout.block_sizes) or block.size != layout.block_sizes[block.index]
+                        or n_valid != layout.block_valid[block.index]):
+                    raise changed
+                for name, data in zip(SPLITS, parts, strict=True):
+                    if data:
+                        writers[name].write(data)
+        if n_blocks != len(layout.block_sizes) or file_hash.hexdigest() != scan.source_sha256:
+            raise changed
+        splits = {}
+        for name in SPLITS:
+            writer = writers[name]
+            splits[name] = {"key": writer.commit(), "sha256": writer.sha256, "bytes": writer.size,
+                            "rows": scan.split_rows[name]}
+            if scan.split_labels is not None:
+                splits[name]["labels"] = scan.split_labels[name]
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+
+    manifest = {
+        "format_version": MANIFEST_FORMAT,
+        "kind": "fastuner.dataset",
+        "version": scan.version,
+        "task": scan.task,
+        "normalisation": NORMALISATION_VERSION,
+        "source": {"sha256": scan.source_sha256, "bytes": scan.source_bytes},
+        "split_spec": scan.split.to_dict(),
+        "rules": scan.rules.to_dict(),
+        "counts": scan.counts.to_dict(),
+        "labels": scan.labels,
+        "splits": splits,
+    }
+    manifest_key = store.put_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n")
+    return {
+        "version": scan.version,
+        "manifest_key": manifest_key,
+        "source_sha256": scan.source_sha256,
+        "counts": scan.counts.to_dict(),
+        "labels": scan.labels,
+        "splits": splits,
+    }
