@@ -1,0 +1,283 @@
+"""validate, plan, show, apply and destroy: each parses nothing itself, wires the project, calls the
+engine, hands the result to a view and returns an exit code."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from fastuner.cli.project import Project, open_project
+from fastuner.errors import Diagnostic, DiagnosticsError, Severity, UserError
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _checked(project: Project) -> list[Diagnostic]:
+    """Graph and cross-resource checks; errors raise, warnings are returned."""
+    from fastuner.config.checks import check_spec
+    from fastuner.graph import build_graph
+
+    build_graph(project.spec)
+    diags = check_spec(project.spec)
+    errors = [d for d in diags if d.severity is Severity.ERROR]
+    if errors:
+        raise DiagnosticsError(errors)
+    return diags
+
+
+def _check_addresses(project: Project, addresses: list[str], flag: str, state=None) -> None:
+    from fastuner.config.models import resources
+
+    known = set(resources(project.spec.config)) | (set(state.resources) if state is not None else set())
+    bad = [a for a in addresses if a not in known]
+    if bad:
+        raise UserError(f"{flag} {bad[0]}: no such resource", f"Known addresses: {', '.join(sorted(known)) or 'none'}.")
+
+
+# --- validate ------------------------------------------------------------------------------------
+
+
+def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
+    from fastuner.views.diagnostics import render_diagnostics
+
+    project = open_project(file, var, workspace)
+    warnings = _checked(project)
+    from fastuner.providers.local.datasets import describe_scan, scan_inputs
+
+    reports, errors = [], []
+    for name, ds in project.spec.config.datasets.items():
+        try:
+            reports.append((name, scan_inputs(project.spec_dir, ds.model_dump(mode="json"), f"dataset.{name}")))
+        except DiagnosticsError as exc:
+            errors.extend(exc.diagnostics)
+    if errors:
+        raise DiagnosticsError(errors)
+    for _, scan in reports:
+        warnings.extend(scan.warnings)
+    if json_out:
+        console.print_json(json.dumps({"valid": True, "warnings": [w.to_dict() for w in warnings],
+                                       "datasets": {n: s.to_dict() for n, s in reports}}))
+        return EXIT_OK
+    render_diagnostics(warnings, console)
+    config = project.spec.config
+    console.print(f"[bold green]Success![/bold green] {escape(project.spec.file.name)} is valid: "
+                  f"{len(config.datasets)} dataset(s), {len(config.adapters)} adapter(s), "
+                  f"{len(config.deployments)} deployment(s).")
+    for name, scan in reports:
+        console.print(f"  dataset.{escape(name)}: {escape(describe_scan(scan))}")
+    return EXIT_OK
+
+
+# --- plan ------------------------------------------------------------------------------------------
+
+
+def make_project_plan(project: Project, *, destroy: bool, replace: list[str], renew: list[str]):
+    from fastuner.engine.refresh import refresh
+    from fastuner.plan.planner import make_plan
+    from fastuner.state.model import empty_state
+
+    warnings = _checked(project)
+    state = project.store.read() or empty_state(project.spec.config.project, project.workspace)
+    _check_addresses(project, replace, "--replace")
+    _check_addresses(project, renew, "--renew", state)
+    observed = refresh(project.spec if not destroy else None, state, project.provider)
+    plan = make_plan(project.spec, state, observed, _now(), destroy=destroy, replace=replace, renew=renew)
+    return dataclasses.replace(plan, diagnostics=tuple(w.to_dict() for w in warnings))
+
+
+def write_plan_file(plan, out: str) -> Path:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(plan.to_dict(), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def run_plan(file, var, workspace, *, out, detailed_exitcode, destroy, replace, renew, json_out,
+             console: Console) -> int:
+    from fastuner.views.terminal import render_plan
+
+    project = open_project(file, var, workspace)
+    plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew)
+    data = plan.to_dict()
+    if out:
+        write_plan_file(plan, out)
+    if json_out:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        render_plan(data, console)
+        if out:
+            console.print(f"\nSaved the plan to: {escape(out)}\nTo carry out exactly these actions, run:\n"
+                          f"  fastuner apply {escape(out)}")
+    if detailed_exitcode and plan.has_changes:
+        return EXIT_CHANGES
+    return EXIT_OK
+
+
+# --- show ------------------------------------------------------------------------------------------
+
+
+def load_plan_file(path: str):
+    from fastuner.plan.model import Plan
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"plan file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not a fastuner plan (invalid JSON: {exc})") from None
+    try:
+        return Plan.from_dict(data)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UserError(f"{path} is not a usable fastuner plan: {exc}",
+                        "Create it with `fastuner plan --out FILE` using this version of fastuner.") from None
+
+
+def run_show(planfile, file, workspace, *, json_out, markdown, console: Console) -> int:
+    if planfile is None:
+        from fastuner.cli.state_commands import run_state_overview
+
+        return run_state_overview(file, workspace, console, json_out)
+    data = load_plan_file(planfile).to_dict()
+    if json_out:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    elif markdown:
+        from fastuner.views.markdown import render_markdown
+
+        sys.stdout.write(render_markdown(data))
+    else:
+        from fastuner.views.terminal import render_plan
+
+        render_plan(data, console)
+    return EXIT_OK
+
+
+# --- apply / destroy -------------------------------------------------------------------------------
+
+
+def _confirm(console: Console, destroy: bool) -> bool:
+    if not sys.stdin.isatty():
+        raise UserError("confirmation needed, but the input is not a terminal",
+                        "Review the plan and re-run with --auto-approve, or save it with "
+                        "`fastuner plan --out plan.json` and run `fastuner apply plan.json`.")
+    what = "destroy all resources" if destroy else "perform these actions"
+    console.print(f"\n[bold]Do you want to {what}?[/bold]\n  Only 'yes' will be accepted to approve.\n")
+    try:
+        answer = input("  Enter a value: ")
+    except EOFError:
+        answer = ""
+    return answer.strip() == "yes"
+
+
+class _Interrupts:
+    """First SIGINT/SIGTERM: stop scheduling, let in-flight operations save state. Second: exit now —
+    state already records every operation in flight as pending, and the next run reconciles it."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.cancel = threading.Event()
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.cancel.is_set():
+            self.console.print("\n[bold red]Exiting now.[/bold red] Operations in flight are recorded as "
+                               "pending in state; the next plan or apply picks them up.")
+            os._exit(EXIT_INTERRUPTED)
+        self.cancel.set()
+        self.console.print("\n[bold yellow]Interrupt received.[/bold yellow] No new operations will start; "
+                           "waiting for the running ones to save their state. Press Ctrl-C again to exit now.")
+
+
+def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait, replace, renew, destroy,
+              console: Console) -> int:
+    from fastuner.engine.apply import apply_plan
+    from fastuner.views.progress import ProgressView
+    from fastuner.views.terminal import render_plan
+
+    project = open_project(file, var, workspace, notice=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]"))
+    if planfile is not None:
+        if replace or renew:
+            raise UserError("--replace and --renew apply when planning, not to a saved plan")
+        plan = load_plan_file(planfile)
+        if plan.project != project.spec.config.project:
+            raise UserError(f"{planfile} is a plan for project {plan.project}, not {project.spec.config.project}")
+    else:
+        plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew)
+        render_plan(plan.to_dict(), console)
+        if not plan.has_changes and not plan.refresh:
+            return EXIT_OK
+        if plan.has_changes and not plan.blocked and not auto_approve and not _confirm(console, destroy):
+            console.print("Apply cancelled.")
+            return EXIT_ERROR
+    if not plan.has_changes and not plan.refresh:
+        console.print("[bold green]No changes.[/bold green] Nothing to apply.")
+        return EXIT_OK
+    with _Interrupts(console) as interrupts, ProgressView(console) as view:
+        result = apply_plan(plan, project.store, project.provider, spec_dir=project.spec_dir,
+                            parallelism=parallelism, reporter=view, cancel=interrupts.cancel, wait_for=wait,
+                            operation="destroy" if destroy else "apply")
+    return _report(result, plan, console)
+
+
+def _report(result, plan, console: Console) -> int:
+    done = {r.address: r for r in result.results if r.status == "done" and not r.deposed}
+    counts = {"create": 0, "update": 0, "replace": 0, "delete": 0}
+    for r in done.values():
+        counts[r.action] = counts.get(r.action, 0) + 1
+    for address, _exc, tb in result.bugs:
+        console.print(f"[bold red]Bug while applying {escape(address)}[/bold red] — please report it:\n{escape(tb)}")
+    failed = [r for r in result.results if r.status == "failed"]
+    skipped = [r for r in result.results if r.status == "skipped"]
+    pending = [r for r in result.results if r.status == "pending"]
+    cancelled = [r for r in result.results if r.status == "cancelled"]
+    line = (f"{counts['create']} created, {counts['update']} updated, {counts['replace']} replaced, "
+            f"{counts['delete']} destroyed")
+    if failed or skipped or result.bugs:
+        console.print(f"\n[bold red]Apply failed.[/bold red] Resources: {line}; {len(failed)} failed, "
+                      f"{len(skipped)} skipped.")
+        for r in failed:
+            console.print(f"  [red]✗ {escape(r.address)}[/red]: {escape(r.message)}")
+        for r in skipped:
+            console.print(f"  [yellow]- {escape(r.address)}[/yellow]: {escape(r.message)}")
+        console.print("Fix the cause and run `fastuner apply` again: completed work is kept in state.")
+        return EXIT_ERROR
+    if result.cancelled or cancelled:
+        console.print(f"\n[bold yellow]Apply interrupted.[/bold yellow] Resources: {line}; "
+                      f"{len(cancelled)} not started. State is saved; run `fastuner apply` to continue.")
+        return EXIT_INTERRUPTED
+    console.print(f"\n[bold green]Apply complete![/bold green] Resources: {line}.")
+    if pending:
+        console.print(f"{len(pending)} still running: " + ", ".join(escape(r.address) for r in pending)
+                      + ". Run `fastuner apply` later to pick up their results.")
+    state = result.state
+    if state is not None:
+        for address in [r.address for r in result.results if r.status == "done" and r.action != "delete"]:
+            rs = state.get(address)
+            summary = (rs.outputs or {}).get("summary") if rs else None
+            if summary:
+                console.print(f"  {escape(address)}: {escape(str(summary))}")
+    return EXIT_OK

@@ -1,0 +1,78 @@
+"""The composition root's wiring: spec → state store and provider. The only place providers are built."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastuner.config.loader import Spec, load_spec
+from fastuner.errors import UserError
+from fastuner.providers.base import Provider
+from fastuner.state.local import LocalStateStore
+from fastuner.state.store import StateStore
+
+WORKSPACE_ENV = "FASTUNER_WORKSPACE"
+
+
+@dataclass
+class Project:
+    spec: Spec
+    workspace: str
+    store: StateStore
+    provider: Provider
+
+    @property
+    def spec_dir(self) -> Path:
+        return self.spec.base_dir
+
+
+def parse_vars(pairs: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UserError(f"--var {pair!r} is not NAME=VALUE")
+        out[name.strip()] = value
+    return out
+
+
+def resolve_workspace(workspace: str | None) -> str:
+    ws = workspace or os.environ.get(WORKSPACE_ENV) or "default"
+    import re
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", ws):
+        raise UserError(f"invalid workspace name {ws!r}", "Use lowercase letters, digits and dashes.")
+    return ws
+
+
+def state_path(spec: Spec, workspace: str) -> Path:
+    backend = spec.config.backend.local
+    rel = backend.path if backend and backend.path else f"state/{spec.config.project}.json"
+    path = spec.resolve(rel)
+    if workspace != "default":
+        path = path.with_name(f"{path.stem}.{workspace}{path.suffix or '.json'}")
+    return path
+
+
+def build_store(spec: Spec, workspace: str, notice=None) -> StateStore:
+    if spec.config.backend.s3 is not None:
+        raise UserError("the s3 state backend is not available in this version of fastuner",
+                        "Use backend: {local: {path: ...}} for now.")
+    return LocalStateStore(state_path(spec, workspace), on_notice=notice)
+
+
+def build_provider(spec: Spec, workspace: str) -> Provider:
+    if spec.config.provider.local is not None:
+        from fastuner.providers.local import local_provider
+
+        return local_provider(spec, workspace)
+    unsupported = "the sagemaker provider is not available in this version of fastuner"
+    return Provider(name="sagemaker", resources={}, priced=True,
+                    unsupported={k: unsupported for k in ("dataset", "adapter", "deployment")})
+
+
+def open_project(file: str | None, variables: list[str] | None, workspace: str | None, *, notice=None) -> Project:
+    spec = load_spec(file, variables=parse_vars(variables))
+    ws = resolve_workspace(workspace)
+    return Project(spec=spec, workspace=ws, store=build_store(spec, ws, notice), provider=build_provider(spec, ws))
