@@ -1,0 +1,1 @@
+"""The fastuner command line (the composition root)."""

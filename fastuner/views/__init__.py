@@ -1,0 +1,1 @@
+"""Renderings of plans, state and progress, computed only from their JSON forms."""
