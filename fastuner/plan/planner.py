@@ -185,7 +185,7 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
     if forcing:
         upstream = all(p.split(".")[0] in UPSTREAM_PATHS for p in forcing)
         reason = Reason.REPLACE_BECAUSE_UPSTREAM_REPLACED if upstream else Reason.REPLACE_BECAUSE_CANNOT_UPDATE
-        return change(Action.REPLACE, reason, _upstream_detail(kind, model) if upstream else "",
+        return change(Action.REPLACE, reason, _upstream_detail(kind, model) if upstream else _forcing_detail(kind, model, forcing),
                       before=before, changed_paths=changed, replace_paths=forcing)
     if changed:
         upstream = all(p.split(".")[0] in UPSTREAM_PATHS for p in changed)
@@ -208,6 +208,13 @@ def _upstream_detail(kind: str, model: Any) -> str:
     if kind == "adapter":
         return f"dataset.{model.dataset} gets a new version"
     return ""
+
+
+def _forcing_detail(kind: str, model: Any, forcing: tuple[str, ...]) -> str:
+    if kind == "dataset" and "source_sha256" in forcing:
+        return f"{model.path} changed: a new dataset version"
+    shown = ", ".join(forcing[:3]) + (f" and {len(forcing) - 3} more" if len(forcing) > 3 else "")
+    return f"{shown} cannot change in place"
 
 
 def _delete(rs: ResourceState, reason: Reason, detail: str, observed: Observed) -> Change:

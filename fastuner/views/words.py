@@ -22,7 +22,7 @@ REASONS = {
     "create_because_renewed": "renewed after expiry",
     "update_because_changed": "",
     "update_because_upstream_replaced": "an adapter it serves is retrained",
-    "replace_because_cannot_update": "a change forces replacement",
+    "replace_because_cannot_update": "",
     "replace_because_upstream_replaced": "an upstream resource is replaced",
     "replace_because_tainted": "the last attempt failed",
     "replace_by_request": "replacement requested with --replace",
@@ -81,6 +81,8 @@ def attribute_rows(change: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"symbol": "+", "path": path, "before": None, "after": fmt_value(value), "forces": False})
     elif action == "delete":
         for path, value in before.items():
+            if value is None or value == [] or value == {}:
+                continue
             rows.append({"symbol": "-", "path": path, "before": fmt_value(value), "after": None, "forces": False})
     else:
         for path in change.get("changed_paths") or []:
