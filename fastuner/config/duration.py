@@ -21,7 +21,7 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError(
             f"expected a duration such as \"90m\", \"8h\" or \"2d\", got {value!r}"
-            + (" (add a unit: s, m, h, d or w)" if isinstance(value, int | float) else "")
+            + (" (add a unit: s, m, h, d or w)" if isinstance(value, int | float) and not isinstance(value, bool) else "")
         )
     text = value.strip().lower().replace(" ", "")
     if not _WHOLE.match(text):
