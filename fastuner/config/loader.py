@@ -116,9 +116,12 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict, dict]:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or "invalid YAML"
         context = f" ({exc.context})" if exc.context else ""
+        started = ""
+        if exc.context_mark is not None and mark is not None and exc.context_mark.line != mark.line:
+            started = (f"It started at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1}. ")
         raise DiagnosticsError.single(
             f"invalid YAML: {problem}{context}",
-            "Fix the syntax at this position (indentation, a missing colon, an unclosed quote or bracket).",
+            started + "Fix the syntax here (indentation, a missing colon, an unclosed quote or bracket).",
             source=Source(file, mark.line + 1, mark.column + 1) if mark else Source(file),
         ) from None
     except yaml.YAMLError as exc:
