@@ -86,10 +86,10 @@ class _Builder:
                 if not isinstance(key_node, yaml.ScalarNode):
                     self._error(key_node, "a mapping key must be a plain value")
                     continue
-                key = self._constructor.construct_object(key_node)
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     self._error(key_node, "YAML merge keys (<<) are not supported in fastuner.yaml")
                     continue
+                key = self._constructor.construct_object(key_node)
                 key = str(key) if not isinstance(key, str) else key
                 if key in out:
                     first = self.key_positions[(*path, key)]
@@ -130,7 +130,14 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict, dict]:
         raise DiagnosticsError.single(
             "the spec is empty", "Start with `version: 1` and `project: NAME`.", source=Source(file, 1, 1))
     builder = _Builder(file)
-    data = builder.build(node)
+    try:
+        data = builder.build(node)
+    except yaml.MarkedYAMLError as exc:  # a tag the safe loader cannot construct (!!python/..., !custom)
+        mark = exc.problem_mark or exc.context_mark
+        raise DiagnosticsError.single(
+            f"invalid YAML: {exc.problem or exc.context or 'cannot read this value'}",
+            "fastuner.yaml holds plain YAML: remove the `!tag`.",
+            source=Source(file, mark.line + 1, mark.column + 1) if mark else Source(file)) from None
     if builder.errors:
         raise DiagnosticsError(builder.errors)
     return data, builder.positions, builder.key_positions
