@@ -80,11 +80,6 @@ def errors(load: Callable[..., Spec]) -> Callable[..., list[Diagnostic]]:
     return _errors
 
 
-def position(d: Diagnostic) -> tuple[int | None, int | None]:
-    assert d.source is not None, d
-    return d.source.line, d.source.column
-
-
 class Harness:
     """A spec on disk, the in-memory provider, a real LocalStateStore and a clock the test moves."""
 
