@@ -1,0 +1,1 @@
+"""fastuner multi-adapter inference server (see containers/serve/README.md)."""
