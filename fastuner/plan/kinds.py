@@ -115,6 +115,9 @@ def identity(kind: str, inputs: Mapping[str, Any]) -> str:
 
 def physical_name(project: str, workspace: str, kind: str, name: str, ident: str) -> str:
     """Deterministic name of the cloud or local object (≤ 63 characters, SageMaker's limit)."""
-    ws = "" if workspace == "default" else f"{workspace[:12]}-"
+    ws = "" if workspace == "default" else f"{workspace}-"
     short = {"dataset": "ds", "adapter": "ad", "deployment": "ep"}[kind]
-    return f"{project}-{ws}{short}-{name}"[: 63 - 9] + f"-{ident[:8]}"
+    stem = f"{project}-{ws}{short}-{name}"
+    if len(stem) > 63 - 9:  # truncated: keep names that share a prefix apart (the identity may not)
+        stem = stem[: 63 - 9 - 7] + "-" + hashlib.sha256(stem.encode()).hexdigest()[:6]
+    return f"{stem}-{ident[:8]}"
