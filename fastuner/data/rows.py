@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import sys
 import unicodedata
 from array import array
 from collections import Counter
@@ -28,7 +29,6 @@ from dataclasses import dataclass, field
 import orjson
 
 PARTITIONS = 16  # digest partitions: deduplication handles one partition's digests at a time
-DIGEST_BYTES = 16  # bytes of the row digest kept for deduplication
 _BOM = b"\xef\xbb\xbf"
 _MAX_BLOCK_ERRORS = 20
 _loads, _dumps, _nfc = orjson.loads, orjson.dumps, unicodedata.normalize
@@ -60,26 +60,24 @@ class RowError:
 
 @dataclass
 class BlockScan:
-    """What a block contributes to a scan; row data is kept in compact arrays, one entry per valid row."""
+    """What a block contributes to a scan; row data is kept in compact arrays, one entry per valid row
+    (valid rows are numbered from 0 within the block: their ordinals)."""
 
     n_lines: int = 0
     n_blank: int = 0
-    first_blank: int | None = None
+    blank_lines: array = field(default_factory=lambda: array("I"))  # lines (within the block) skipped
     n_errors: int = 0
     errors: list[RowError] = field(default_factory=list)  # the block's first errors, in line order
-    extra_fields: dict[str, int] = field(default_factory=dict)  # field name -> rows carrying it
-    n_extra_rows: int = 0
+    field_sets: dict[tuple, int] = field(default_factory=dict)  # rows with extra fields, by field names
     first_extra: int | None = None
     n_int_labels: int = 0
     first_int_label: int | None = None
     n_valid: int = 0
-    lines: array = field(default_factory=lambda: array("I"))  # line of each valid row, in the block
-    keys: bytes = b""  # 8 bytes per valid row: big-endian split key
+    keys: array = field(default_factory=lambda: array("Q"))  # split key per valid row
     labels: array = field(default_factory=lambda: array("I"))  # label id per valid row (classification)
     label_names: list[str] = field(default_factory=list)  # label id -> label, in order of appearance
     label_counts: list[int] = field(default_factory=list)  # label id -> valid rows with it
-    # Deduplication data by digest partition: concatenated 16-byte digests, and the valid-row ordinal
-    # (within the block) of each.
+    # Deduplication data by digest partition: concatenated 16-byte digests, and the ordinal of each.
     part_digests: list[bytes] = field(default_factory=list)
     part_ordinals: list[array] = field(default_factory=list)
 
@@ -92,67 +90,7 @@ def row_hasher(seed: int):
 def scan_block(block: bytes, limits: Limits, seed: int, first_block: bool) -> BlockScan:
     """Validate and digest every line of `block`."""
     out = BlockScan()
-    lines = block.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    out.n_lines = len(lines)
-    if first_block and lines and lines[0].startswith(_BOM):
-        lines[0] = lines[0][len(_BOM):]
-
-    classification = limits.task == "classification"
-    second = "label" if classification else "target"
-    base = row_hasher(seed)
-    keys = bytearray()
-    parts = [bytearray() for _ in range(PARTITIONS)]
-    part_ords = [array("I") for _ in range(PARTITIONS)]
-    row_lines = out.lines
-    labels = out.labels
-    label_ids: dict[str, int] = {}
-    n_valid = 0
-    normalise = normalise_line
-
-    for index, line in enumerate(lines):
-        verdict = normalise(line, limits)
-        if type(verdict) is not tuple:
-            if verdict is None:
-                out.n_blank += 1
-                if out.first_blank is None:
-                    out.first_blank = index + 1
-            else:
-                verdict.line = index + 1
-                out.n_errors += 1
-                if len(out.errors) < _MAX_BLOCK_ERRORS:
-                    out.errors.append(verdict)
-            continue
-        obj, record, other, label_from_int = verdict
-        if len(obj) != 2:
-            _count_extra_fields(out, obj, second, index + 1)
-        if label_from_int:
-            out.n_int_labels += 1
-            if out.first_int_label is None:
-                out.first_int_label = index + 1
-        h = base.copy()
-        h.update(record)
-        digest = h.digest()
-        keys += digest[:8]
-        part = digest[8] >> 4
-        parts[part] += digest[8:8 + DIGEST_BYTES]
-        part_ords[part].append(n_valid)
-        row_lines.append(index + 1)
-        if classification:
-            label_id = label_ids.get(other)
-            if label_id is None:
-                label_id = label_ids[other] = len(label_ids)
-            labels.append(label_id)
-        n_valid += 1
-
-    out.n_valid = n_valid
-    out.keys = bytes(keys)
-    out.label_names = list(label_ids)
-    tally = Counter(labels)
-    out.label_counts = [tally[i] for i in range(len(label_ids))]
-    out.part_digests = [bytes(p) for p in parts]
-    out.part_ordinals = part_ords
+    _walk(block, limits, first_block, out, seed, None)
     return out
 
 
@@ -163,51 +101,124 @@ def render_block(block: bytes, limits: Limits, first_block: bool, assignment: by
     validation, test). Returns one bytes per code 1..3 (lines joined, each ending in a newline) and
     the number of valid rows seen, which the caller checks against the scan.
     """
-    lines = block.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    if first_block and lines and lines[0].startswith(_BOM):
-        lines[0] = lines[0][len(_BOM):]
-    buckets: list[list[bytes]] = [[], [], [], []]
-    n_valid = 0
-    n_assigned = len(assignment)
-    for line in lines:
-        verdict = normalise_line(line, limits)
-        if type(verdict) is not tuple:
-            continue
-        if n_valid < n_assigned:
-            buckets[assignment[n_valid]].append(verdict[1])
-        n_valid += 1
-    return [b"\n".join(b) + b"\n" if b else b"" for b in buckets[1:]], n_valid
+    out = BlockScan()
+    buckets = _walk(block, limits, first_block, out, None, assignment)
+    return [b"\n".join(b) + b"\n" if b else b"" for b in buckets[1:]], out.n_valid
 
 
 def normalise_line(line: bytes, limits: Limits):
-    """One line's verdict: None for a blank line, a `RowError` (line number unset), or a tuple
-    (parsed object, normalised record bytes, normalised label or target, label was an integer).
+    """One line's verdict, as both passes see it: None for a blank line, a `RowError`, or the
+    normalised record's bytes."""
+    out = BlockScan()
+    buckets = _walk(line, limits, False, out, None, b"\x01")
+    if out.n_blank or not out.n_lines:
+        return None
+    if out.errors:
+        return out.errors[0]
+    return buckets[1][0]
 
-    The fast path handles a well-formed row. Anything unusual (blank line, bad JSON, a missing field, a
-    wrong type, an integer label, a length out of bounds) falls through to `_check_row`, which decides
-    what it is: the fast path never rejects a row itself, and a test checks that both paths agree.
+
+def _walk(block: bytes, limits: Limits, first_block: bool, out: BlockScan, seed: int | None,
+          assignment: bytes | None) -> list[list[bytes]]:
+    """The one loop over a block's lines, for both passes.
+
+    The fast path handles a well-formed row. Anything unusual (a blank line, bad JSON, a missing field,
+    a wrong type, an integer label, a length out of bounds) falls through to `_check_row`, which decides
+    what it is: the fast path never rejects a row itself (a test checks that both paths agree).
+    Scanning (`assignment` None) digests each valid row; rendering puts its record in the bucket that
+    `assignment` names.
     """
-    second = "label" if limits.task == "classification" else "target"
-    try:
-        obj = _loads(line)
-        text = obj["input"]
-        other = obj[second]
-        if type(text) is not str or type(other) is not str:
-            raise ValueError
-        if not text.isascii():
-            text = _nfc("NFC", text)
-        text = text.strip()
-        if not other.isascii():
-            other = _nfc("NFC", other)
-        other = other.strip()
-        limit = limits.max_second_chars
-        if not 0 < len(text) <= limits.max_input_chars or not other or (limit and len(other) > limit):
-            raise ValueError
-        return obj, _dumps({"input": text, second: other}), other, False
-    except Exception:
-        return _check_row(line, limits)
+    lines = block.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out.n_lines = len(lines)
+    if first_block and lines and lines[0].startswith(_BOM):
+        lines[0] = lines[0][len(_BOM):]
+
+    classification = limits.task == "classification"
+    second = "label" if classification else "target"
+    max_input = limits.max_input_chars
+    max_second = limits.max_second_chars or 0
+    loads, dumps, nfc = _loads, _dumps, _nfc
+    rendering = assignment is not None
+    buckets: list[list[bytes]] = [[], [], [], []]
+    base = row_hasher(seed or 0)
+    keys = bytearray()
+    parts = [bytearray() for _ in range(PARTITIONS)]
+    part_ords = [array("I") for _ in range(PARTITIONS)]
+    labels = out.labels
+    label_ids: dict[str, int] = {}
+    field_sets = out.field_sets
+    n = 0
+
+    for index, line in enumerate(lines):
+        try:
+            obj = loads(line)
+            text = obj["input"]
+            other = obj[second]
+            if type(text) is not str or type(other) is not str:
+                raise ValueError
+            if not text.isascii():
+                text = nfc("NFC", text)
+            text = text.strip()
+            if not other.isascii():
+                other = nfc("NFC", other)
+            other = other.strip()
+            if not 0 < len(text) <= max_input or not other or (max_second and len(other) > max_second):
+                raise ValueError
+            record = dumps({"input": text, second: other})
+        except Exception:
+            verdict = _check_row(line, limits)
+            if verdict is None:
+                out.n_blank += 1
+                out.blank_lines.append(index + 1)
+                continue
+            if isinstance(verdict, RowError):
+                verdict.line = index + 1
+                out.n_errors += 1
+                if len(out.errors) < _MAX_BLOCK_ERRORS:
+                    out.errors.append(verdict)
+                continue
+            obj, record, other, from_int = verdict
+            if from_int and not rendering:
+                out.n_int_labels += 1
+                if out.first_int_label is None:
+                    out.first_int_label = index + 1
+
+        if rendering:
+            buckets[assignment[n]].append(record)
+            n += 1
+            continue
+        if len(obj) != 2:
+            names = tuple(obj)
+            field_sets[names] = field_sets.get(names, 0) + 1
+            if out.first_extra is None:
+                out.first_extra = index + 1
+        h = base.copy()
+        h.update(record)
+        digest = h.digest()
+        keys += digest[:8]
+        part = digest[8] >> 4
+        parts[part] += digest[8:24]
+        part_ords[part].append(n)
+        if classification:
+            label = label_ids.get(other)
+            if label is None:
+                label = label_ids[other] = len(label_ids)
+            labels.append(label)
+        n += 1
+
+    out.n_valid = n
+    if not rendering:
+        out.keys.frombytes(bytes(keys))
+        if sys.byteorder == "little":
+            out.keys.byteswap()  # the keys are big-endian, so that the order is the same on every machine
+        out.label_names = list(label_ids)
+        tally = Counter(labels)
+        out.label_counts = [tally[i] for i in range(len(label_ids))]
+        out.part_digests = [bytes(p) for p in parts]
+        out.part_ordinals = part_ords
+    return buckets
 
 
 def _check_row(line: bytes, limits: Limits):
@@ -266,15 +277,6 @@ def _json_error(line: bytes, exc: orjson.JSONDecodeError) -> RowError:
     if "surrogate" in message:
         message += " (a \\uD800-\\uDFFF escape that is not part of a valid pair)"
     return RowError(0, exc.colno, f"not valid JSON: {message}", "each row must be one JSON object on one line")
-
-
-def _count_extra_fields(out: BlockScan, obj: dict, second: str, line: int) -> None:
-    out.n_extra_rows += 1
-    if out.first_extra is None:
-        out.first_extra = line
-    for name in obj:
-        if name != "input" and name != second:
-            out.extra_fields[name] = out.extra_fields.get(name, 0) + 1
 
 
 def _missing_hint(name: str, obj: dict, task: str) -> str:

@@ -58,7 +58,8 @@ class Layout:
     block_sizes: tuple[int, ...]
     block_valid: tuple[int, ...]  # valid rows per block
     block_lines: tuple[int, ...]  # line number of each block's first line, minus one
-    row_lines: tuple[array, ...]  # per block: line (within the block) of each valid row
+    block_line_counts: tuple[int, ...]
+    blank_lines: tuple[array, ...]  # per block: blank lines (within the block); every other line is a row
     codes: bytes  # per valid row: 0 duplicate, 1 train, 2 validation, 3 test
 
 
@@ -87,8 +88,10 @@ class DatasetScan:
         codes = self.layout.codes
         out = []
         g = 0
-        for first_line, lines in zip(self.layout.block_lines, self.layout.row_lines, strict=True):
-            for line in lines:
+        layout = self.layout
+        for first_line, n_lines, blank in zip(layout.block_lines, layout.block_line_counts, layout.blank_lines,
+                                              strict=True):
+            for line in _row_lines(n_lines, blank):
                 if codes[g] == code:
                     out.append(first_line + line)
                 g += 1
@@ -186,7 +189,8 @@ def scan_dataset(path: str | Path, task: str, *, split: SplitSpec = SplitSpec(),
         block_sizes=tuple(block_sizes),
         block_valid=tuple(r.n_valid for r in results),
         block_lines=tuple(block_lines),
-        row_lines=tuple(r.lines for r in results),
+        block_line_counts=tuple(r.n_lines for r in results),
+        blank_lines=tuple(r.blank_lines for r in results),
         codes=bytes(codes),
     )
     return DatasetScan(
@@ -302,14 +306,20 @@ def _row_warnings(results: Sequence[BlockScan], block_lines: Sequence[int], dups
     warnings = []
     n_blank = sum(r.n_blank for r in results)
     if n_blank:
+        first_blank = next(base + r.blank_lines[0] for r, base in zip(results, block_lines, strict=True)
+                           if r.blank_lines)
         warnings.append(report.warning(f"skipped {n_blank:,} blank line{_s(n_blank)}",
-                                       "blank lines hold no record", first_line("first_blank")))
-    n_extra = sum(r.n_extra_rows for r in results)
+                                       "blank lines hold no record", first_blank))
+    known = ("input", second_field(task))
+    fields: dict[str, int] = {}
+    n_extra = 0
+    for result in results:
+        for names, count in result.field_sets.items():
+            n_extra += count
+            for name in names:
+                if name not in known:
+                    fields[name] = fields.get(name, 0) + count
     if n_extra:
-        fields: dict[str, int] = {}
-        for result in results:
-            for name, count in result.extra_fields.items():
-                fields[name] = fields.get(name, 0) + count
         ranked = sorted(fields.items(), key=lambda item: (-item[1], item[0]))
         listed = ", ".join(f'"{name}" ({count:,})' for name, count in ranked[:5])
         if len(ranked) > 5:
@@ -356,9 +366,17 @@ def _split_warnings(label_names: list[str], stratum_sizes: list[int], sizes: lis
 def _line_of(g: int, results: Sequence[BlockScan], block_lines: Sequence[int]) -> int:
     for result, base in zip(results, block_lines, strict=True):
         if g < result.n_valid:
-            return base + result.lines[g]
+            for j, line in enumerate(_row_lines(result.n_lines, result.blank_lines)):
+                if j == g:
+                    return base + line
         g -= result.n_valid
     raise IndexError(g)
+
+
+def _row_lines(n_lines: int, blank_lines: Sequence[int]):
+    """The lines (1-based, within a block) holding rows, in a block without bad rows."""
+    blank = set(blank_lines)
+    return (line for line in range(1, n_lines + 1) if line not in blank)
 
 
 def _s(n: int) -> str:

@@ -6,21 +6,21 @@ Split rule (stratified by label for classification; one stratum otherwise):
   split whose fraction is positive when `c` allows it; a smaller stratum fills train, then validation,
   then test, one record each, and the scan warns;
 - within a stratum, records are ordered by their seeded split key (the first 8 bytes of the row digest,
-  ties broken by file position): the first `n_validation` go to validation, the next `n_test` to test,
-  the rest to train. A record's split depends only on its content, the seed and the stratum's size.
+  read big-endian; ties broken by file position): the first `n_validation` go to validation, the next
+  `n_test` to test, the rest to train. A record's split depends only on its content, the seed and the
+  sizes of the strata.
 
 Codes in an assignment: 0 duplicate (dropped), 1 train, 2 validation, 3 test.
 """
 
 from __future__ import annotations
 
-import heapq
-import sys
-from array import array
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from math import floor
+from itertools import compress
+from math import floor, sqrt
 
 from fastuner.data.rows import PARTITIONS, BlockScan
 
@@ -64,65 +64,52 @@ def allocate(count: int, fractions: Sequence[Fraction]) -> tuple[int, int, int]:
 def mark_duplicates(blocks: Sequence[BlockScan], label_maps: Sequence[list[int]] | None) -> Duplicates:
     """Keep the first occurrence (in file order) of every digest.
 
-    Digests are grouped by partition in the blocks, and a partition's digests appear in file order
-    (blocks in order, rows in order within a block), so one small dict per partition suffices.
+    A partition's digests appear in file order (blocks in order, rows in order within a block), so
+    one partition at a time suffices; built-in containers do the per-row work.
     """
     bases = _bases(blocks)
-    keep = bytearray(b"\x01") * (bases[-1] if bases else 0)
+    keep = bytearray(b"\x01") * bases[-1]
     count = 0
     example: tuple[int, int] | None = None
     by_label: dict[int, int] = {}
     for p in range(PARTITIONS):
-        seen: dict[bytes, int] = {}
-        first_of = seen.setdefault
-        for b, block in enumerate(blocks):
-            base = bases[b]
-            blob = block.part_digests[p]
-            for at, j in zip(range(0, len(blob), 16), block.part_ordinals[p], strict=True):
-                g = base + j
-                first = first_of(blob[at:at + 16], g)
-                if first != g:
-                    keep[g] = 0
-                    count += 1
-                    if example is None or g < example[0]:
-                        example = (g, first)
-                    if label_maps is not None:
-                        label = label_maps[b][block.labels[j]]
-                        by_label[label] = by_label.get(label, 0) + 1
+        digests, ordinals = _partition(blocks, bases, p)
+        first = dict(zip(reversed(digests), reversed(ordinals), strict=True))  # digest -> first ordinal
+        if len(first) == len(digests):
+            continue
+        dropped = sorted(set(ordinals).difference(first.values()))
+        count += len(dropped)
+        for g in dropped:
+            keep[g] = 0
+        if example is None or dropped[0] < example[0]:
+            g = dropped[0]
+            example = (g, first[digests[ordinals.index(g)]])
+        if label_maps is not None:
+            for g in dropped:
+                b = bisect_right(bases, g) - 1
+                label = label_maps[b][blocks[b].labels[g - bases[b]]]
+                by_label[label] = by_label.get(label, 0) + 1
     return Duplicates(keep, count, example, by_label)
 
 
 def choose_splits(blocks: Sequence[BlockScan], keep: bytearray, label_maps: Sequence[list[int]] | None,
                   sizes: Sequence[tuple[int, int, int]]) -> bytearray:
-    """The split code of every valid row, given each stratum's (train, validation, test) sizes."""
-    caps = [s[1] + s[2] for s in sizes]
-    heaps: list[list[tuple[int, int]]] = [[] for _ in sizes]
-    push, replace = heapq.heappush, heapq.heapreplace
-    for b, (block, base) in enumerate(zip(blocks, _bases(blocks), strict=False)):
-        keys = split_keys(block)
-        labels = block.labels
-        label_map = label_maps[b] if label_maps is not None else None
-        for j, key in enumerate(keys):
-            g = base + j
-            if not keep[g]:
-                continue
-            stratum = label_map[labels[j]] if label_map is not None else 0
-            cap = caps[stratum]
-            if not cap:
-                continue
-            heap = heaps[stratum]
-            # A max-heap of the `cap` smallest (key, ordinal) pairs, stored negated.
-            if len(heap) < cap:
-                push(heap, (-key, -g))
-            elif -key >= heap[0][0]:
-                item = (-key, -g)
-                if item > heap[0]:
-                    replace(heap, item)
+    """The split code of every valid row, given each stratum's (train, validation, test) sizes.
+
+    Each stratum needs its `validation + test` smallest (key, ordinal) pairs among kept rows. Keys are
+    uniform, so those lie below a threshold just above the expected quantile: only rows under it are
+    collected and sorted. A stratum whose candidates fall short (a 1-in-10^15 event) is collected
+    again without a threshold, so the result never depends on the threshold.
+    """
+    wanted = [s[1] + s[2] for s in sizes]
+    thresholds = [_threshold(cap, sum(size)) for cap, size in zip(wanted, sizes, strict=True)]
     codes = bytearray(keep)  # 1 (train) for every kept row, 0 for duplicates
-    for stratum, heap in enumerate(heaps):
-        n_validation = sizes[stratum][1]
-        for rank, (_key, g) in enumerate(sorted((-k, -g) for k, g in heap)):
-            codes[g] = VALIDATION if rank < n_validation else TEST
+    short = _pick(blocks, keep, label_maps, sizes, thresholds, codes)
+    if short:
+        thresholds = [_ALL if s in short else 0 for s in range(len(sizes))]
+        short = _pick(blocks, keep, label_maps, sizes, thresholds, codes)
+        if short:
+            raise InternalError(f"strata {sorted(short)} have fewer kept rows than planned")
     return codes
 
 
@@ -137,23 +124,70 @@ def check_disjoint(blocks: Sequence[BlockScan], codes: bytearray, expected: Sequ
         raise InternalError(f"split sizes {counts} differ from the planned {list(expected)}")
     bases = _bases(blocks)
     for p in range(PARTITIONS):
-        kept = [
-            block.part_digests[p][at:at + 16]
-            for block, base in zip(blocks, bases, strict=False)
-            for at, j in zip(range(0, len(block.part_digests[p]), 16), block.part_ordinals[p], strict=True)
-            if codes[base + j]
-        ]
+        digests, ordinals = _partition(blocks, bases, p)
+        kept = list(compress(digests, map(codes.__getitem__, ordinals)))
         if len(set(kept)) != len(kept):
             raise InternalError("a record is kept more than once (it would be in two splits, or twice in one)")
 
 
-def split_keys(block: BlockScan) -> array:
-    """The block's split keys as unsigned integers (stored big-endian, so byte order is key order)."""
-    keys = array("Q")
-    keys.frombytes(block.keys)
-    if sys.byteorder == "little":
-        keys.byteswap()
-    return keys
+_ALL = 1 << 64
+
+
+def _pick(blocks, keep, label_maps, sizes, thresholds, codes) -> set[int]:
+    """Assign validation and test rows from the candidates under `thresholds`; the strata short of
+    candidates (left untouched)."""
+    candidates: list[int] = []
+    for b, (block, base) in enumerate(zip(blocks, _bases(blocks), strict=False)):
+        ordinals = range(base, base + block.n_valid)
+        if label_maps is None:
+            limit = thresholds[0]
+            if limit:
+                candidates += [(k << 32) | g for k, g in zip(block.keys, ordinals, strict=True) if k < limit]
+            continue
+        strata = map(label_maps[b].__getitem__, block.labels)
+        candidates += [(s << 96) | (k << 32) | g
+                       for k, s, g in zip(block.keys, strata, ordinals, strict=True) if k < thresholds[s]]
+    candidates.sort()
+    taken = [0] * len(sizes)
+    for item in candidates:
+        g = item & 0xFFFFFFFF
+        if not keep[g]:
+            continue
+        s = item >> 96
+        rank = taken[s]
+        if rank < sizes[s][1]:
+            codes[g] = VALIDATION
+        elif rank < sizes[s][1] + sizes[s][2]:
+            codes[g] = TEST
+        else:
+            continue
+        taken[s] = rank + 1
+    short = {s for s, size in enumerate(sizes) if thresholds[s] and taken[s] < size[1] + size[2]}
+    for s in short:  # undo, to be redone without a threshold
+        for item in candidates:
+            if item >> 96 == s:
+                g = item & 0xFFFFFFFF
+                codes[g] = keep[g]
+    return short
+
+
+def _threshold(wanted: int, count: int) -> int:
+    """A key limit under which at least `wanted` of `count` uniform keys lie, but for ~1e-15."""
+    if wanted == 0:
+        return 0
+    p = (wanted + 8 * sqrt(wanted) + 16) / count
+    return _ALL if p >= 1 else int(p * _ALL)
+
+
+def _partition(blocks: Sequence[BlockScan], bases: Sequence[int], p: int) -> tuple[list[bytes], list[int]]:
+    """Partition `p`'s digests and their global ordinals, in file order."""
+    digests: list[bytes] = []
+    ordinals: list[int] = []
+    for block, base in zip(blocks, bases, strict=False):
+        blob = block.part_digests[p]
+        digests += [blob[at:at + 16] for at in range(0, len(blob), 16)]
+        ordinals += map(base.__add__, block.part_ordinals[p])
+    return digests, ordinals
 
 
 def _bases(blocks: Sequence[BlockScan]) -> list[int]:
