@@ -179,6 +179,9 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
     if obs is not None and not obs.exists:
         return change(Action.CREATE, Reason.CREATE_BECAUSE_MISSING,
                       obs.detail or "recorded in state but no longer exists", before=before, changed_paths=changed)
+    if obs is not None and obs.status == "failed":
+        return change(Action.REPLACE, Reason.REPLACE_BECAUSE_TAINTED, obs.detail or "it failed after it was created",
+                      before=before, changed_paths=changed, replace_paths=forcing)
     if replace:
         return change(Action.REPLACE, Reason.REPLACE_BY_REQUEST, "requested with --replace", before=before,
                       changed_paths=changed, replace_paths=forcing)
