@@ -100,7 +100,11 @@ def parse_state(text: str, location: str) -> State:
         raise UserError(
             f"the state at {location} has format_version {version}, newer than this fastuner understands "
             f"({FORMAT_VERSION})", "Upgrade fastuner (pip install -U fastuner) before touching this state.")
-    data = migrate(data)
+    try:
+        data = migrate(data)
+    except ValueError as exc:
+        raise UserError(f"the state at {location} has format_version {version}, which this fastuner cannot read",
+                        str(exc)) from None
     try:
         return State.model_validate(data)
     except ValidationError as exc:
