@@ -21,6 +21,8 @@ from fastuner.errors import UserError
 from fastuner.state.model import State
 from fastuner.state.store import LockInfo, StateLockedError, parse_state, serialize_state
 
+UNREADABLE_GRACE_S = 5.0  # an unreadable lock file older than this was left by a crash, not a creator at work
+
 
 class LocalStateStore:
     def __init__(self, path: Path, *, on_notice=None) -> None:
@@ -119,7 +121,13 @@ class LocalStateStore:
                 return  # replaced while we looked: try again
             info = self._read_info(fd)
             if info.id == "unknown":
-                time.sleep(0.01)  # its creator is between creating the file and writing who it is
+                if time.time() - os.fstat(fd).st_mtime < UNREADABLE_GRACE_S:
+                    time.sleep(0.01)  # its creator is between creating the file and writing who it is
+                    return
+                # its creator died between creating the file and writing who it is
+                self._notice(f"released an unreadable lock file left by a process that died while taking it "
+                             f"({self.lock_path})")
+                self.lock_path.unlink(missing_ok=True)
                 return
             if info.host != socket.gethostname():
                 raise StateLockedError(
