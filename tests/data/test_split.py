@@ -1,0 +1,239 @@
+"""Deduplication, normalisation and splitting: exact sizes, seeded, stratified, disjoint, reproducible."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from fastuner.data import InternalError, Rules, SplitSpec, scan_dataset
+from fastuner.data.blocks import FileHash, map_blocks, read_blocks
+from fastuner.data.rows import Limits, scan_block
+from fastuner.data.split import allocate, check_disjoint
+from fastuner.errors import DiagnosticsError
+from tests.data.conftest import classification_rows, generation_rows
+
+
+def splits_of(scan) -> dict[str, list[int]]:
+    return {name: scan.rows_in(name) for name in ("train", "validation", "test")}
+
+
+# --- deduplication and normalisation ---------------------------------------------------------------
+
+def test_records_equal_after_normalisation_are_duplicates_and_the_first_wins(write_rows):
+    rows = classification_rows(120)
+    rows += [
+        {"input": "  message number 3\t", "label": "account"},  # whitespace around: row 3 again
+        {"input": "message number 5", "label": " refund ", "id": 99},  # extra field ignored, label stripped
+        {"label": "billing", "input": "message number 8"},  # key order does not matter
+        {"input": "message number 9", "label": "billing"},  # a different label: not a duplicate
+        {"input": "cafe\u0301", "label": "billing"},  # decomposed é ...
+        {"input": "caf\u00e9", "label": "billing"},  # ... and composed: NFC makes them equal
+    ]
+    scan = scan_dataset(write_rows(rows), "classification")
+    assert scan.rows_in("duplicate") == [121, 122, 123, 126]
+    assert (scan.counts.records, scan.counts.duplicates, scan.counts.distinct) == (126, 4, 122)
+    (warning,) = [w for w in scan.warnings if "duplicate" in w.summary]
+    assert warning.summary == "removed 4 duplicate rows (the first occurrence of each record is kept)"
+    assert warning.detail == "e.g. row 121 repeats row 4 after normalisation"
+    assert warning.source.line == 121
+
+
+def test_normalised_record_is_what_the_split_files_hold(write_rows, tmp_path):
+    from fastuner.data import LocalObjectStore, write_splits
+
+    rows = [*generation_rows(100), {"input": " cafe\u0301 \n", "target": "\tr\u00e9ponse ", "id": 1}]
+    scan = scan_dataset(write_rows(rows), "text_generation", split=SplitSpec(1.0, 0.0, 0.0))
+    store = LocalObjectStore(tmp_path / "store")
+    out = write_splits(scan, store)
+    lines = store.get(out["splits"]["train"]["key"]).decode().splitlines()
+    assert lines[-1] == '{"input":"caf\u00e9","target":"r\u00e9ponse"}'
+
+
+# --- allocation --------------------------------------------------------------------------------------
+
+F = SplitSpec().fractions()
+
+
+@pytest.mark.parametrize(("count", "expected"), [
+    (100, (80, 10, 10)), (101, (81, 10, 10)), (109, (87, 11, 11)), (10, (8, 1, 1)), (3, (1, 1, 1)),
+    (4, (2, 1, 1)), (2, (1, 1, 0)), (1, (1, 0, 0)), (0, (0, 0, 0)),
+])
+def test_allocate_default_fractions(count, expected):
+    assert allocate(count, F) == expected
+    assert sum(expected) == count
+
+
+def test_allocate_respects_zero_fractions():
+    assert allocate(50, (Fraction(1), Fraction(0), Fraction(0))) == (50, 0, 0)
+    assert allocate(3, (Fraction(9, 10), Fraction(0), Fraction(1, 10))) == (2, 0, 1)
+    assert allocate(1000, (Fraction(7, 10), Fraction(2, 10), Fraction(1, 10))) == (700, 200, 100)
+
+
+def test_split_fractions_must_add_up_to_one():
+    with pytest.raises(DiagnosticsError, match=r"must add up to 1, got 0.8 \+ 0.1 \+ 0.2 = 1.1"):
+        SplitSpec(0.8, 0.1, 0.2)
+    with pytest.raises(DiagnosticsError, match=r"split\.train must be greater than 0"):
+        SplitSpec(0.0, 0.5, 0.5)
+    with pytest.raises(DiagnosticsError, match="between 0 and 1"):
+        SplitSpec(1.2, -0.1, -0.1)
+    with pytest.raises(DiagnosticsError, match="seed must be a non-negative integer"):
+        SplitSpec(seed=-1)
+    assert SplitSpec(0.7, 0.2, 0.1).fractions() == (Fraction(7, 10), Fraction(2, 10), Fraction(1, 10))
+    assert SplitSpec(1, 0, 0).fractions() == (1, 0, 0)
+
+
+def test_rules_are_checked():
+    with pytest.raises(DiagnosticsError, match="min_rows must be a positive integer"):
+        Rules(min_rows=0)
+
+
+# --- splitting ---------------------------------------------------------------------------------------
+
+def test_default_split_is_80_10_10_and_every_row_lands_once(write_rows):
+    scan = scan_dataset(write_rows(generation_rows(1000)), "text_generation")
+    splits = splits_of(scan)
+    assert scan.split_rows == {"train": 800, "validation": 100, "test": 100}
+    assert {k: len(v) for k, v in splits.items()} == scan.split_rows
+    every = splits["train"] + splits["validation"] + splits["test"]
+    assert sorted(every) == list(range(1, 1001))
+
+
+def test_zero_fraction_gives_an_empty_split(write_rows):
+    scan = scan_dataset(write_rows(generation_rows(200)), "qa", split=SplitSpec(0.9, 0.0, 0.1))
+    assert scan.split_rows == {"train": 180, "validation": 0, "test": 20}
+    assert not [w for w in scan.warnings if "too few" in w.summary]
+
+
+def test_same_seed_same_splits_different_seed_different_splits(write_rows):
+    path = write_rows(classification_rows(500))
+    a = scan_dataset(path, "classification", split=SplitSpec(seed=1))
+    b = scan_dataset(path, "classification", split=SplitSpec(seed=1))
+    c = scan_dataset(path, "classification", split=SplitSpec(seed=2))
+    assert splits_of(a) == splits_of(b) and a.version == b.version
+    assert splits_of(a)["test"] != splits_of(c)["test"]
+    assert a.split_rows == c.split_rows  # same sizes, different records
+    assert a.version != c.version
+
+
+def test_a_records_split_depends_on_its_content_not_its_position(write_rows):
+    rows = generation_rows(300)
+    forward = scan_dataset(write_rows(rows, "a.jsonl"), "qa")
+    backward = scan_dataset(write_rows(rows[::-1], "b.jsonl"), "qa")
+    for name in ("train", "validation", "test"):
+        assert sorted(301 - line for line in backward.rows_in(name)) == forward.rows_in(name)
+
+
+def test_classification_is_stratified_with_every_label_in_every_split(write_rows):
+    labels = [("common", 700), ("medium", 200), ("rare", 30), ("tiny", 3)]
+    rows = [{"input": f"{label} {i}", "label": label} for label, n in labels for i in range(n)]
+    scan = scan_dataset(write_rows(rows), "classification")
+    assert scan.labels == {"common": 700, "medium": 200, "rare": 30, "tiny": 3}
+    assert scan.split_labels == {
+        "train": {"common": 560, "medium": 160, "rare": 24, "tiny": 1},
+        "validation": {"common": 70, "medium": 20, "rare": 3, "tiny": 1},
+        "test": {"common": 70, "medium": 20, "rare": 3, "tiny": 1},
+    }
+    assert not [w for w in scan.warnings if "too few" in w.summary]
+
+
+def test_labels_too_rare_for_every_split_are_warned_about_by_name(write_rows):
+    rows = classification_rows(200, labels=("a", "b"))
+    rows += [{"input": "only one", "label": "solo"}, {"input": "one", "label": "pair"},
+             {"input": "two", "label": "pair"}]
+    scan = scan_dataset(write_rows(rows), "classification")
+    assert scan.split_labels["train"]["solo"] == 1 and "solo" not in scan.split_labels["validation"]
+    assert scan.split_labels["train"]["pair"] == 1 and scan.split_labels["validation"]["pair"] == 1
+    warnings = {w.summary for w in scan.warnings}
+    assert 'label "pair" has only 2 distinct records, too few for 3 splits: none in test' in warnings
+    assert 'label "solo" has only 1 distinct record, too few for 3 splits: none in validation or test' in warnings
+
+
+def test_no_record_is_in_two_splits(write_rows):
+    rows = classification_rows(400) + classification_rows(400)[::3]  # with duplicates
+    scan = scan_dataset(write_rows(rows), "classification")
+    splits = splits_of(scan)
+    seen: dict[str, str] = {}
+    lines = [to_record(r) for r in rows]
+    for name, rows_in_split in splits.items():
+        for line in rows_in_split:
+            record = lines[line - 1]
+            assert record not in seen, f"{record} in {seen.get(record)} and {name}"
+            seen[record] = name
+    assert len(seen) == scan.counts.distinct == 400
+
+
+def to_record(row: dict) -> str:
+    return f"{row['input']}\x00{row['label']}"
+
+
+def test_the_disjointness_check_catches_a_record_kept_twice(write_rows):
+    """The internal check is not decorative: fed an assignment that keeps a duplicate, it raises."""
+    rows = [*classification_rows(10), classification_rows(10)[3]]
+    data = write_rows(rows).read_bytes()
+    block = scan_block(data, Limits("classification", 8192, None), 42, True)
+    good = bytearray([1] * 10 + [0])
+    check_disjoint([block], good, [10, 0, 0])
+    with pytest.raises(InternalError, match="kept more than once"):
+        check_disjoint([block], bytearray([1] * 10 + [2]), [10, 1, 0])
+    with pytest.raises(InternalError, match="split sizes"):
+        check_disjoint([block], good, [8, 1, 1])
+
+
+# --- parallelism and determinism -------------------------------------------------------------------
+
+def test_parallel_and_single_worker_scans_are_identical(write_rows):
+    rows = classification_rows(3000)
+    rows += classification_rows(3000)[::7]
+    rows.insert(1234, "")
+    path = write_rows(rows)
+    single = scan_dataset(path, "classification", workers=1)
+    small_blocks = scan_dataset(path, "classification", workers=1, block_bytes=4096)
+    parallel = scan_dataset(path, "classification", workers=2, block_bytes=4096)
+    assert len(parallel.layout.block_sizes) > 10
+    for other in (small_blocks, parallel):
+        assert other == single  # every public field, warnings included
+        assert splits_of(other) == splits_of(single)
+        assert other.rows_in("duplicate") == single.rows_in("duplicate")
+
+
+def test_parallel_errors_are_the_same_as_single_worker_errors(write_rows):
+    rows = classification_rows(2000)
+    for i in range(3, 2000, 37):
+        rows[i] = '{"input": 1}'
+    path = write_rows(rows)
+    with pytest.raises(DiagnosticsError) as single:
+        scan_dataset(path, "classification", workers=1)
+    with pytest.raises(DiagnosticsError) as parallel:
+        scan_dataset(path, "classification", workers=2, block_bytes=2048)
+    assert parallel.value.diagnostics == single.value.diagnostics
+    assert single.value.diagnostics[-1].summary == "… and 34 more bad rows (54 in all)"
+
+
+def test_blocks_always_end_at_line_ends_and_cover_the_file(write_rows):
+    rows = [*classification_rows(500), {"input": "x" * 9000, "label": "long"}, *classification_rows(50)]
+    path = write_rows(rows)
+    data = path.read_bytes()
+    digest = FileHash()
+    with open(path, "rb") as f:
+        blocks = list(read_blocks(f, 1000, digest))
+    assert b"".join(b.data for b in blocks) == data
+    assert all(b.data.endswith(b"\n") for b in blocks)
+    assert [b.offset for b in blocks] == [sum(b.size for b in blocks[:i]) for i in range(len(blocks))]
+    assert digest.size == len(data)
+    results = [r for _, r in map_blocks(iter(blocks), len, lambda b: (), 1)]
+    assert results == [b.size for b in blocks]
+
+
+def test_version_changes_with_everything_that_changes_the_split_files(write_rows):
+    path = write_rows(classification_rows(300))
+    base = scan_dataset(path, "classification")
+    assert base.version == scan_dataset(path, "classification", workers=2, block_bytes=1024).version
+    others = [
+        scan_dataset(path, "classification", split=SplitSpec(0.8, 0.15, 0.05)),
+        scan_dataset(path, "classification", split=SplitSpec(seed=43)),
+        scan_dataset(path, "classification", rules=Rules(max_input_chars=100)),
+        scan_dataset(write_rows(classification_rows(301), "b.jsonl"), "classification"),
+    ]
+    versions = {base.version} | {o.version for o in others}
+    assert len(versions) == 5
