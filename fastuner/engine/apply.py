@@ -350,7 +350,7 @@ def _mark_pending(state: State, change: Change, op: str, now: datetime) -> None:
             rs.deposed.append(Deposed(physical_name=rs.physical_name, identity=rs.identity, inputs=rs.inputs,
                                       outputs=rs.outputs, created_at=rs.created_at))
             rs.outputs = {}
-            rs.created_at = None
+        rs.created_at = None  # a new instance (replaced, recreated, renewed): its ttl starts when it is ready
         rs.status = Status.PENDING
         rs.identity = change.identity
         rs.physical_name = change.physical_name
