@@ -58,7 +58,7 @@ def test_bad_hyperparameters_are_one_line_errors(argv: list[str], message: str) 
 
 
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(TrainError, match="config file .* not found"):
+    with pytest.raises(TrainError, match=r"config file .* not found"):
         parse_hyperparameters([*BASE, "--config", str(tmp_path / "nope.json")], {})
 
 
