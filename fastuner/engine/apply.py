@@ -232,7 +232,7 @@ class _Run:
             msg = "skipped: upstream did not complete"
         self._finish(change, Result(change.address, str(change.action), "skipped", msg))
         for other in [k for k in pending if self._blocked_by(k, key, items)]:
-            self._skip(items[other], pending, items, cause=(key, "failed"))
+            self._skip(items[other], pending, items, cause=cause or (key, "failed"))  # name the root cause
 
     def _finish(self, change: Change, result: Result) -> None:
         self.outcome[change.address] = result.status
