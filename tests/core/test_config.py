@@ -104,7 +104,7 @@ def test_malformed_yaml_points_at_the_problem(errors) -> None:
 
 def test_tab_indentation_is_reported_at_the_tab(errors) -> None:
     d = one(errors("version: 1\n\tproject: demo\n"))
-    assert "invalid YAML" in d.summary and "\\t" in d.summary
+    assert d.summary.startswith("invalid YAML: found ")  # PyYAML and libyaml word it differently
     assert position(d) == (2, 1)
 
 
