@@ -94,13 +94,14 @@ class MemoryResources:
         try:
             if script.before:
                 script.before()
-            self._sleep(script.delay, ctx)
+            interrupted = self._sleep(script.delay, ctx)
             message = failure(script)
             if message:
                 raise ProviderError(message)
             upstream = {a: rs.outputs.get("id") for a, rs in ctx.upstream.items()}
             outputs = {"id": phys, "upstream": upstream, "generation": self._generation(phys) + 1}
-            status = "pending" if script.pending and op == "create" else "ready"
+            # like a real long operation, an interrupted one is left running and reported pending
+            status = "pending" if (script.pending and op == "create") or interrupted else "ready"
             self.world.objects[phys] = {"status": status, "outputs": outputs, "inputs": inputs}
             return Outcome(status, outputs)
         finally:
@@ -110,10 +111,13 @@ class MemoryResources:
         return int(self.world.objects.get(phys, {}).get("outputs", {}).get("generation", 0))
 
     @staticmethod
-    def _sleep(seconds: float, ctx: Context) -> None:
+    def _sleep(seconds: float, ctx: Context) -> bool:
+        """Take `seconds`, or less when `ctx.cancelled` is set meanwhile (then True)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
+            if ctx.cancelled.wait(min(0.005, max(0.0, deadline - time.monotonic()))):
+                return True
+        return False
 
 
 def memory_provider(world: MemoryWorld | None = None, *, unsupported: dict[str, str] | None = None) -> Provider:
