@@ -126,6 +126,8 @@ def _record_refresh(state: State, refresh: Mapping[str, dict], now: datetime) ->
             rs.status = Status.READY
             rs.pending = None
             rs.created_at = rs.created_at or now
+            ttl = rs.inputs.get("ttl") if rs.kind == "deployment" else None
+            rs.expires_at = rs.created_at + parse_duration(ttl) if ttl else None
         rs.updated_at = now
 
 
