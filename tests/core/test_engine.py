@@ -4,6 +4,7 @@ plans, provider bugs, destroy and TTL tombstones. Time comes from the harness cl
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 
@@ -11,7 +12,7 @@ import pytest
 
 from fastuner.engine.apply import BlockedPlanError, StalePlanError
 from fastuner.engine.events import Result
-from fastuner.plan.model import Action, Change, Reason
+from fastuner.plan.model import Action, Change, Plan, Reason
 from fastuner.providers.memory import memory_provider
 from fastuner.state.model import Status
 
@@ -402,6 +403,61 @@ def test_cancel_among_independent_work(harness, cancel) -> None:
     assert statuses(result) == {"dataset.d0": "done", "dataset.d1": "cancelled", "dataset.d2": "cancelled",
                                 "dataset.d3": "cancelled"}
     assert list(harness.state().resources) == ["dataset.d0"]
+
+
+def test_cancel_leaves_long_running_work_pending(harness, cancel) -> None:
+    harness.load(many(2))
+    harness.world.script("dataset.d0").delay = 30  # returns early only if it honours the interrupt
+    harness.world.script("dataset.d1").before = cancel.set
+    result = harness.apply(harness.plan(), cancel=cancel, parallelism=2)
+    assert statuses(result) == {"dataset.d0": "pending", "dataset.d1": "done"}
+    assert result.cancelled
+    d0 = harness.state().resources["dataset.d0"]
+    assert d0.status is Status.PENDING and d0.pending.action == "create"
+    # the next run adopts the work left running
+    assert harness.plan().change("dataset.d0").reason is Reason.CREATE_BECAUSE_PENDING
+
+
+def test_a_crash_mid_operation_leaves_a_trace_the_next_run_adopts(harness) -> None:
+    def die() -> None:
+        raise KeyboardInterrupt  # the process is going down: nothing catches this
+
+    harness.world.script("adapter.ad").before = die
+    harness.load()
+    with pytest.raises(KeyboardInterrupt):
+        harness.apply(harness.plan())
+    ad = harness.state().resources["adapter.ad"]
+    assert ad.status is Status.PENDING and ad.pending.action == "create"
+    assert harness.store.current_lock() is None
+    harness.world.script("adapter.ad").before = None
+    plan = harness.plan()
+    assert plan.change("adapter.ad").reason is Reason.CREATE_BECAUSE_PENDING
+    assert plan.change("adapter.ad").physical_name == ad.physical_name
+    assert harness.apply(plan).ok
+    assert not harness.plan().has_changes
+
+
+def test_a_plan_read_back_from_json_applies_the_same(harness) -> None:
+    harness.load()
+    plan = Plan.from_dict(json.loads(json.dumps(harness.plan().to_dict())))
+    assert harness.apply(plan).ok
+    assert harness.ops("create") == ["dataset.ds", "adapter.ad", "deployment.ep"]
+    assert not harness.plan().has_changes
+
+
+def test_a_pending_deployment_gets_its_expiry_when_it_finishes(harness) -> None:
+    harness.world.script("deployment.ep").pending = True
+    harness.converge()
+    ep = harness.state().resources["deployment.ep"]
+    assert ep.status is Status.PENDING and ep.expires_at is None
+    harness.world.objects[ep.physical_name]["status"] = "ready"
+    harness.tick(minutes=10)
+    plan = harness.plan()
+    assert "deployment.ep" in plan.refresh
+    assert harness.apply(plan).ok
+    ep = harness.state().resources["deployment.ep"]
+    assert ep.status is Status.READY and ep.created_at == harness.now
+    assert ep.expires_at == harness.now + timedelta(hours=8)
 
 
 # --- refusing to apply --------------------------------------------------------------------------------------
