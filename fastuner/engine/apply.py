@@ -157,7 +157,15 @@ class _Run:
         self._schedule(by_address, waiting, order, self._forward_one)
 
     def deletes(self) -> None:
-        changes = [c for c in self.plan.changes if c.action is Action.DELETE]
+        changes = []
+        for c in self.plan.changes:
+            if c.action is not Action.DELETE:
+                continue
+            if c.deposed is not None and self._dependents_unsettled(c.address):
+                self.reporter.notice(f"{c.address}: keeping old instance {c.deposed} until its dependents are "
+                                     "updated (the next apply deletes it)")
+                continue
+            changes.append(c)
         # the old instances of resources replaced in this run, deleted after their dependents moved on
         for address in self.replaced:
             rs = self.ledger.state.get(address)
