@@ -331,6 +331,32 @@ def test_old_instance_is_kept_deposed_while_a_dependent_update_fails(harness) ->
     assert not harness.plan().has_changes
 
 
+def test_old_instance_left_by_a_failed_replace_outlives_a_failing_dependent(harness) -> None:
+    harness.converge()
+    old_ad = harness.state().resources["adapter.ad"].physical_name
+    harness.write_data("ds", "row 1\nrow 2\n")
+    harness.world.script("adapter.ad").fail_create = "capacity"
+    assert statuses(harness.apply(harness.plan()))["adapter.ad"] == "failed"
+    ad = harness.state().resources["adapter.ad"]
+    assert ad.status is Status.FAILED and [d.physical_name for d in ad.deposed] == [old_ad]
+    # retried: the adapter succeeds, but the deployment still serving the old one fails to move
+    harness.world.script("adapter.ad").fail_create = None
+    harness.world.script("deployment.ep").fail_update = "endpoint busy"
+    recorder = Recorder()
+    plan = harness.plan()
+    assert any(c.reason is Reason.DELETE_BECAUSE_DEPOSED and c.deposed == old_ad for c in plan.changes)
+    result = harness.apply(plan, reporter=recorder)
+    assert statuses(result)["deployment.ep"] == "failed"
+    assert old_ad in harness.world.objects, "deleted while deployment.ep still serves it"
+    assert [d.physical_name for d in harness.state().resources["adapter.ad"].deposed] == [old_ad]
+    assert any(old_ad in n for n in recorder.notices)
+    # once the deployment moves on, the old instance goes
+    harness.world.script("deployment.ep").fail_update = None
+    assert harness.apply(harness.plan()).ok
+    assert old_ad not in harness.world.objects
+    assert not harness.plan().has_changes
+
+
 def test_replace_by_request_leaves_a_ready_resource(harness) -> None:
     harness.converge()
     plan = harness.plan(replace=["adapter.ad"])
