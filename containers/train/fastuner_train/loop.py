@@ -99,6 +99,28 @@ def make_optimizer(params: list[torch.nn.Parameter], hp: Hyperparameters, schedu
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def optimizer_step(model: Any, params: list[torch.nn.Parameter], optimizer: Any, scheduler: Any,
+                   batches: list[Batch], *, runtime: Runtime, world: World, causal: bool,
+                   chunk_tokens: int) -> torch.Tensor:
+    """One optimizer step over this rank's micro-batches: the loss is the mean over the step's target
+    tokens (or examples); returns [sum of losses, number of targets] (fp64, on device, no sync)."""
+    n_targets = max(1, sum(b.n_targets for b in batches))
+    stats = torch.zeros(2, dtype=torch.float64, device=runtime.device)
+    for batch in batches:
+        batch = batch.to(runtime.device)
+        with runtime.autocast_context():
+            loss = steps.loss_sum(model, batch, causal=causal, chunk_tokens=chunk_tokens)
+        (loss / n_targets).backward()
+        stats[0] += loss.detach().double()
+        stats[1] += batch.n_targets
+    average_gradients(world, params)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return stats
+
+
 @dataclass
 class Trainer:
     model: Any
@@ -138,22 +160,11 @@ class Trainer:
             plan = self.data.micro_batch_plan(epoch)
             group = plan[within * hp.grad_accum:(within + 1) * hp.grad_accum]
             batches = [self.data.batch(indices) for indices in group]
-            n_targets = max(1, sum(b.n_targets for b in batches))
-            for batch in batches:
-                batch = batch.to(self.runtime.device)
-                with self.runtime.autocast_context():
-                    loss = steps.loss_sum(self.model, batch, causal=hp.is_causal_lm,
-                                          chunk_tokens=hp.loss_chunk_tokens)
-                (loss / n_targets).backward()
-                window_loss += torch.stack([loss.detach().double(),
-                                            torch.tensor(float(batch.n_targets), device=loss.device,
-                                                         dtype=torch.float64)])
-                window_tokens += batch.real_tokens
-            average_gradients(self.world, self.params)
-            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            stats = optimizer_step(self.model, self.params, self.optimizer, self.scheduler, batches,
+                                   runtime=self.runtime, world=self.world, causal=hp.is_causal_lm,
+                                   chunk_tokens=hp.loss_chunk_tokens)
+            window_loss += stats
+            window_tokens += sum(b.real_tokens for b in batches)
             state.step += 1
             state.train_tokens += sum(b.real_tokens for b in batches)
             last = state.step == schedule.total_steps

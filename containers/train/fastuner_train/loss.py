@@ -38,13 +38,15 @@ def _chunk_loss(lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor)
 
 
 def _softmax_grad(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss sum and d(loss)/d(logits) = softmax - onehot, in fp32, for one chunk."""
+    """Loss sum and d(loss)/d(logits) = softmax - onehot for one chunk: computed in fp32, the gradient
+    returned in the logits' dtype (compiled, the casts fuse into one pass over the chunk)."""
+    dtype = logits.dtype
     logits = logits.float()
     lse = torch.logsumexp(logits, dim=-1)
     picked = logits.gather(1, targets[:, None]).squeeze(1)
     grad = torch.exp(logits - lse[:, None])
     grad.scatter_add_(1, targets[:, None], grad.new_full((targets.shape[0], 1), -1.0))
-    return (lse - picked).sum(), grad
+    return (lse - picked).sum(), grad.to(dtype)
 
 
 _compiled: dict[str, Any] = {}
@@ -75,7 +77,7 @@ class _FrozenHeadCrossEntropy(torch.autograd.Function):
             loss, grad = softmax_grad(logits, targets[start:start + chunk_tokens])
             total += loss
             if need_grad:
-                grad_hidden[start:start + chunk_tokens] = grad.to(h.dtype) @ w
+                grad_hidden[start:start + chunk_tokens] = grad @ w
             del logits, grad
         ctx.save_for_backward(grad_hidden)
         return total

@@ -187,6 +187,11 @@ def compile_layers(model: Any) -> int:
     layers = getattr(decoder, "layers", None)
     if layers is None:
         return 0
+    import torch._dynamo.config as dynamo_config
+
+    for knob in ("recompile_limit", "cache_size_limit"):  # one graph serves every layer; allow a few shapes
+        if hasattr(dynamo_config, knob):
+            setattr(dynamo_config, knob, max(getattr(dynamo_config, knob), 64))
     for layer in layers:
         layer.compile(dynamic=True)
     return len(layers)
