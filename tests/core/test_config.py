@@ -255,6 +255,13 @@ def test_bad_resource_names(errors, bad: str) -> None:
     assert position(d) == (4, 3)
 
 
+def test_names_that_yaml_reads_as_numbers_are_still_names(load) -> None:
+    spec = load("version: 1\nproject: demo\ndatasets:\n  2024:\n    path: a\n    task: qa\n"
+                "adapters:\n  '7': {base_model: m, dataset: '2024'}\n")
+    assert list(spec.config.datasets) == ["2024"]
+    assert spec.config.adapters["7"].dataset == "2024"
+
+
 def test_bad_project_name(errors) -> None:
     d = one(errors("version: 1\nproject: My_Project\n"))
     assert d.summary.startswith("project:")
