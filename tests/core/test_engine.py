@@ -4,6 +4,8 @@ plans, provider bugs, destroy and TTL tombstones. Time comes from the harness cl
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import threading
 from datetime import timedelta
@@ -12,9 +14,13 @@ import pytest
 
 from fastuner.engine.apply import BlockedPlanError, StalePlanError
 from fastuner.engine.events import Result
+from fastuner.engine.ledger import Ledger
+from fastuner.engine.refresh import refresh
+from fastuner.errors import DiagnosticsError, UserError
 from fastuner.plan.model import Action, Change, Plan, Reason
+from fastuner.providers.base import Provider, ProviderError
 from fastuner.providers.memory import memory_provider
-from fastuner.state.model import Status
+from fastuner.state.model import Status, empty_state
 
 WIDE = """\
 version: 1
@@ -620,3 +626,76 @@ def test_a_recreated_deployment_gets_a_fresh_ttl(harness) -> None:
     assert ep.created_at == harness.now and ep.expires_at == harness.now + timedelta(hours=8)
     harness.tick(hours=2)
     assert not harness.plan().has_changes
+
+
+# --- persistence failures, refresh ------------------------------------------------------------------------
+
+
+def test_failing_to_persist_state_is_fatal(harness) -> None:
+    def write_behind_its_back() -> None:
+        harness.store.write(harness.store.read())  # another writer without the lock
+
+    harness.world.script("adapter.ad").before = write_behind_its_back
+    harness.load()
+    with pytest.raises(UserError, match="changed underneath"):
+        harness.apply(harness.plan())
+    assert "deployment.ep" not in harness.ops()
+    assert harness.store.current_lock() is None
+
+
+def test_ledger_keeps_its_state_when_a_write_fails(tmp_path) -> None:
+    class Refusing:
+        def write(self, state):
+            raise UserError("disk full")
+
+    state = empty_state("demo", "default")
+    ledger = Ledger(Refusing(), state)
+    with pytest.raises(UserError, match="disk full"):
+        ledger.mutate(lambda s: setattr(s, "project", "changed"))
+    assert ledger.state is state and state.project == "demo" and ledger.writes == 0
+
+
+def test_plan_for_another_project_or_workspace_is_refused(harness) -> None:
+    harness.converge()
+    plan = harness.plan()
+    with pytest.raises(StalePlanError, match="for project other"):
+        harness.apply(dataclasses.replace(plan, project="other"))
+    with pytest.raises(StalePlanError, match="for workspace staging"):
+        harness.apply(dataclasses.replace(plan, workspace="staging"))
+
+
+class _Unreadable:
+    kind = "adapter"
+
+    def read(self, rs):
+        raise ProviderError("access denied to training jobs", "allow sagemaker:ListTrainingJobs")
+
+
+def test_refresh_reports_a_provider_read_error_per_resource(harness) -> None:
+    harness.converge()
+    provider = Provider(name="memory", resources={**harness.provider.resources, "adapter": _Unreadable()})
+    with pytest.raises(DiagnosticsError) as info:
+        refresh(harness.spec, harness.state(), provider)
+    [d] = info.value.diagnostics
+    assert d.summary == "adapter.ad: cannot read it: access denied to training jobs"
+    assert d.detail == "allow sagemaker:ListTrainingJobs" and d.address == "adapter.ad"
+
+
+def test_refresh_hashes_sources_and_skips_tombstones(harness) -> None:
+    harness.converge()
+    harness.tick(hours=9)
+    harness.apply(harness.plan())
+    observed = refresh(harness.spec, harness.state(), harness.provider)
+    assert set(observed.resources) == {"dataset.ds", "adapter.ad"}  # the expired deployment is not read
+    assert observed.dataset_sources == {"ds": hashlib.sha256(b"row 1\n").hexdigest()}
+    assert observed.training_code_hash == "memory"
+
+
+def test_refresh_reports_a_missing_dataset_file_at_its_path(harness) -> None:
+    spec = harness.load()
+    (harness.root / "data" / "ds.jsonl").unlink()
+    with pytest.raises(DiagnosticsError) as info:
+        refresh(spec, harness.state(), harness.provider)
+    [d] = info.value.diagnostics
+    assert d.summary == "dataset.ds: file not found: data/ds.jsonl"
+    assert (d.source.line, d.source.column) == (5, 11)
