@@ -90,7 +90,8 @@ class _Builder:
                     self._error(key_node, "YAML merge keys (<<) are not supported in fastuner.yaml")
                     continue
                 key = self._constructor.construct_object(key_node)
-                key = str(key) if not isinstance(key, str) else key
+                if not isinstance(key, str):  # `no`, `on`, `2024`, `0x1f`: the name as written, not False or 31
+                    key = key_node.value
                 if key in out:
                     first = self.key_positions[(*path, key)]
                     self._error(key_node, f"duplicate key `{key}`",
