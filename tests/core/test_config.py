@@ -262,6 +262,16 @@ def test_names_that_yaml_reads_as_numbers_are_still_names(load) -> None:
     assert spec.config.adapters["7"].dataset == "2024"
 
 
+def test_names_that_yaml_reads_as_booleans_are_still_names(load) -> None:
+    spec = load("version: 1\nproject: demo\ndeployments:\n  no: {base_model: m}\n  on: {base_model: m}\n")
+    assert list(spec.config.deployments) == ["no", "on"]
+
+
+def test_a_key_is_the_name_as_written(load) -> None:
+    spec = load("version: 1\nproject: demo\ndatasets:\n  0x1f: {path: a, task: qa}\n  31: {path: b, task: qa}\n")
+    assert sorted(spec.config.datasets) == ["0x1f", "31"]  # not one dataset `31` written twice
+
+
 def test_bad_project_name(errors) -> None:
     d = one(errors("version: 1\nproject: My_Project\n"))
     assert d.summary.startswith("project:")
