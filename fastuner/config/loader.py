@@ -23,9 +23,46 @@ from fastuner.config.models import Config
 from fastuner.errors import Diagnostic, DiagnosticsError, Source
 
 DEFAULT_FILE = "fastuner.yaml"
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: same nodes and marks
 VAR_REF = re.compile(r"\$\{var\.([A-Za-z_][A-Za-z0-9_]*)\}")
 ENV_PREFIX = "FASTUNER_VAR_"
 Path_ = tuple[str | int, ...]
+
+
+class PositionIndex(Mapping):
+    """Where each path's key and value sit in the YAML text, computed on first use.
+
+    Loading takes the fast path (libyaml straight to Python objects); positions are only needed to
+    report a problem, so the node tree with its marks is composed when one is asked for.
+    """
+
+    def __init__(self, text: str, file: str) -> None:
+        self._text = text
+        self._file = file
+        self._maps: tuple[dict, dict] | None = None
+
+    def _load(self) -> tuple[dict, dict]:
+        if self._maps is None:
+            _, positions, key_positions = parse_yaml(self._text, self._file)
+            self._maps = (positions, key_positions)
+        return self._maps
+
+    @property
+    def values(self) -> dict[Path_, tuple[int, int]]:
+        return self._load()[0]
+
+    @property
+    def keys_(self) -> dict[Path_, tuple[int, int]]:
+        return self._load()[1]
+
+    def __getitem__(self, path: Path_) -> tuple[int, int]:
+        return self.values[path]
+
+    def __iter__(self):
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
 
 
 @dataclass(frozen=True)
@@ -35,13 +72,20 @@ class Spec:
     config: Config
     file: Path
     text: str
-    positions: Mapping[Path_, tuple[int, int]] = field(repr=False)
-    key_positions: Mapping[Path_, tuple[int, int]] = field(repr=False)
+    index: PositionIndex = field(repr=False, compare=False)
     variables: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
         return self.file.parent
+
+    @property
+    def positions(self) -> Mapping[Path_, tuple[int, int]]:
+        return self.index.values
+
+    @property
+    def key_positions(self) -> Mapping[Path_, tuple[int, int]]:
+        return self.index.keys_
 
     def source(self, path: Path_, *, key: bool = False) -> Source:
         """The file position of `path` (its key when `key`), falling back to the nearest parent."""
@@ -109,10 +153,36 @@ class _Builder:
             summary, detail, source=Source(self.file, node.start_mark.line + 1, node.start_mark.column + 1)))
 
 
+class _Unusual(Exception):
+    """Raised by the fast loader for what only the careful path reports well (duplicates, merges)."""
+
+
+class _FastLoader(_LOADER):  # type: ignore[misc, valid-type]
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                raise _Unusual
+            if key_node.value in seen:
+                raise _Unusual
+            seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, file: str) -> Any:
+    """Plain data, fast; anything unusual (a syntax error, a duplicate key) goes through `parse_yaml`
+    for a diagnostic with its position."""
+    try:
+        return yaml.load(text, Loader=_FastLoader)
+    except (_Unusual, yaml.YAMLError):
+        data, _, _ = parse_yaml(text, file)
+        return data
+
+
 def parse_yaml(text: str, file: str) -> tuple[Any, dict, dict]:
     """Plain data plus value and key position maps; YAML errors become diagnostics."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or "invalid YAML"
@@ -315,23 +385,25 @@ def load_spec(path: str | Path | None = None, *, variables: Mapping[str, str] | 
         raise DiagnosticsError.single(
             "the spec is not valid UTF-8", f"Byte 0x{raw[exc.start]:02x} cannot be decoded; save the file as UTF-8.",
             source=Source(shown, line, col)) from None
-    data, positions, key_positions = parse_yaml(text, shown)
+    data = load_yaml(text, shown)
+    if data is None:
+        raise DiagnosticsError.single(
+            "the spec is empty", "Start with `version: 1` and `project: NAME`.", source=Source(shown, 1, 1))
     if not isinstance(data, dict):
         raise DiagnosticsError.single("the spec must be a mapping of keys (version, project, datasets, ...)",
                                       source=Source(shown, 1, 1))
+    index = PositionIndex(text, shown)
     declared = data.get("variables") if isinstance(data.get("variables"), dict) else {}
     values = collect_variables(declared, variables or {}, os.environ if environ is None else environ)
     body = {k: v for k, v in data.items() if k != "variables"}
-    body, errors, _used = substitute(body, values, shown, positions)
+    body, errors, _used = substitute(body, values, shown, index)
     if "variables" in data:
         body["variables"] = data["variables"]
     if errors:
         raise DiagnosticsError(errors)
-    partial = Spec(config=None, file=file, text=text, positions=positions,  # type: ignore[arg-type]
-                   key_positions=key_positions, variables=values)
+    partial = Spec(config=None, file=file, text=text, index=index, variables=values)  # type: ignore[arg-type]
     try:
         config = Config.model_validate(body)
     except ValidationError as exc:
         raise DiagnosticsError(diagnostics_from(exc, partial)) from None
-    return Spec(config=config, file=file, text=text, positions=positions, key_positions=key_positions,
-                variables=values)
+    return Spec(config=config, file=file, text=text, index=index, variables=values)

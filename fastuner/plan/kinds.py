@@ -11,6 +11,7 @@ A test walks every model field and fails when one is not classified here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
@@ -70,6 +71,7 @@ DERIVED: dict[str, tuple[str, ...]] = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def mode_of(kind: str, path: str) -> str:
     """REPLACE or UPDATE for a dotted path; the longest classified prefix decides."""
     modes = FIELD_MODES[kind]
@@ -85,19 +87,34 @@ ATOMIC = frozenset({"tags", "adapter_identities"})  # maps compared and shown as
 
 
 def leaf_paths(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Dotted paths of the leaves of nested dicts; lists and scalars are leaves."""
-    if isinstance(value, Mapping) and value and prefix.rsplit(".", 1)[-1] not in ATOMIC:
+    """Dotted paths of the leaves of nested dicts, in sorted key order; lists and scalars are leaves."""
+    yield from flatten(value, prefix).items()
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """`{dotted path: leaf}` of nested dicts (maps named in ATOMIC stay one leaf)."""
+    out: dict[str, Any] = {}
+    _flatten(value, prefix, out)
+    return out
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value and prefix.rpartition(".")[2] not in ATOMIC:
         for k in sorted(value):
-            yield from leaf_paths(value[k], f"{prefix}.{k}" if prefix else str(k))
+            _flatten(value[k], f"{prefix}.{k}" if prefix else k, out)
     else:
-        yield prefix, value
+        out[prefix] = value
 
 
 def diff_paths(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
     """Leaf paths whose values differ (present on one side only counts as differing)."""
-    b = dict(leaf_paths(before))
-    a = dict(leaf_paths(after))
-    return sorted(p for p in set(a) | set(b) if a.get(p, _MISSING) != b.get(p, _MISSING))
+    return diff_flat(flatten(before), flatten(after))
+
+
+def diff_flat(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    if before == after:
+        return []
+    return sorted(p for p in before.keys() | after.keys() if after.get(p, _MISSING) != before.get(p, _MISSING))
 
 
 _MISSING = object()
@@ -109,7 +126,11 @@ def canonical_json(value: Any) -> str:
 
 def identity(kind: str, inputs: Mapping[str, Any]) -> str:
     """Hash of the inputs that force replacement: equal identities mean interchangeable resources."""
-    forcing = {p: v for p, v in leaf_paths(inputs) if mode_of(kind, p) == REPLACE}
+    return identity_flat(kind, flatten(inputs))
+
+
+def identity_flat(kind: str, flat: dict[str, Any]) -> str:
+    forcing = {p: v for p, v in flat.items() if mode_of(kind, p) == REPLACE}
     return hashlib.sha256(f"{kind}:{canonical_json(forcing)}".encode()).hexdigest()[:16]
 
 

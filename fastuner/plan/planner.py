@@ -19,7 +19,7 @@ from fastuner.config.duration import format_duration
 from fastuner.config.loader import Spec
 from fastuner.config.models import SECTION, Adapter, Deployment
 from fastuner.graph import build_graph, graph_from_dependencies
-from fastuner.plan.kinds import REPLACE, diff_paths, identity, mode_of, physical_name
+from fastuner.plan.kinds import REPLACE, diff_flat, flatten, identity_flat, mode_of, physical_name
 from fastuner.plan.model import Action, Change, Plan, Reason
 from fastuner.plan.observed import Observation, Observed
 from fastuner.plan.pricing import endpoint_cost, training_cost
@@ -52,11 +52,12 @@ def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, de
         kind, name = address.split(".", 1)
         model = getattr(config, SECTION[kind])[name]
         inputs = _inputs(kind, name, model, identities, observed)
-        ident = identity(kind, inputs)
+        flat = flatten(inputs)
+        ident = identity_flat(kind, flat)
         identities[address] = ident
         rs = prior.get(address)
         obs = observed.resources.get(address)
-        change = _decide(spec, kind, name, model, inputs, ident, rs, obs, observed, now,
+        change = _decide(spec, kind, name, model, inputs, flat, ident, rs, obs, observed, now,
                          workspace=prior.workspace, replace=address in replace, renew=address in renew)
         changes.append(change)
         if rs is not None and obs is not None and change.action is Action.NOOP and rs.status is not Status.EXPIRED:
@@ -110,7 +111,7 @@ def _inputs(kind: str, name: str, model: Any, identities: dict[str, str], observ
     return inputs
 
 
-def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any], ident: str,
+def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any], flat: dict[str, Any], ident: str,
             rs: ResourceState | None, obs: Observation | None, observed: Observed, now: datetime, *,
             workspace: str, replace: bool, renew: bool) -> Change:
     address = f"{kind}.{name}"
@@ -133,7 +134,7 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
     if rs is None:
         return change(Action.CREATE, Reason.CREATE_BECAUSE_NEW)
     before = dict(rs.inputs)
-    changed = tuple(diff_paths(before, inputs))
+    changed = tuple(diff_flat(flatten(before), flat))
     forcing = tuple(p for p in changed if mode_of(kind, p) == REPLACE)
 
     if rs.status is Status.EXPIRED:
