@@ -1,10 +1,12 @@
-"""Read a file once, in blocks of whole lines, hash it, and map a function over the blocks in order.
+"""Read a file once, in blocks of whole lines, hash it, and run work on the blocks in worker processes.
 
 The main process reads the file sequentially (so the whole-file SHA-256 costs no second read) and
-hands each block to a worker process; results come back in file order whatever order the workers
-finish in. At most `2 * workers` blocks are in flight, so memory stays bounded whatever the file size.
-With one worker everything runs in the calling process. Workers are started with `spawn`, never
-`fork`, because the caller (the apply engine) may be running threads.
+hands each block to a worker; results come back in file order whatever order the workers finish in.
+At most `2 * workers` blocks are in flight, so memory stays bounded whatever the file size. A block is
+sent as the raw read plus the bytes carried over from the previous read, so the main process never
+copies or splits the data itself. With one worker everything runs in the calling process, through the
+same code. Workers are started with `spawn`, never `fork`, because the caller (the apply engine) may
+be running threads.
 """
 
 from __future__ import annotations
@@ -14,19 +16,43 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 DEFAULT_BLOCK_BYTES = 8 << 20
-_READ_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
 class Block:
+    """Lines `head + body[:end]` of the file, starting at byte `offset`.
+
+    `body` is one read from the file; `head` is the start of the block's first line, carried over
+    from earlier reads. Every line of the block is whole: it ends in a newline, except the file's last
+    line when the file does not end in one.
+    """
+
     index: int
-    offset: int  # byte offset of the block's first line in the file
+    offset: int
     size: int
-    data: bytes  # whole lines, the last ending in a newline unless the file does not; b"" once handed off
+    head: bytes
+    body: bytes
+    end: int
+
+    def parts(self) -> tuple[bytes, bytes, int]:
+        return self.head, self.body, self.end
+
+
+def split_lines(parts: tuple[bytes, bytes, int]) -> list[bytes]:
+    """The lines of a block (without their newlines)."""
+    head, body, _ = parts  # every newline of body is before `end`: body[end:] is an unfinished line
+    lines = body.split(b"\n")
+    lines.pop()  # b"" after a final newline, or the start of a line that belongs to the next block
+    if head:
+        if lines:
+            lines[0] = head + lines[0]
+        else:  # the file's last line, without a newline
+            lines.append(head)
+    return lines
 
 
 class FileHash:
@@ -45,59 +71,48 @@ class FileHash:
 
 
 def read_blocks(file, block_bytes: int, file_hash: FileHash) -> Iterator[Block]:
-    """Blocks of at least `block_bytes` (except the last) that end after a newline.
+    """Blocks of about `block_bytes` that end after a newline.
 
     The boundaries depend only on the file's bytes and `block_bytes`, so a second pass with the same
     `block_bytes` sees exactly the same blocks. A line longer than a block extends its block.
     """
-    pending: list[bytes] = []
-    pending_size = 0
+    carried = b""  # the start of an unfinished line
+    pending: list[bytes] = []  # whole reads without a newline (inside a very long line)
     offset = 0
     index = 0
-    while True:
-        chunk = file.read(min(_READ_BYTES, block_bytes))
-        if not chunk:
-            break
-        file_hash.update(chunk)
-        pending.append(chunk)
-        pending_size += len(chunk)
-        if pending_size < block_bytes:
-            continue
-        cut = chunk.rfind(b"\n")
+    while body := file.read(block_bytes):
+        file_hash.update(body)
+        cut = body.rfind(b"\n")
         if cut < 0:
-            continue  # a very long line: keep reading until it ends
-        head = chunk[:cut + 1]
-        pending[-1] = head
-        data = b"".join(pending)
-        yield Block(index, offset, len(data), data)
+            pending.append(body)
+            continue
+        head = b"".join([carried, *pending]) if pending else carried
+        pending = []
+        end = cut + 1
+        yield Block(index, offset, len(head) + end, head, body, end)
         index += 1
-        offset += len(data)
-        rest = chunk[cut + 1:]
-        pending = [rest] if rest else []
-        pending_size = len(rest)
-    if pending_size:
-        data = b"".join(pending)
-        yield Block(index, offset, len(data), data)
+        offset += len(head) + end
+        carried = body[end:]
+    if carried or pending:
+        head = b"".join([carried, *pending])
+        yield Block(index, offset, len(head), head, b"", 0)
 
 
 def map_blocks(blocks: Iterator[Block], fn: Callable, args: Callable[[Block], tuple],
-               workers: int) -> Iterator[tuple[Block, object]]:
-    """(block, fn(block.data, *args(block))) for each block, in file order."""
-    if workers <= 1:
-        for block in blocks:
-            yield _strip(block), fn(block.data, *args(block))
-        return
-    with _pool(workers) as pool:
-        window: deque = deque()
-        for block in blocks:
-            window.append((_strip(block), pool.submit(fn, block.data, *args(block))))
-            del block
-            if len(window) >= 2 * workers:
-                done, future = window.popleft()
-                yield done, future.result()
-        while window:
+               pool: Executor) -> Iterator[tuple[Block, object]]:
+    """(block, fn(block.parts(), *args(block))) for each block, in file order; the yielded blocks
+    carry no data."""
+    window: deque = deque()
+    limit = 2 * getattr(pool, "_max_workers", 1)
+    for block in blocks:
+        window.append((_position(block), pool.submit(fn, block.parts(), *args(block))))
+        del block
+        if len(window) >= limit:
             done, future = window.popleft()
             yield done, future.result()
+    while window:
+        done, future = window.popleft()
+        yield done, future.result()
 
 
 def default_workers(file_size: int, block_bytes: int) -> int:
@@ -111,10 +126,27 @@ def default_workers(file_size: int, block_bytes: int) -> int:
     return max(1, min(cores, 8))
 
 
-def _pool(workers: int) -> Executor:
+def worker_pool(workers: int) -> Executor:
+    """A process pool of `workers`, or an executor that runs each call at once in this process."""
+    if workers <= 1:
+        return InlineExecutor()
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _strip(block: Block) -> Block:
-    # Callers get the block's position only: its bytes are freed as soon as the worker has them.
-    return Block(block.index, block.offset, block.size, b"")
+class InlineExecutor(Executor):
+    """Runs each submitted call immediately, in the calling process."""
+
+    _max_workers = 1
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+def _position(block: Block) -> Block:
+    # Callers keep a block's position only: its bytes are freed as soon as the worker has them.
+    return Block(block.index, block.offset, block.size, b"", b"", 0)

@@ -25,12 +25,31 @@ import os
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from fastuner.data.blocks import DEFAULT_BLOCK_BYTES, FileHash, default_workers, map_blocks, read_blocks
-from fastuner.data.rows import BlockScan, Limits, RowError, scan_block
+from fastuner.data.blocks import (
+    DEFAULT_BLOCK_BYTES,
+    FileHash,
+    default_workers,
+    map_blocks,
+    read_blocks,
+    worker_pool,
+)
+from fastuner.data.rows import PARTITIONS, BlockScan, Limits, RowError, scan_block
 from fastuner.data.rules import NORMALISATION_VERSION, SPLITS, Rules, SplitSpec, check_task, second_field
-from fastuner.data.split import allocate, check_disjoint, choose_splits, mark_duplicates
+from fastuner.data.split import (
+    STRATUM_SHIFT,
+    InternalError,
+    allocate,
+    assign_candidates,
+    check_disjoint,
+    dedupe_partition,
+    every_row_of,
+    partition_slices,
+    record_of,
+    thresholds_for,
+)
 from fastuner.errors import Diagnostic, DiagnosticsError, Source, relpath
 
 MAX_REPORTED_ERRORS = 20
@@ -129,56 +148,29 @@ def scan_dataset(path: str | Path, task: str, *, split: SplitSpec = SplitSpec(),
                     None if task == "classification" else rules.max_target_chars)
     file_hash = FileHash()
     with _open_dataset(path, shown, address) as file:
-        size = os.fstat(file.fileno()).st_size
         if workers is None:
-            workers = default_workers(size, block_bytes)
-        results: list[BlockScan] = []
-        block_sizes: list[int] = []
-        jobs = read_blocks(file, block_bytes, file_hash)
-        for block, result in map_blocks(jobs, scan_block, lambda b: (limits, split.seed, b.index == 0), workers):
-            results.append(result)
-            block_sizes.append(block.size)
+            workers = default_workers(os.fstat(file.fileno()).st_size, block_bytes)
+        with worker_pool(workers) as pool:
+            results: list[BlockScan] = []
+            block_sizes: list[int] = []
+            jobs = read_blocks(file, block_bytes, file_hash)
+            for block, result in map_blocks(jobs, scan_block, lambda b: (limits, split.seed, b.index == 0), pool):
+                results.append(result)
+                block_sizes.append(block.size)
+            file.close()
+            rows = _check_rows(results, file_hash.size, report)
+            plan = _plan_splits(results, task, split, rules, pool, report)
 
-    if file_hash.size == 0:
-        raise report.error("dataset file is empty", "it must hold one JSON object per line")
-    block_lines = [0]
-    for result in results:
-        block_lines.append(block_lines[-1] + result.n_lines)
-    n_lines = block_lines.pop()
-    _raise_row_errors(results, block_lines, report)
-
-    n_blank = sum(r.n_blank for r in results)
-    n_records = n_lines - n_blank
-    if n_records == 0:
-        raise report.error("dataset file has no records",
-                           f"its {n_lines:,} line{_s(n_lines)} {'is' if n_lines == 1 else 'are'} blank")
-
-    classification = task == "classification"
-    label_names, label_maps = _merge_labels(results) if classification else ([], None)
-    dups = mark_duplicates(results, label_maps)
+    block_lines, n_lines, n_blank, n_records = rows
+    dups = plan.duplicates
     n_distinct = n_records - dups.count
-    if n_distinct < rules.min_rows:
-        raise report.error(*_too_few(n_records, n_distinct, rules.min_rows))
-
-    if classification:
-        raw = [0] * len(label_names)
-        for result, label_map in zip(results, label_maps, strict=True):
-            for local, count in enumerate(result.label_counts):
-                raw[label_map[local]] += count
-        stratum_sizes = [raw[i] - dups.by_label.get(i, 0) for i in range(len(label_names))]
-    else:
-        stratum_sizes = [n_distinct]
-    fractions = split.fractions()
-    sizes = [allocate(c, fractions) for c in stratum_sizes]
-    codes = choose_splits(results, dups.keep, label_maps, sizes)
-    totals = [sum(s[i] for s in sizes) for i in range(3)]
-    check_disjoint(results, codes, totals)
-
+    stratum_sizes, sizes, codes, totals = plan.stratum_sizes, plan.sizes, plan.codes, plan.totals
+    label_names = plan.label_names
     warnings = _row_warnings(results, block_lines, dups, task, report)
-    warnings += _split_warnings(label_names, stratum_sizes, sizes, fractions, report)
+    warnings += _split_warnings(label_names, stratum_sizes, sizes, split.fractions(), report)
     split_rows = dict(zip(SPLITS, totals, strict=True))
     labels = split_labels = None
-    if classification:
+    if task == "classification":
         order = sorted(range(len(label_names)), key=lambda i: label_names[i])
         labels = {label_names[i]: stratum_sizes[i] for i in order if stratum_sizes[i]}
         split_labels = {name: {label_names[i]: sizes[i][k] for i in order if sizes[i][k]}
@@ -215,6 +207,93 @@ def dataset_version(source_sha256: str, task: str, split: SplitSpec, rules: Rule
         "normalisation": NORMALISATION_VERSION,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _check_rows(results: Sequence[BlockScan], size: int, report: _Reporter) -> tuple:
+    """Raise for an empty file, bad rows or no records; else (block first lines, lines, blank, records)."""
+    if size == 0:
+        raise report.error("dataset file is empty", "it must hold one JSON object per line")
+    block_lines = [0]
+    for result in results:
+        block_lines.append(block_lines[-1] + result.n_lines)
+    n_lines = block_lines.pop()
+    _raise_row_errors(results, block_lines, report)
+    n_blank = sum(r.n_blank for r in results)
+    n_records = n_lines - n_blank
+    if n_records == 0:
+        raise report.error("dataset file has no records",
+                           f"its {n_lines:,} line{_s(n_lines)} {'is' if n_lines == 1 else 'are'} blank")
+    return block_lines, n_lines, n_blank, n_records
+
+
+@dataclass
+class _Duplicates:
+    count: int
+    example: tuple[int, int] | None  # (a duplicate's ordinal, the ordinal of the row it repeats)
+
+
+@dataclass
+class _SplitPlan:
+    label_names: list[str]
+    duplicates: _Duplicates
+    stratum_sizes: list[int]  # distinct records per stratum
+    sizes: list[tuple[int, int, int]]  # (train, validation, test) per stratum
+    totals: list[int]
+    codes: bytearray
+
+
+def _plan_splits(results: Sequence[BlockScan], task: str, split: SplitSpec, rules: Rules, pool,
+                 report: _Reporter) -> _SplitPlan:
+    """Deduplicate and assign splits (see split.py), raising if too few distinct records remain."""
+    classification = task == "classification"
+    label_names, label_maps = _merge_labels(results) if classification else ([], None)
+    if classification:
+        raw = [0] * len(label_names)
+        for result, label_map in zip(results, label_maps, strict=True):
+            for local, count in enumerate(result.label_counts):
+                raw[label_map[local]] += count
+    else:
+        raw = [sum(r.n_valid for r in results)]
+    fractions = split.fractions()
+    # Candidate thresholds from the counts before deduplication, so that one pass over the partitions
+    # both deduplicates and collects candidates; a stratum left short is collected again in full.
+    thresholds = thresholds_for([sum(allocate(c, fractions)[1:]) for c in raw], raw)
+    slices = [partition_slices(results, label_maps, p) for p in range(PARTITIONS)]
+    parts = [f.result() for f in [pool.submit(dedupe_partition, s, thresholds) for s in slices]]
+
+    n_valid = sum(r.n_valid for r in results)
+    keep = bytearray(b"\x01") * n_valid
+    dropped_by_stratum = [0] * len(raw)
+    count = 0
+    example = None
+    for part in parts:
+        count += len(part.dropped)
+        for g in part.dropped:
+            keep[g] = 0
+        for s, n in part.dropped_by_stratum.items():
+            dropped_by_stratum[s] += n
+        if part.example and (example is None or part.example < example):
+            example = part.example
+    if n_valid - count < rules.min_rows:
+        raise report.error(*_too_few(n_valid, n_valid - count, rules.min_rows))
+
+    stratum_sizes = [c - d for c, d in zip(raw, dropped_by_stratum, strict=True)]
+    sizes = [allocate(c, fractions) for c in stratum_sizes]
+    codes = bytearray(keep)  # 1 (train) for every kept row, 0 for duplicates
+    candidates = [c for part in parts for c in part.candidates]
+    short = assign_candidates(candidates, keep, sizes, codes)
+    if short:
+        candidates = [c for c in candidates if c >> STRATUM_SHIFT not in short]
+        everything = every_row_of(short, len(sizes))
+        more = [c for f in [pool.submit(dedupe_partition, s, everything, False) for s in slices]
+                for c in f.result().candidates]
+        only_short = [size if s in short else (0, 0, 0) for s, size in enumerate(sizes)]
+        if assign_candidates(more, keep, only_short, codes):
+            raise InternalError(f"strata {sorted(short)} have fewer rows than planned")
+        candidates = sorted(candidates + more)
+    totals = [sum(s[i] for s in sizes) for i in range(3)]
+    check_disjoint(candidates, codes, totals, partial(record_of, results))
+    return _SplitPlan(label_names, _Duplicates(count, example), stratum_sizes, sizes, totals, codes)
 
 
 @dataclass(frozen=True)

@@ -10,21 +10,31 @@ Split rule (stratified by label for classification; one stratum otherwise):
   `n_test` to test, the rest to train. A record's split depends only on its content, the seed and the
   sizes of the strata.
 
+How: rows are grouped by digest partition (equal records share a partition). One task per partition,
+run in the worker pool, finds the duplicates (`dedupe_partition`) and the rows whose key is small
+enough to be among their stratum's validation and test picks. The main process sorts those
+candidates (about a fifth of the rows) and assigns them (`assign_candidates`).
+
 Codes in an assignment: 0 duplicate (dropped), 1 train, 2 validation, 3 test.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
-from itertools import compress
 from math import floor, sqrt
 
 from fastuner.data.rows import PARTITIONS, BlockScan
 
 DROPPED, TRAIN, VALIDATION, TEST = 0, 1, 2, 3
+RECORD = 24  # bytes kept per row: 8 of split key, 16 of identity
+_ORDINAL_BITS = 32
+_KEY_SHIFT = _ORDINAL_BITS
+STRATUM_SHIFT = 64 + _ORDINAL_BITS
+_ALL = b"\xff" * (RECORD + 1)  # a threshold above every record
+_NONE = b""  # a threshold below every record
 
 
 class InternalError(RuntimeError):
@@ -32,11 +42,15 @@ class InternalError(RuntimeError):
 
 
 @dataclass
-class Duplicates:
-    keep: bytearray  # one byte per valid row: 1 first occurrence, 0 duplicate
-    count: int
-    example: tuple[int, int] | None  # (global ordinal of a duplicate, of the record it repeats)
-    by_label: dict[int, int]  # global label id -> duplicates dropped
+class PartitionResult:
+    dropped: list[int] = field(default_factory=list)  # ordinals of duplicates, ascending
+    example: tuple[int, int] | None = None  # (first duplicate, the ordinal it repeats)
+    dropped_by_stratum: dict[int, int] = field(default_factory=dict)
+    candidates: list[int] = field(default_factory=list)  # encoded (stratum, key, ordinal)
+
+
+# One block's share of a partition: (base ordinal, label map or None, records, ordinals, labels).
+PartitionSlice = tuple[int, list[int] | None, bytes, Sequence[int], Sequence[int]]
 
 
 def allocate(count: int, fractions: Sequence[Fraction]) -> tuple[int, int, int]:
@@ -61,99 +75,77 @@ def allocate(count: int, fractions: Sequence[Fraction]) -> tuple[int, int, int]:
     return sizes[0], sizes[1], sizes[2]
 
 
-def mark_duplicates(blocks: Sequence[BlockScan], label_maps: Sequence[list[int]] | None) -> Duplicates:
-    """Keep the first occurrence (in file order) of every digest.
+def partition_slices(blocks: Sequence[BlockScan], label_maps: Sequence[list[int]] | None,
+                     p: int) -> list[PartitionSlice]:
+    """Partition `p`'s rows of every block, in file order, as `dedupe_partition` takes them."""
+    bases = block_bases(blocks)
+    return [(bases[b], label_maps[b] if label_maps is not None else None, block.part_digests[p],
+             block.part_ordinals[p], block.part_labels[p]) for b, block in enumerate(blocks)]
 
-    A partition's digests appear in file order (blocks in order, rows in order within a block), so
-    one partition at a time suffices; built-in containers do the per-row work.
+
+def dedupe_partition(slices: Sequence[PartitionSlice], thresholds: Sequence[bytes],
+                     dedupe: bool = True) -> PartitionResult:
+    """Duplicates in one partition (the first occurrence in file order is kept), and the candidates:
+    every row (duplicates included) whose record sorts below its stratum's threshold.
+
+    Runs in a worker. Built-in containers do the per-row work: no Python loop runs per row except to
+    build the candidates, about a fifth of the rows.
     """
-    bases = _bases(blocks)
-    keep = bytearray(b"\x01") * bases[-1]
-    count = 0
-    example: tuple[int, int] | None = None
-    by_label: dict[int, int] = {}
-    for p in range(PARTITIONS):
-        digests, ordinals = _partition(blocks, bases, p)
-        first = dict(zip(reversed(digests), reversed(ordinals), strict=True))  # digest -> first ordinal
-        if len(first) == len(digests):
+    records: list[bytes] = []
+    ordinals: list[int] = []
+    strata: list[int] = []
+    for base, label_map, blob, block_ordinals, labels in slices:
+        records += [blob[at:at + RECORD] for at in range(0, len(blob), RECORD)]
+        ordinals += map(base.__add__, block_ordinals)
+        strata += map(label_map.__getitem__, labels) if label_map is not None else [0] * len(block_ordinals)
+    out = PartitionResult()
+    if dedupe:
+        first = dict(zip(reversed(records), reversed(ordinals), strict=True))  # record -> first ordinal
+        if len(first) != len(records):
+            out.dropped = sorted(set(ordinals).difference(first.values()))
+            g = out.dropped[0]
+            out.example = (g, first[records[ordinals.index(g)]])
+            position = dict(zip(ordinals, range(len(ordinals)), strict=True))
+            for g in out.dropped:
+                s = strata[position[g]]
+                out.dropped_by_stratum[s] = out.dropped_by_stratum.get(s, 0) + 1
+    out.candidates = [
+        (s << STRATUM_SHIFT) | (int.from_bytes(record[:8], "big") << _KEY_SHIFT) | g
+        for record, s, g in zip(records, strata, ordinals, strict=True) if record < thresholds[s]
+    ]
+    return out
+
+
+def thresholds_for(wanted: Sequence[int], counts: Sequence[int]) -> list[bytes]:
+    """Per stratum, a record bound under which at least `wanted` of `counts` rows lie, but for
+    ~1e-15 (keys are uniform): about `wanted` plus eight standard deviations."""
+    out = []
+    for k, c in zip(wanted, counts, strict=True):
+        if k == 0:
+            out.append(_NONE)
             continue
-        dropped = sorted(set(ordinals).difference(first.values()))
-        count += len(dropped)
-        for g in dropped:
-            keep[g] = 0
-        if example is None or dropped[0] < example[0]:
-            g = dropped[0]
-            example = (g, first[digests[ordinals.index(g)]])
-        if label_maps is not None:
-            for g in dropped:
-                b = bisect_right(bases, g) - 1
-                label = label_maps[b][blocks[b].labels[g - bases[b]]]
-                by_label[label] = by_label.get(label, 0) + 1
-    return Duplicates(keep, count, example, by_label)
+        p = (k + 8 * sqrt(k) + 16) / max(c, 1)
+        out.append(_ALL if p >= 1 else int(p * 2**64).to_bytes(8, "big"))
+    return out
 
 
-def choose_splits(blocks: Sequence[BlockScan], keep: bytearray, label_maps: Sequence[list[int]] | None,
-                  sizes: Sequence[tuple[int, int, int]]) -> bytearray:
-    """The split code of every valid row, given each stratum's (train, validation, test) sizes.
-
-    Each stratum needs its `validation + test` smallest (key, ordinal) pairs among kept rows. Keys are
-    uniform, so those lie below a threshold just above the expected quantile: only rows under it are
-    collected and sorted. A stratum whose candidates fall short (a 1-in-10^15 event) is collected
-    again without a threshold, so the result never depends on the threshold.
-    """
-    wanted = [s[1] + s[2] for s in sizes]
-    thresholds = [_threshold(cap, sum(size)) for cap, size in zip(wanted, sizes, strict=True)]
-    codes = bytearray(keep)  # 1 (train) for every kept row, 0 for duplicates
-    short = _pick(blocks, keep, label_maps, sizes, thresholds, codes)
-    if short:
-        thresholds = [_ALL if s in short else 0 for s in range(len(sizes))]
-        short = _pick(blocks, keep, label_maps, sizes, thresholds, codes)
-        if short:
-            raise InternalError(f"strata {sorted(short)} have fewer kept rows than planned")
-    return codes
+def every_row_of(strata: set[int], count: int) -> list[bytes]:
+    """Thresholds that make every row of `strata`, and no other, a candidate."""
+    return [_ALL if s in strata else _NONE for s in range(count)]
 
 
-def check_disjoint(blocks: Sequence[BlockScan], codes: bytearray, expected: Sequence[int]) -> None:
-    """Raise InternalError unless every kept record is unique and the split sizes are as planned.
-
-    This re-derives from the digests what deduplication and splitting promised: a record (digest)
-    kept more than once would sit in two splits, or twice in one.
-    """
-    counts = [codes.count(code) for code in (TRAIN, VALIDATION, TEST)]
-    if counts != list(expected):
-        raise InternalError(f"split sizes {counts} differ from the planned {list(expected)}")
-    bases = _bases(blocks)
-    for p in range(PARTITIONS):
-        digests, ordinals = _partition(blocks, bases, p)
-        kept = list(compress(digests, map(codes.__getitem__, ordinals)))
-        if len(set(kept)) != len(kept):
-            raise InternalError("a record is kept more than once (it would be in two splits, or twice in one)")
-
-
-_ALL = 1 << 64
-
-
-def _pick(blocks, keep, label_maps, sizes, thresholds, codes) -> set[int]:
-    """Assign validation and test rows from the candidates under `thresholds`; the strata short of
-    candidates (left untouched)."""
-    candidates: list[int] = []
-    for b, (block, base) in enumerate(zip(blocks, _bases(blocks), strict=False)):
-        ordinals = range(base, base + block.n_valid)
-        if label_maps is None:
-            limit = thresholds[0]
-            if limit:
-                candidates += [(k << 32) | g for k, g in zip(block.keys, ordinals, strict=True) if k < limit]
-            continue
-        strata = map(label_maps[b].__getitem__, block.labels)
-        candidates += [(s << 96) | (k << 32) | g
-                       for k, s, g in zip(block.keys, strata, ordinals, strict=True) if k < thresholds[s]]
+def assign_candidates(candidates: list[int], keep: bytearray, sizes: Sequence[tuple[int, int, int]],
+                      codes: bytearray) -> set[int]:
+    """Give validation, then test, to each stratum's smallest kept candidates (sorted in place);
+    return the strata that had too few candidates (left untouched)."""
     candidates.sort()
     taken = [0] * len(sizes)
+    mask = (1 << _ORDINAL_BITS) - 1
     for item in candidates:
-        g = item & 0xFFFFFFFF
+        g = item & mask
         if not keep[g]:
             continue
-        s = item >> 96
+        s = item >> STRATUM_SHIFT
         rank = taken[s]
         if rank < sizes[s][1]:
             codes[g] = VALIDATION
@@ -162,35 +154,54 @@ def _pick(blocks, keep, label_maps, sizes, thresholds, codes) -> set[int]:
         else:
             continue
         taken[s] = rank + 1
-    short = {s for s, size in enumerate(sizes) if thresholds[s] and taken[s] < size[1] + size[2]}
-    for s in short:  # undo, to be redone without a threshold
-        for item in candidates:
-            if item >> 96 == s:
-                g = item & 0xFFFFFFFF
-                codes[g] = keep[g]
+    short = {s for s, size in enumerate(sizes) if taken[s] < size[1] + size[2]}
+    for item in candidates:
+        if item >> STRATUM_SHIFT in short:
+            g = item & mask
+            codes[g] = keep[g]
     return short
 
 
-def _threshold(wanted: int, count: int) -> int:
-    """A key limit under which at least `wanted` of `count` uniform keys lie, but for ~1e-15."""
-    if wanted == 0:
-        return 0
-    p = (wanted + 8 * sqrt(wanted) + 16) / count
-    return _ALL if p >= 1 else int(p * _ALL)
+def check_disjoint(candidates: Sequence[int], codes: bytearray, expected: Sequence[int],
+                   record_of: Callable[[int], bytes]) -> None:
+    """Raise InternalError unless the split sizes are as planned and no record is in two splits.
+
+    A record in two splits means two kept rows with the same digest, one of them in validation or
+    test. Both then have the same stratum and key, so both are candidates, adjacent in the sorted
+    candidates: the check looks at every adjacent pair with equal stratum and key that the codes
+    both keep, and compares their records (two records sharing a 64-bit key is possible, if unlikely).
+    It reads only the final codes, so it holds deduplication and assignment to account.
+    """
+    counts = [codes.count(code) for code in (TRAIN, VALIDATION, TEST)]
+    if counts != list(expected):
+        raise InternalError(f"split sizes {counts} differ from the planned {list(expected)}")
+    mask = (1 << _ORDINAL_BITS) - 1
+    previous = None
+    for item in candidates:
+        if codes[item & mask]:
+            if previous is not None and previous >> _KEY_SHIFT == item >> _KEY_SHIFT:
+                first, second = previous & mask, item & mask
+                if record_of(first) == record_of(second):
+                    raise InternalError(f"rows {first} and {second} hold the same record and are both kept "
+                                        "(it would be in two splits)")
+            previous = item
 
 
-def _partition(blocks: Sequence[BlockScan], bases: Sequence[int], p: int) -> tuple[list[bytes], list[int]]:
-    """Partition `p`'s digests and their global ordinals, in file order."""
-    digests: list[bytes] = []
-    ordinals: list[int] = []
-    for block, base in zip(blocks, bases, strict=False):
-        blob = block.part_digests[p]
-        digests += [blob[at:at + 16] for at in range(0, len(blob), 16)]
-        ordinals += map(base.__add__, block.part_ordinals[p])
-    return digests, ordinals
+def record_of(blocks: Sequence[BlockScan], g: int) -> bytes:
+    """The 24-byte digest prefix of row `g` (a slow lookup, for the rare rows that need it)."""
+    bases = block_bases(blocks)
+    b = bisect_right(bases, g) - 1
+    block, ordinal = blocks[b], g - bases[b]
+    for p in range(PARTITIONS):
+        try:
+            at = block.part_ordinals[p].index(ordinal)
+        except ValueError:
+            continue
+        return block.part_digests[p][RECORD * at:RECORD * (at + 1)]
+    raise InternalError(f"no digest for row {g}")
 
 
-def _bases(blocks: Sequence[BlockScan]) -> list[int]:
+def block_bases(blocks: Sequence[BlockScan]) -> list[int]:
     """Global ordinal of each block's first valid row, then the total."""
     bases = [0]
     for block in blocks:

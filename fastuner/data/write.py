@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from fastuner.data.blocks import FileHash, default_workers, map_blocks, read_blocks
+from fastuner.data.blocks import FileHash, default_workers, map_blocks, read_blocks, worker_pool
 from fastuner.data.rows import Limits, render_block
 from fastuner.data.rules import NORMALISATION_VERSION, SPLITS
 from fastuner.data.scan import DatasetScan
@@ -57,10 +57,10 @@ def write_splits(scan: DatasetScan, store: ObjectStore, *, workers: int | None =
             source = open(scan.path, "rb")  # noqa: SIM115 - closed by the with block below
         except OSError:
             raise changed from None
-        with source:
+        with source, worker_pool(workers) as pool:
             n_blocks = 0
             for block, (parts, n_valid) in map_blocks(read_blocks(source, layout.block_bytes, file_hash),
-                                                      render_block, args, workers):
+                                                      render_block, args, pool):
                 n_blocks += 1
                 if (block.index >= len(layout.block_sizes) or block.size != layout.block_sizes[block.index]
                         or n_valid != layout.block_valid[block.index]):

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from functools import partial
 
 import pytest
 
 from fastuner.data import InternalError, Rules, SplitSpec, scan_dataset
-from fastuner.data.blocks import FileHash, map_blocks, read_blocks
-from fastuner.data.rows import Limits, scan_block
-from fastuner.data.split import allocate, check_disjoint
+from fastuner.data.blocks import FileHash, InlineExecutor, map_blocks, read_blocks, split_lines
+from fastuner.data.rows import PARTITIONS, Limits, scan_block
+from fastuner.data.split import (
+    allocate,
+    check_disjoint,
+    dedupe_partition,
+    every_row_of,
+    partition_slices,
+    record_of,
+)
 from fastuner.errors import DiagnosticsError
 from tests.data.conftest import classification_rows, generation_rows
 
@@ -167,17 +175,48 @@ def to_record(row: dict) -> str:
     return f"{row['input']}\x00{row['label']}"
 
 
+def _candidates_of(path):
+    """Scan one block by hand and return (candidates of every row, record lookup)."""
+    data = path.read_bytes()
+    block = scan_block((b"", data, len(data)), Limits("classification", 8192, None), 42, True)
+    maps = [list(range(len(block.label_names)))]
+    everything = every_row_of(set(maps[0]), len(maps[0]))
+    candidates = sorted(c for p in range(PARTITIONS)
+                        for c in dedupe_partition(partition_slices([block], maps, p), everything).candidates)
+    return candidates, partial(record_of, [block])
+
+
 def test_the_disjointness_check_catches_a_record_kept_twice(write_rows):
     """The internal check is not decorative: fed an assignment that keeps a duplicate, it raises."""
-    rows = [*classification_rows(10), classification_rows(10)[3]]
-    data = write_rows(rows).read_bytes()
-    block = scan_block(data, Limits("classification", 8192, None), 42, True)
+    rows = [*classification_rows(10), classification_rows(10)[3]]  # row 11 repeats row 4
+    candidates, lookup = _candidates_of(write_rows(rows))
     good = bytearray([1] * 10 + [0])
-    check_disjoint([block], good, [10, 0, 0])
-    with pytest.raises(InternalError, match="kept more than once"):
-        check_disjoint([block], bytearray([1] * 10 + [2]), [10, 1, 0])
+    check_disjoint(candidates, good, [10, 0, 0], lookup)
+    with pytest.raises(InternalError, match="rows 3 and 10 hold the same record"):
+        check_disjoint(candidates, bytearray([1] * 10 + [2]), [10, 1, 0], lookup)
     with pytest.raises(InternalError, match="split sizes"):
-        check_disjoint([block], good, [8, 1, 1])
+        check_disjoint(candidates, good, [8, 1, 1], lookup)
+
+
+def test_the_disjointness_check_tells_a_shared_key_from_a_shared_record():
+    """Two different records may share a 64-bit split key; only equal records are a bug."""
+    key = 7 << 32
+    candidates = [key | 0, key | 1, (9 << 32) | 2]
+    records = {0: b"K" * 8 + b"A" * 16, 1: b"K" * 8 + b"B" * 16, 2: b"L" * 8 + b"C" * 16}
+    check_disjoint(candidates, bytearray([1, 2, 1]), [2, 1, 0], records.__getitem__)
+    records[1] = records[0]
+    with pytest.raises(InternalError, match="two splits"):
+        check_disjoint(candidates, bytearray([1, 2, 1]), [2, 1, 0], records.__getitem__)
+
+
+def test_a_stratum_short_of_candidates_is_collected_again(write_rows, monkeypatch):
+    """Thresholds only speed things up: with thresholds that catch nothing, the result is the same."""
+    import fastuner.data.scan as scan_module
+
+    path = write_rows(classification_rows(600))
+    expected = splits_of(scan_dataset(path, "classification"))
+    monkeypatch.setattr(scan_module, "thresholds_for", lambda wanted, counts: [b"\x00"] * len(counts))
+    assert splits_of(scan_dataset(path, "classification")) == expected
 
 
 # --- parallelism and determinism -------------------------------------------------------------------
@@ -217,12 +256,23 @@ def test_blocks_always_end_at_line_ends_and_cover_the_file(write_rows):
     digest = FileHash()
     with open(path, "rb") as f:
         blocks = list(read_blocks(f, 1000, digest))
-    assert b"".join(b.data for b in blocks) == data
-    assert all(b.data.endswith(b"\n") for b in blocks)
+    texts = [b.head + b.body[:b.end] for b in blocks]
+    assert b"".join(texts) == data
+    assert all(text.endswith(b"\n") for text in texts)
+    assert [b.size for b in blocks] == [len(t) for t in texts]
     assert [b.offset for b in blocks] == [sum(b.size for b in blocks[:i]) for i in range(len(blocks))]
     assert digest.size == len(data)
-    results = [r for _, r in map_blocks(iter(blocks), len, lambda b: (), 1)]
-    assert results == [b.size for b in blocks]
+    assert [line for b in blocks for line in split_lines(b.parts())] == data.split(b"\n")[:-1]
+    results = [r for _, r in map_blocks(iter(blocks), split_lines, lambda b: (), InlineExecutor())]
+    assert [len(r) for r in results] == [t.count(b"\n") for t in texts]
+
+
+def test_a_file_without_a_final_newline_keeps_its_last_line(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b"a\nbb\n" + b"c" * 2500)
+    with open(path, "rb") as f:
+        blocks = list(read_blocks(f, 1000, FileHash()))
+    assert [line for b in blocks for line in split_lines(b.parts())] == [b"a", b"bb", b"c" * 2500]
 
 
 def test_version_changes_with_everything_that_changes_the_split_files(write_rows):
@@ -237,3 +287,5 @@ def test_version_changes_with_everything_that_changes_the_split_files(write_rows
     ]
     versions = {base.version} | {o.version for o in others}
     assert len(versions) == 5
+
+
