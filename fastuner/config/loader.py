@@ -161,8 +161,8 @@ class _FastLoader(_LOADER):  # type: ignore[misc, valid-type]
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                raise _Unusual
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+                raise _Unusual  # merge keys, and keys YAML reads as bool/int/float (`no`, `2024`): names as written
             if key_node.value in seen:
                 raise _Unusual
             seen.add(key_node.value)
