@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_two_processes_agree_and_rank0_saves_their_adapter(tmp_path: Path, models: dict[str, Path]) -> None:
-    job = make_job(tmp_path, "text_generation", sizes=(32, 6, 6))
+    job = make_job(tmp_path, "text_generation", sizes=(20, 4, 4))
     dump = tmp_path / "ranks"
     args = job.args(task="text_generation", base_model=str(models["llama_chat"]), epochs=1, batch_tokens=96,
                     max_seq_len=48, lora_r=4, lora_dropout=0.1, learning_rate=5e-3)

@@ -25,8 +25,8 @@ pytestmark = pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(
         tmp_path: Path, models: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
     torch.set_num_threads(1)
-    hps = {"task": "text_generation", "base_model": str(models["llama_chat"]), "epochs": 100, "max_steps": 120,
-           "batch_tokens": 96, "max_seq_len": 48, "checkpoint_every": 40, "lora_dropout": 0.1, "lora_r": 4,
+    hps = {"task": "text_generation", "base_model": str(models["llama_chat"]), "epochs": 100, "max_steps": 60,
+           "batch_tokens": 96, "max_seq_len": 48, "checkpoint_every": 20, "lora_dropout": 0.1, "lora_r": 4,
            "learning_rate": 3e-3}
 
     reference = make_job(tmp_path / "reference", "text_generation", sizes=(24, 4, 4))
@@ -38,7 +38,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in process.stdout:
-            if line.startswith("[fastuner] step=45 "):
+            if line.startswith("[fastuner] step=25 "):
                 process.send_signal(signal.SIGTERM)
                 break
         _, stderr = process.communicate(timeout=120)
@@ -46,16 +46,16 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(
         process.kill()
     assert process.returncode == EXIT_TERMINATED, stderr[-3000:]
     reason = job.failure.read_text().strip()
-    stopped_at = int(re.match(r"stopped by SIGTERM after step (\d+) of 120; checkpoint saved to ", reason).group(1))
-    assert 45 <= stopped_at < 120
-    assert [p.name for p in complete_checkpoints(job.checkpoint_dir)] == ["step-00000040", f"step-{stopped_at:08d}"]
+    stopped_at = int(re.match(r"stopped by SIGTERM after step (\d+) of 60; checkpoint saved to ", reason).group(1))
+    assert 25 <= stopped_at < 60
+    assert [p.name for p in complete_checkpoints(job.checkpoint_dir)] == ["step-00000020", f"step-{stopped_at:08d}"]
     assert not (job.model_dir / "adapter_model.safetensors").exists()
 
     job.failure.unlink()
     assert main(job.args(**hps), job.env()) == 0
     out = capsys.readouterr().out
     steps = [int(m) for m in re.findall(r"^\[fastuner\] step=(\d+) .* train_loss=", out, re.M)]
-    assert steps == list(range(stopped_at + 1, 121))
+    assert steps == list(range(stopped_at + 1, 61))
     assert not job.failure.exists()
 
     got, want = (load_file(str(j.model_dir / "adapter_model.safetensors")) for j in (job, reference))

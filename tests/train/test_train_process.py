@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TRAIN_DIR, make_job
+from fastuner_train.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +57,7 @@ def test_text_generation_job(models: dict[str, Path], tmp_path: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    job = make_job(tmp_path, "text_generation")
+    job = make_job(tmp_path, "text_generation", sizes=(24, 6, 6))
     result = job.run(task="text_generation", base_model=models["llama_chat"], epochs=2, batch_tokens=256,
                      max_seq_len=64, learning_rate=5e-3, lora_r=4, lora_alpha=8)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -97,21 +98,23 @@ def test_text_generation_job(models: dict[str, Path], tmp_path: Path) -> None:
         pytest.approx(reloaded, abs=1e-3)  # the adapter changed something
 
 
-def test_classification_job(models: dict[str, Path], tmp_path: Path) -> None:
+def test_classification_job(models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """In-process (`cli.main`, the entry point's code without a new interpreter) to keep the suite fast."""
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    job = make_job(tmp_path, "classification")
-    result = job.run(task="classification", base_model=models["bert"], epochs=2, batch_tokens=128, max_seq_len=32,
-                     learning_rate=1e-2)
-    assert result.returncode == 0, result.stderr[-3000:]
+    job = make_job(tmp_path, "classification", sizes=(24, 6, 6))
+    rc = main(job.args(task="classification", base_model=models["bert"], epochs=2, batch_tokens=128, max_seq_len=32,
+                       learning_rate=1e-2), job.env())
+    assert rc == 0
+    stdout = capsys.readouterr().out
     metrics = job.metrics()
     described = json.loads((job.model_dir / "fastuner.json").read_text())
     assert described["labels"] == ["negative", "neutral", "positive"]
     for key in ("base_test_accuracy", "base_test_loss", "test_accuracy", "test_macro_f1", "test_loss"):
         assert key in metrics
     assert 0 <= metrics["test_macro_f1"] <= 1
-    parsed = parse_metric_definitions(result.stdout)
+    parsed = parse_metric_definitions(stdout)
     assert parsed["base_test_accuracy"] == [pytest.approx(metrics["base_test_accuracy"], abs=1e-4)]
     assert parsed["test_accuracy"] == [pytest.approx(metrics["test_accuracy"], abs=1e-4)]
     adapter_config = json.loads((job.model_dir / "adapter_config.json").read_text())
@@ -135,9 +138,9 @@ def test_qlora_job_without_validation(models: dict[str, Path], tmp_path: Path) -
 
     job = make_job(tmp_path, "text_generation", sizes=(16, 4, 4))
     del job.channels["validation"]
-    result = job.run(task="text_generation", base_model=models["llama_plain"], method="qlora", max_steps=2,
-                     batch_tokens=128, max_seq_len=64, packing="false")
-    assert result.returncode == 0, result.stderr[-3000:]
+    rc = main(job.args(task="text_generation", base_model=models["llama_plain"], method="qlora", max_steps=2,
+                       batch_tokens=128, max_seq_len=64, packing="false"), job.env())
+    assert rc == 0
     metrics = job.metrics()
     assert metrics["steps"] == 2 and metrics["best_eval_loss"] is None and "test_loss" in metrics
     described = json.loads((job.model_dir / "fastuner.json").read_text())
