@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="size of the file for the pandas comparison (0 to skip)")
     parser.add_argument("--task", choices=["classification", "text_generation"], default="classification")
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--non-ascii", type=float, default=0.3,
+                        help="share of rows with non-ASCII text (they need Unicode normalisation)")
     parser.add_argument("--dir", default=None, help="where to generate (default: a new temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -59,16 +61,16 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="fastuner-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    figures: dict = {"task": args.task, "cores": os.cpu_count()}
+    figures: dict = {"task": args.task, "cores": os.cpu_count(), "load_before": os.getloadavg()[0]}
     try:
         path = workdir / f"bench-{args.task}.jsonl"
         t0 = time.perf_counter()
-        rows = generate(path, int(args.size_mb * 1e6), args.task)
+        rows = generate(path, int(args.size_mb * 1e6), args.task, args.non_ascii)
         size = path.stat().st_size
         figures.update(file_mb=round(size / 1e6, 1), rows=rows, generate_s=round(time.perf_counter() - t0, 2))
         print(f"generated {size / 1e6:,.0f} MB, {rows:,} rows in {figures['generate_s']} s: {path}", flush=True)
 
-        figures["sha256sum_s"] = _time_sha256sum(path)
+        figures["sha256sum_s"], figures["sha256sum_cpu_s"] = _time_sha256sum(path)
         run = _run_child({"op": "fastuner", "path": str(path), "task": args.task, "workers": args.workers,
                           "store": str(workdir / "store")})
         figures["fastuner"] = run
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                  "store": str(workdir / "store-small")}))
             figures["pandas_small"] = _run_child({"op": "pandas", "path": str(small), "task": args.task,
                                                   "out": str(workdir / "pandas-out")})
+        figures["load_after"] = os.getloadavg()[0]
         _report(figures, size)
     finally:
         if not args.keep:
@@ -91,16 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def generate(path: Path, size: int, task: str, seed: int = 7) -> int:
+def generate(path: Path, size: int, task: str, non_ascii: float = 0.3, seed: int = 7) -> int:
     """Write about `size` bytes of JSONL; returns the number of rows."""
     import orjson
 
     rng = random.Random(seed)
-    vocabulary = WORDS * 8 + WORDS_INTL
-    sentences = []
+    sentences = []  # ASCII
     for _ in range(20000):
-        words = rng.choices(vocabulary, k=rng.randint(4, 24))
+        words = rng.choices(WORDS, k=rng.randint(4, 24))
         sentences.append(" ".join(words).capitalize() + rng.choice([".", ".", "?", "!"]))
+    accented = []  # each with a non-ASCII word or two
+    for _ in range(5000):
+        words = rng.choices(WORDS, k=rng.randint(4, 24))
+        words[rng.randrange(len(words))] = rng.choice(WORDS_INTL)
+        accented.append(" ".join(words).capitalize() + ".")
     recent: list[dict] = []
     second = "label" if task == "classification" else "target"
     rows = written = 0
@@ -114,7 +121,10 @@ def generate(path: Path, size: int, task: str, seed: int = 7) -> int:
                     record["id"] = rows
             else:
                 n = min(int(rng.lognormvariate(1.3, 0.9)) + 1, 120)  # sentences: median ~4, long tail
-                text = " ".join(rng.choices(sentences, k=n))[:8000]
+                chosen = rng.choices(sentences, k=n)
+                if rng.random() < non_ascii:
+                    chosen[rng.randrange(n)] = rng.choice(accented)
+                text = " ".join(chosen)[:8000]
                 if task == "classification":
                     value = rng.choices(LABELS, LABEL_WEIGHTS)[0]
                 else:
@@ -142,14 +152,23 @@ def _head(path: Path, dest: Path, size: int) -> Path:
     return dest
 
 
-def _time_sha256sum(path: Path) -> float:
-    subprocess.run(["sha256sum", str(path)], check=True, capture_output=True)  # warm the page cache
-    best = float("inf")
+def _time_sha256sum(path: Path) -> tuple[float, float]:
+    """Best wall time of two runs (after one to warm the page cache), and its CPU time."""
+    subprocess.run(["sha256sum", str(path)], check=True, capture_output=True)
+    best = (float("inf"), 0.0)
     for _ in range(2):
+        cpu0 = _cpu_seconds()
         t0 = time.perf_counter()
         subprocess.run(["sha256sum", str(path)], check=True, capture_output=True)
-        best = min(best, time.perf_counter() - t0)
-    return round(best, 3)
+        best = min(best, (time.perf_counter() - t0, _cpu_seconds() - cpu0))
+    return round(best[0], 3), round(best[1], 2)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _run_child(job: dict) -> dict:
@@ -175,18 +194,22 @@ def _child_fastuner(job: dict) -> dict:
     from fastuner.data import LocalObjectStore, scan_dataset, write_splits
 
     sampler = _TreeSampler()
+    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     scan = scan_dataset(job["path"], job["task"], workers=job["workers"])
     scan_s = time.perf_counter() - t0
+    scan_cpu = _cpu_seconds() - cpu0
     scan_tree_mb = sampler.take_peak()
     main_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     t1 = time.perf_counter()
     outputs = write_splits(scan, LocalObjectStore(job["store"]), workers=job["workers"])
     write_s = time.perf_counter() - t1
+    write_cpu = _cpu_seconds() - cpu0 - scan_cpu
     write_tree_mb = sampler.take_peak()
     sampler.stop()
     return {"scan_s": round(scan_s, 3), "write_s": round(write_s, 3),
+            "scan_cpu_s": round(scan_cpu, 2), "write_cpu_s": round(write_cpu, 2),
             "scan_main_maxrss_mb": round(main_mb, 1), "scan_worker_maxrss_mb": round(worker_mb, 1),
             "scan_tree_peak_mb": round(scan_tree_mb, 1), "write_tree_peak_mb": round(write_tree_mb, 1),
             "counts": scan.counts.to_dict(), "splits": scan.split_rows,
@@ -198,6 +221,7 @@ def _child_pandas(job: dict) -> dict:
     from sklearn.model_selection import train_test_split
 
     second = "label" if job["task"] == "classification" else "target"
+    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     df = pd.read_json(job["path"], lines=True, dtype=False)
     for name in ("input", second):
@@ -218,13 +242,14 @@ def _child_pandas(job: dict) -> dict:
     validation, test = train_test_split(rest, test_size=0.5, random_state=42,
                                         stratify=rest[second] if second == "label" else None)
     split_s = time.perf_counter() - t0
+    split_cpu = _cpu_seconds() - cpu0
     t1 = time.perf_counter()
     out = Path(job["out"])
     out.mkdir(parents=True, exist_ok=True)
     for name, part in (("train", train), ("validation", validation), ("test", test)):
         part.to_json(out / f"{name}.jsonl", orient="records", lines=True, force_ascii=False)
     write_s = time.perf_counter() - t1
-    return {"split_s": round(split_s, 3), "write_s": round(write_s, 3),
+    return {"split_s": round(split_s, 3), "write_s": round(write_s, 3), "split_cpu_s": round(split_cpu, 2),
             "maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "distinct": len(df), "splits": [len(train), len(validation), len(test)]}
 
@@ -305,39 +330,45 @@ def _report(figures: dict, size: int) -> None:
     run = figures["fastuner"]
     sha_mb_s = mb / figures["sha256sum_s"]
     scan_mb_s = mb / run["scan_s"]
-    both_mb_s = mb / (run["scan_s"] + run["write_s"])
     figures["ratio_vs_sha256sum"] = round(scan_mb_s / sha_mb_s, 2)
-    rows = [
-        ("sha256sum", f"{figures['sha256sum_s']:.2f} s", f"{sha_mb_s:,.0f} MB/s", ""),
-        ("fastuner scan (validate+dedup+split+sha256)", f"{run['scan_s']:.2f} s", f"{scan_mb_s:,.0f} MB/s",
-         f"main {run['scan_main_maxrss_mb']:.0f} MB, largest worker {run['scan_worker_maxrss_mb']:.0f} MB, "
-         f"tree {run['scan_tree_peak_mb']:.0f} MB"),
-        ("fastuner write_splits", f"{run['write_s']:.2f} s", "", f"tree {run['write_tree_peak_mb']:.0f} MB"),
-        ("fastuner scan + write", f"{run['scan_s'] + run['write_s']:.2f} s", f"{both_mb_s:,.0f} MB/s", ""),
-    ]
+    figures["scan_cpu_s_per_gb"] = round(run["scan_cpu_s"] / mb * 1000, 1)
+    rows = [("step", "wall", "MB/s", "CPU s", "peak memory"),
+            ("sha256sum", f"{figures['sha256sum_s']:.2f} s", f"{sha_mb_s:,.0f}", f"{figures['sha256sum_cpu_s']:.2f}", ""),
+            ("fastuner scan (validate+dedup+split+sha256)", f"{run['scan_s']:.2f} s", f"{scan_mb_s:,.0f}",
+             f"{run['scan_cpu_s']:.2f}",
+             f"tree {run['scan_tree_peak_mb']:.0f} MB (main {run['scan_main_maxrss_mb']:.0f}, "
+             f"largest worker {run['scan_worker_maxrss_mb']:.0f})"),
+            ("fastuner write_splits", f"{run['write_s']:.2f} s", f"{mb / run['write_s']:,.0f}",
+             f"{run['write_cpu_s']:.2f}", f"tree {run['write_tree_peak_mb']:.0f} MB"),
+            ("fastuner scan + write", f"{run['scan_s'] + run['write_s']:.2f} s",
+             f"{mb / (run['scan_s'] + run['write_s']):,.0f}", f"{run['scan_cpu_s'] + run['write_cpu_s']:.2f}", "")]
     if "pandas_small" in figures:
-        small, pandas = figures["fastuner_small"], figures["pandas_small"]
+        small, pandas, small_mb = figures["fastuner_small"], figures["pandas_small"], figures["small_mb"]
         figures["speedup_vs_pandas"] = round(pandas["split_s"] / small["scan_s"], 2)
         figures["speedup_vs_pandas_with_write"] = round(
             (pandas["split_s"] + pandas["write_s"]) / (small["scan_s"] + small["write_s"]), 2)
-        label = f"on {figures['small_mb']:.0f} MB"
+        figures["cpu_ratio_vs_pandas"] = round(pandas["split_cpu_s"] / small["scan_cpu_s"], 2)
+        on = f"on {small_mb:.0f} MB"
         rows += [
-            (f"pandas+sklearn read/validate/dedup/split {label}", f"{pandas['split_s']:.2f} s",
-             f"{figures['small_mb'] / pandas['split_s']:,.0f} MB/s", f"maxrss {pandas['maxrss_mb']:.0f} MB"),
-            (f"pandas to_json of the splits {label}", f"{pandas['write_s']:.2f} s", "", ""),
-            (f"fastuner scan {label}", f"{small['scan_s']:.2f} s",
-             f"{figures['small_mb'] / small['scan_s']:,.0f} MB/s", f"tree {small['scan_tree_peak_mb']:.0f} MB"),
-            (f"fastuner write_splits {label}", f"{small['write_s']:.2f} s", "", ""),
+            (f"pandas+sklearn read/validate/dedup/split {on}", f"{pandas['split_s']:.2f} s",
+             f"{small_mb / pandas['split_s']:,.0f}", f"{pandas['split_cpu_s']:.2f}", f"{pandas['maxrss_mb']:.0f} MB"),
+            (f"pandas to_json of the splits {on}", f"{pandas['write_s']:.2f} s", "", "", ""),
+            (f"fastuner scan {on}", f"{small['scan_s']:.2f} s", f"{small_mb / small['scan_s']:,.0f}",
+             f"{small['scan_cpu_s']:.2f}", f"tree {small['scan_tree_peak_mb']:.0f} MB"),
+            (f"fastuner write_splits {on}", f"{small['write_s']:.2f} s", "", f"{small['write_cpu_s']:.2f}", ""),
         ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     print(f"\n{figures['file_mb']:,.0f} MB, {figures['rows']:,} rows, task {figures['task']}, "
-          f"{figures['cores']} cores")
+          f"{figures['cores']} cores, load average {figures['load_before']:.1f} before, "
+          f"{figures['load_after']:.1f} after")
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
-    print(f"scan throughput / sha256sum throughput: {figures['ratio_vs_sha256sum']:.2f} (goal >= 0.5)")
+    print(f"scan throughput / sha256sum throughput: {figures['ratio_vs_sha256sum']:.2f} (goal >= 0.5); "
+          f"scan CPU: {figures['scan_cpu_s_per_gb']} CPU-s per GB")
     if "speedup_vs_pandas" in figures:
-        print(f"speed-up over pandas+sklearn: {figures['speedup_vs_pandas']:.1f}x validate+dedup+split, "
-              f"{figures['speedup_vs_pandas_with_write']:.1f}x with writing the splits (goal >= 3x)")
+        print(f"speed-up over pandas+sklearn: {figures['speedup_vs_pandas']:.1f}x wall "
+              f"({figures['cpu_ratio_vs_pandas']:.1f}x less CPU) for validate+dedup+split, "
+              f"{figures['speedup_vs_pandas_with_write']:.1f}x wall with writing the splits (goal >= 3x)")
     parsers = figures["json_vs_orjson"]
     print(f"parsing: json.loads {parsers['json_loads_mb_s']} MB/s, orjson.loads {parsers['orjson_loads_mb_s']} MB/s; "
           f"record dumps: json {parsers['json_dumps_us_row']} us, orjson {parsers['orjson_dumps_us_row']} us")
