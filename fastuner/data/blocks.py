@@ -98,12 +98,12 @@ def read_blocks(file, block_bytes: int, file_hash: FileHash) -> Iterator[Block]:
         yield Block(index, offset, len(head), head, b"", 0)
 
 
-def map_blocks(blocks: Iterator[Block], fn: Callable, args: Callable[[Block], tuple],
-               pool: Executor) -> Iterator[tuple[Block, object]]:
+def map_blocks(blocks: Iterator[Block], fn: Callable, args: Callable[[Block], tuple], pool: Executor,
+               workers: int) -> Iterator[tuple[Block, object]]:
     """(block, fn(block.parts(), *args(block))) for each block, in file order; the yielded blocks
-    carry no data."""
+    carry no data. At most `2 * workers` blocks are in flight."""
     window: deque = deque()
-    limit = 2 * getattr(pool, "_max_workers", 1)
+    limit = 2 * max(workers, 1)
     for block in blocks:
         window.append((_position(block), pool.submit(fn, block.parts(), *args(block))))
         del block
@@ -135,8 +135,6 @@ def worker_pool(workers: int) -> Executor:
 
 class InlineExecutor(Executor):
     """Runs each submitted call immediately, in the calling process."""
-
-    _max_workers = 1
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         future: Future = Future()

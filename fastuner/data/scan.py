@@ -25,7 +25,6 @@ import os
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 from fastuner.data.blocks import (
@@ -36,24 +35,22 @@ from fastuner.data.blocks import (
     read_blocks,
     worker_pool,
 )
-from fastuner.data.rows import PARTITIONS, BlockScan, Limits, RowError, scan_block
-from fastuner.data.rules import NORMALISATION_VERSION, SPLITS, Rules, SplitSpec, check_task, second_field
-from fastuner.data.split import (
-    STRATUM_SHIFT,
-    InternalError,
-    allocate,
-    assign_candidates,
-    check_disjoint,
-    dedupe_partition,
-    every_row_of,
-    partition_slices,
-    record_of,
-    thresholds_for,
+from fastuner.data.report import (
+    MAX_REPORTED_ERRORS,
+    Reporter,
+    plural,
+    raise_row_errors,
+    row_lines,
+    row_warnings,
+    split_warnings,
+    too_few,
 )
-from fastuner.errors import Diagnostic, DiagnosticsError, Source, relpath
+from fastuner.data.rows import BlockScan, Limits, scan_block
+from fastuner.data.rules import NORMALISATION_VERSION, SPLITS, Rules, SplitSpec, check_task
+from fastuner.data.split import allocate, choose_splits, find_duplicates, strata_of
+from fastuner.errors import Diagnostic, DiagnosticsError, relpath
 
-MAX_REPORTED_ERRORS = 20
-_MAX_SPLIT_WARNINGS = 20
+__all__ = ["MAX_REPORTED_ERRORS", "DatasetScan", "Layout", "RowCounts", "dataset_version", "scan_dataset"]
 
 
 @dataclass(frozen=True)
@@ -110,7 +107,7 @@ class DatasetScan:
         layout = self.layout
         for first_line, n_lines, blank in zip(layout.block_lines, layout.block_line_counts, layout.blank_lines,
                                               strict=True):
-            for line in _row_lines(n_lines, blank):
+            for line in row_lines(n_lines, blank):
                 if codes[g] == code:
                     out.append(first_line + line)
                 g += 1
@@ -143,7 +140,7 @@ def scan_dataset(path: str | Path, task: str, *, split: SplitSpec = SplitSpec(),
     """
     check_task(task)
     shown = relpath(path)
-    report = _Reporter(shown, address)
+    report = Reporter(shown, address)
     limits = Limits(task, rules.max_input_chars,
                     None if task == "classification" else rules.max_target_chars)
     file_hash = FileHash()
@@ -154,20 +151,27 @@ def scan_dataset(path: str | Path, task: str, *, split: SplitSpec = SplitSpec(),
             results: list[BlockScan] = []
             block_sizes: list[int] = []
             jobs = read_blocks(file, block_bytes, file_hash)
-            for block, result in map_blocks(jobs, scan_block, lambda b: (limits, split.seed, b.index == 0), pool):
+            for block, result in map_blocks(jobs, scan_block, lambda b: (limits, split.seed, b.index == 0), pool,
+                                            workers):
                 results.append(result)
                 block_sizes.append(block.size)
             file.close()
-            rows = _check_rows(results, file_hash.size, report)
-            plan = _plan_splits(results, task, split, rules, pool, report)
+            block_lines, n_lines, n_blank, n_records = _check_rows(results, file_hash.size, report)
+            if n_records >= 1 << 32:
+                raise report.error(f"{n_records:,} rows are more than a dataset may have (4,294,967,295)")
+            strata = strata_of(results, task == "classification")
+            fractions = split.fractions()
+            dups = find_duplicates(results, strata, fractions, pool)
+            n_distinct = n_records - dups.count
+            if n_distinct < rules.min_rows:
+                raise report.error(*too_few(n_records, n_distinct, rules.min_rows))
+            sizes = [allocate(c, fractions) for c in dups.distinct]
+            codes = choose_splits(results, strata, dups, sizes, pool)
 
-    block_lines, n_lines, n_blank, n_records = rows
-    dups = plan.duplicates
-    n_distinct = n_records - dups.count
-    stratum_sizes, sizes, codes, totals = plan.stratum_sizes, plan.sizes, plan.codes, plan.totals
-    label_names = plan.label_names
-    warnings = _row_warnings(results, block_lines, dups, task, report)
-    warnings += _split_warnings(label_names, stratum_sizes, sizes, split.fractions(), report)
+    totals = [sum(size[i] for size in sizes) for i in range(3)]
+    stratum_sizes, label_names = dups.distinct, strata.names
+    warnings = row_warnings(results, block_lines, dups, task, report)
+    warnings += split_warnings(label_names, stratum_sizes, sizes, fractions, report)
     split_rows = dict(zip(SPLITS, totals, strict=True))
     labels = split_labels = None
     if task == "classification":
@@ -209,7 +213,7 @@ def dataset_version(source_sha256: str, task: str, split: SplitSpec, rules: Rule
     return hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _check_rows(results: Sequence[BlockScan], size: int, report: _Reporter) -> tuple:
+def _check_rows(results: Sequence[BlockScan], size: int, report: Reporter) -> tuple:
     """Raise for an empty file, bad rows or no records; else (block first lines, lines, blank, records)."""
     if size == 0:
         raise report.error("dataset file is empty", "it must hold one JSON object per line")
@@ -217,100 +221,13 @@ def _check_rows(results: Sequence[BlockScan], size: int, report: _Reporter) -> t
     for result in results:
         block_lines.append(block_lines[-1] + result.n_lines)
     n_lines = block_lines.pop()
-    _raise_row_errors(results, block_lines, report)
+    raise_row_errors(results, block_lines, report)
     n_blank = sum(r.n_blank for r in results)
     n_records = n_lines - n_blank
     if n_records == 0:
         raise report.error("dataset file has no records",
-                           f"its {n_lines:,} line{_s(n_lines)} {'is' if n_lines == 1 else 'are'} blank")
+                           f"its {n_lines:,} line{plural(n_lines)} {'is' if n_lines == 1 else 'are'} blank")
     return block_lines, n_lines, n_blank, n_records
-
-
-@dataclass
-class _Duplicates:
-    count: int
-    example: tuple[int, int] | None  # (a duplicate's ordinal, the ordinal of the row it repeats)
-
-
-@dataclass
-class _SplitPlan:
-    label_names: list[str]
-    duplicates: _Duplicates
-    stratum_sizes: list[int]  # distinct records per stratum
-    sizes: list[tuple[int, int, int]]  # (train, validation, test) per stratum
-    totals: list[int]
-    codes: bytearray
-
-
-def _plan_splits(results: Sequence[BlockScan], task: str, split: SplitSpec, rules: Rules, pool,
-                 report: _Reporter) -> _SplitPlan:
-    """Deduplicate and assign splits (see split.py), raising if too few distinct records remain."""
-    classification = task == "classification"
-    label_names, label_maps = _merge_labels(results) if classification else ([], None)
-    if classification:
-        raw = [0] * len(label_names)
-        for result, label_map in zip(results, label_maps, strict=True):
-            for local, count in enumerate(result.label_counts):
-                raw[label_map[local]] += count
-    else:
-        raw = [sum(r.n_valid for r in results)]
-    fractions = split.fractions()
-    # Candidate thresholds from the counts before deduplication, so that one pass over the partitions
-    # both deduplicates and collects candidates; a stratum left short is collected again in full.
-    thresholds = thresholds_for([sum(allocate(c, fractions)[1:]) for c in raw], raw)
-    slices = [partition_slices(results, label_maps, p) for p in range(PARTITIONS)]
-    parts = [f.result() for f in [pool.submit(dedupe_partition, s, thresholds) for s in slices]]
-
-    n_valid = sum(r.n_valid for r in results)
-    keep = bytearray(b"\x01") * n_valid
-    dropped_by_stratum = [0] * len(raw)
-    count = 0
-    example = None
-    for part in parts:
-        count += len(part.dropped)
-        for g in part.dropped:
-            keep[g] = 0
-        for s, n in part.dropped_by_stratum.items():
-            dropped_by_stratum[s] += n
-        if part.example and (example is None or part.example < example):
-            example = part.example
-    if n_valid - count < rules.min_rows:
-        raise report.error(*_too_few(n_valid, n_valid - count, rules.min_rows))
-
-    stratum_sizes = [c - d for c, d in zip(raw, dropped_by_stratum, strict=True)]
-    sizes = [allocate(c, fractions) for c in stratum_sizes]
-    codes = bytearray(keep)  # 1 (train) for every kept row, 0 for duplicates
-    candidates = [c for part in parts for c in part.candidates]
-    short = assign_candidates(candidates, keep, sizes, codes)
-    if short:
-        candidates = [c for c in candidates if c >> STRATUM_SHIFT not in short]
-        everything = every_row_of(short, len(sizes))
-        more = [c for f in [pool.submit(dedupe_partition, s, everything, False) for s in slices]
-                for c in f.result().candidates]
-        only_short = [size if s in short else (0, 0, 0) for s, size in enumerate(sizes)]
-        if assign_candidates(more, keep, only_short, codes):
-            raise InternalError(f"strata {sorted(short)} have fewer rows than planned")
-        candidates = sorted(candidates + more)
-    totals = [sum(s[i] for s in sizes) for i in range(3)]
-    check_disjoint(candidates, codes, totals, partial(record_of, results))
-    return _SplitPlan(label_names, _Duplicates(count, example), stratum_sizes, sizes, totals, codes)
-
-
-@dataclass(frozen=True)
-class _Reporter:
-    file: str
-    address: str | None
-
-    def error(self, summary: str, detail: str = "", line: int | None = None,
-              column: int | None = None) -> DiagnosticsError:
-        return DiagnosticsError([self.diagnostic(summary, detail, line, column)])
-
-    def diagnostic(self, summary: str, detail: str = "", line: int | None = None,
-                   column: int | None = None) -> Diagnostic:
-        return Diagnostic.error(summary, detail, source=Source(self.file, line, column), address=self.address)
-
-    def warning(self, summary: str, detail: str = "", line: int | None = None) -> Diagnostic:
-        return Diagnostic.warning(summary, detail, source=Source(self.file, line), address=self.address)
 
 
 def _open_dataset(path: str | Path, shown: str, address: str | None):
@@ -326,138 +243,4 @@ def _open_dataset(path: str | Path, shown: str, address: str | None):
         raise DiagnosticsError.single(f"dataset file is not readable: {shown}",
                                       "permission denied", address=address) from None
 
-
-def _raise_row_errors(results: Sequence[BlockScan], block_lines: Sequence[int], report: _Reporter) -> None:
-    total = sum(r.n_errors for r in results)
-    if not total:
-        return
-    diagnostics = []
-    for result, first_line in zip(results, block_lines, strict=True):
-        for error in result.errors:
-            if len(diagnostics) == MAX_REPORTED_ERRORS:
-                break
-            diagnostics.append(_row_diagnostic(error, first_line, report))
-    if total > len(diagnostics):
-        more = total - len(diagnostics)
-        diagnostics.append(report.diagnostic(
-            f"… and {more:,} more bad row{_s(more)} ({total:,} in all)",
-            f"only the first {MAX_REPORTED_ERRORS} are listed; fix them and run again to see the rest"))
-    raise DiagnosticsError(diagnostics)
-
-
-def _row_diagnostic(error: RowError, first_line: int, report: _Reporter) -> Diagnostic:
-    line = first_line + error.line
-    detail = error.detail.replace("of the row", f"of row {line}")
-    return report.diagnostic(error.summary, detail, line, error.column)
-
-
-def _merge_labels(results: Sequence[BlockScan]) -> tuple[list[str], list[list[int]]]:
-    """Global label ids in order of first appearance, and each block's local -> global map."""
-    ids: dict[str, int] = {}
-    maps = []
-    for result in results:
-        maps.append([ids.setdefault(name, len(ids)) for name in result.label_names])
-    return list(ids), maps
-
-
-def _too_few(n_records: int, n_distinct: int, min_rows: int) -> tuple[str, str]:
-    need = f"at least {min_rows:,} distinct rows are needed"
-    if n_distinct == n_records:
-        return (f"only {n_distinct:,} row{_s(n_distinct)}; {need}", "add rows, or lower the minimum (min_rows)")
-    if n_distinct == 1:
-        return (f"all {n_records:,} rows are duplicates of 1 distinct record; {need}",
-                "every row normalises to the same record (fields other than the task's are ignored, "
-                "whitespace is stripped)")
-    return (f"only {n_distinct:,} distinct records in {n_records:,} rows "
-            f"({n_records - n_distinct:,} are duplicates); {need}",
-            "duplicates are rows whose normalised records are equal; the first occurrence is kept")
-
-
-def _row_warnings(results: Sequence[BlockScan], block_lines: Sequence[int], dups, task: str,
-                  report: _Reporter) -> list[Diagnostic]:
-    def first_line(attribute: str) -> int | None:
-        for result, base in zip(results, block_lines, strict=True):
-            line = getattr(result, attribute)
-            if line is not None:
-                return base + line
-        return None
-
-    warnings = []
-    n_blank = sum(r.n_blank for r in results)
-    if n_blank:
-        first_blank = next(base + r.blank_lines[0] for r, base in zip(results, block_lines, strict=True)
-                           if r.blank_lines)
-        warnings.append(report.warning(f"skipped {n_blank:,} blank line{_s(n_blank)}",
-                                       "blank lines hold no record", first_blank))
-    known = ("input", second_field(task))
-    fields: dict[str, int] = {}
-    n_extra = 0
-    for result in results:
-        for names, count in result.field_sets.items():
-            n_extra += count
-            for name in names:
-                if name not in known:
-                    fields[name] = fields.get(name, 0) + count
-    if n_extra:
-        ranked = sorted(fields.items(), key=lambda item: (-item[1], item[0]))
-        listed = ", ".join(f'"{name}" ({count:,})' for name, count in ranked[:5])
-        if len(ranked) > 5:
-            listed += f" and {len(ranked) - 5} more"
-        warnings.append(report.warning(
-            f"ignored fields other than \"input\" and \"{second_field(task)}\" in {n_extra:,} row{_s(n_extra)}",
-            f"fields ignored: {listed}", first_line("first_extra")))
-    n_int = sum(r.n_int_labels for r in results)
-    if n_int:
-        warnings.append(report.warning(
-            f"converted {n_int:,} integer label{_s(n_int)} to strings",
-            'a label 3 becomes "3"; write labels as strings to silence this', first_line("first_int_label")))
-    if dups.count:
-        duplicate, original = (_line_of(g, results, block_lines) for g in dups.example)
-        warnings.append(report.warning(
-            f"removed {dups.count:,} duplicate row{_s(dups.count)} (the first occurrence of each record is kept)",
-            f"e.g. row {duplicate} repeats row {original} after normalisation", duplicate))
-    return warnings
-
-
-def _split_warnings(label_names: list[str], stratum_sizes: list[int], sizes: list[tuple[int, int, int]],
-                    fractions, report: _Reporter) -> list[Diagnostic]:
-    active = [name for name, f in zip(SPLITS, fractions, strict=True) if f > 0]
-    short = []
-    for i, size in enumerate(sizes):
-        missing = [name for k, name in enumerate(SPLITS) if fractions[k] > 0 and size[k] == 0]
-        if missing and stratum_sizes[i]:
-            short.append((label_names[i] if label_names else None, stratum_sizes[i], missing))
-    short.sort(key=lambda item: (item[0] or ""))
-    warnings = []
-    for name, count, missing in short[:_MAX_SPLIT_WARNINGS]:
-        what = f'label "{name}" has' if name is not None else "the dataset has"
-        warnings.append(report.warning(
-            f"{what} only {count} distinct record{_s(count)}, too few for {len(active)} splits: "
-            f"none in {' or '.join(missing)}",
-            "add records with this label, or accept that it is not evaluated there"
-            if name is not None else "add records"))
-    if len(short) > _MAX_SPLIT_WARNINGS:
-        more = len(short) - _MAX_SPLIT_WARNINGS
-        warnings.append(report.warning(f"… and {more} more label{_s(more)} missing from some split"))
-    return warnings
-
-
-def _line_of(g: int, results: Sequence[BlockScan], block_lines: Sequence[int]) -> int:
-    for result, base in zip(results, block_lines, strict=True):
-        if g < result.n_valid:
-            for j, line in enumerate(_row_lines(result.n_lines, result.blank_lines)):
-                if j == g:
-                    return base + line
-        g -= result.n_valid
-    raise IndexError(g)
-
-
-def _row_lines(n_lines: int, blank_lines: Sequence[int]):
-    """The lines (1-based, within a block) holding rows, in a block without bad rows."""
-    blank = set(blank_lines)
-    return (line for line in range(1, n_lines + 1) if line not in blank)
-
-
-def _s(n: int) -> str:
-    return "" if n == 1 else "s"
 

@@ -12,8 +12,9 @@ Split rule (stratified by label for classification; one stratum otherwise):
 
 How: rows are grouped by digest partition (equal records share a partition). One task per partition,
 run in the worker pool, finds the duplicates (`dedupe_partition`) and the rows whose key is small
-enough to be among their stratum's validation and test picks. The main process sorts those
-candidates (about a fifth of the rows) and assigns them (`assign_candidates`).
+enough to be among their stratum's validation and test picks (`find_duplicates`). The main process
+sorts those candidates (about a fifth of the rows), assigns them (`choose_splits`) and checks that no
+record is in two splits (`check_disjoint`).
 
 Codes in an assignment: 0 duplicate (dropped), 1 train, 2 validation, 3 test.
 """
@@ -22,8 +23,10 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 from math import floor, sqrt
 
 from fastuner.data.rows import PARTITIONS, BlockScan
@@ -51,6 +54,87 @@ class PartitionResult:
 
 # One block's share of a partition: (base ordinal, label map or None, records, ordinals, labels).
 PartitionSlice = tuple[int, list[int] | None, bytes, Sequence[int], Sequence[int]]
+
+
+@dataclass
+class Strata:
+    """The strata of a scan: one per label for classification (in order of first appearance), else one."""
+
+    names: list[str]  # label of each stratum; empty when not stratified
+    label_maps: list[list[int]] | None  # per block: its local label id -> stratum
+    rows: list[int]  # valid rows per stratum, duplicates included
+
+
+@dataclass
+class Deduplication:
+    keep: bytearray  # one byte per valid row: 1 for a first occurrence, 0 for a duplicate
+    count: int
+    example: tuple[int, int] | None  # (a duplicate's ordinal, the ordinal of the row it repeats)
+    distinct: list[int]  # distinct records per stratum
+    candidates: list[int]  # encoded (stratum, key, ordinal) of rows that may go to validation or test
+
+
+def strata_of(blocks: Sequence[BlockScan], stratified: bool) -> Strata:
+    if not stratified:
+        return Strata([], None, [sum(b.n_valid for b in blocks)])
+    ids: dict[str, int] = {}
+    maps = [[ids.setdefault(name, len(ids)) for name in block.label_names] for block in blocks]
+    rows = [0] * len(ids)
+    for block, label_map in zip(blocks, maps, strict=True):
+        for local, count in enumerate(block.label_counts):
+            rows[label_map[local]] += count
+    return Strata(list(ids), maps, rows)
+
+
+def find_duplicates(blocks: Sequence[BlockScan], strata: Strata, fractions: Sequence[Fraction],
+                    pool: Executor) -> Deduplication:
+    """Run `dedupe_partition` on every partition in `pool` and merge the results.
+
+    The candidate thresholds come from the counts before deduplication, so that one pass over the
+    partitions both deduplicates and collects candidates; `choose_splits` collects a stratum that
+    is left short again, in full.
+    """
+    thresholds = thresholds_for([sum(allocate(c, fractions)[1:]) for c in strata.rows], strata.rows)
+    jobs = [pool.submit(dedupe_partition, partition_slices(blocks, strata.label_maps, p), thresholds)
+            for p in range(PARTITIONS)]
+    keep = bytearray(b"\x01") * sum(b.n_valid for b in blocks)
+    distinct = list(strata.rows)
+    count = 0
+    example = None
+    candidates: list[int] = []
+    for job in jobs:
+        part = job.result()
+        count += len(part.dropped)
+        for g in part.dropped:
+            keep[g] = 0
+        for s, n in part.dropped_by_stratum.items():
+            distinct[s] -= n
+        if part.example and (example is None or part.example < example):
+            example = part.example
+        candidates += part.candidates
+    return Deduplication(keep, count, example, distinct, candidates)
+
+
+def choose_splits(blocks: Sequence[BlockScan], strata: Strata, dedup: Deduplication,
+                  sizes: Sequence[tuple[int, int, int]], pool: Executor) -> bytearray:
+    """The split code of every valid row, checked by `check_disjoint`."""
+    keep = dedup.keep
+    codes = bytearray(keep)  # 1 (train) for every kept row, 0 for duplicates
+    candidates = dedup.candidates
+    short = assign_candidates(candidates, keep, sizes, codes)
+    if short:
+        candidates = [c for c in candidates if c >> STRATUM_SHIFT not in short]
+        everything = every_row_of(short, len(sizes))
+        jobs = [pool.submit(dedupe_partition, partition_slices(blocks, strata.label_maps, p), everything, False)
+                for p in range(PARTITIONS)]
+        more = [c for job in jobs for c in job.result().candidates]
+        only_short = [size if s in short else (0, 0, 0) for s, size in enumerate(sizes)]
+        if assign_candidates(more, keep, only_short, codes):
+            raise InternalError(f"strata {sorted(short)} have fewer rows than planned")
+        candidates = sorted(candidates + more)
+    totals = [sum(size[i] for size in sizes) for i in range(3)]
+    check_disjoint(candidates, codes, totals, partial(record_of, blocks))
+    return codes
 
 
 def allocate(count: int, fractions: Sequence[Fraction]) -> tuple[int, int, int]:

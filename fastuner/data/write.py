@@ -60,7 +60,7 @@ def write_splits(scan: DatasetScan, store: ObjectStore, *, workers: int | None =
         with source, worker_pool(workers) as pool:
             n_blocks = 0
             for block, (parts, n_valid) in map_blocks(read_blocks(source, layout.block_bytes, file_hash),
-                                                      render_block, args, pool):
+                                                      render_block, args, pool, workers):
                 n_blocks += 1
                 if (block.index >= len(layout.block_sizes) or block.size != layout.block_sizes[block.index]
                         or n_valid != layout.block_valid[block.index]):

@@ -211,11 +211,11 @@ def test_the_disjointness_check_tells_a_shared_key_from_a_shared_record():
 
 def test_a_stratum_short_of_candidates_is_collected_again(write_rows, monkeypatch):
     """Thresholds only speed things up: with thresholds that catch nothing, the result is the same."""
-    import fastuner.data.scan as scan_module
+    import fastuner.data.split as split_module
 
     path = write_rows(classification_rows(600))
     expected = splits_of(scan_dataset(path, "classification"))
-    monkeypatch.setattr(scan_module, "thresholds_for", lambda wanted, counts: [b"\x00"] * len(counts))
+    monkeypatch.setattr(split_module, "thresholds_for", lambda wanted, counts: [b"\x00"] * len(counts))
     assert splits_of(scan_dataset(path, "classification")) == expected
 
 
@@ -263,7 +263,7 @@ def test_blocks_always_end_at_line_ends_and_cover_the_file(write_rows):
     assert [b.offset for b in blocks] == [sum(b.size for b in blocks[:i]) for i in range(len(blocks))]
     assert digest.size == len(data)
     assert [line for b in blocks for line in split_lines(b.parts())] == data.split(b"\n")[:-1]
-    results = [r for _, r in map_blocks(iter(blocks), split_lines, lambda b: (), InlineExecutor())]
+    results = [r for _, r in map_blocks(iter(blocks), split_lines, lambda b: (), InlineExecutor(), 1)]
     assert [len(r) for r in results] == [t.count(b"\n") for t in texts]
 
 
