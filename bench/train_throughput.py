@@ -202,7 +202,10 @@ def fastuner_model(base: Any, *, dropout: float, compile_layers: bool, device: t
 
     hp = make_hyperparameters({"task": "text_generation", "base_model": "bench", "lora_dropout": dropout})
     attention.register()
-    base.set_attn_implementation(attention.NAME)
+    try:
+        base.set_attn_implementation(attention.NAME)
+    except Exception:  # older transformers: set it on the (shared) config directly
+        base.config._attn_implementation = attention.NAME
     model = modeling.add_adapter(base, hp)
     backend = attention.choose_backend("auto", device, dtype)
     if compile_layers:
@@ -373,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                 check = masking_check(model, docs, backend, device, dtype)
                 batches = fastuner_batches(docs, cfg["batch_tokens"], backend)
                 seconds, tokens, loss = run_fastuner(model, batches, device, dtype, warmup, steps)
-                return seconds, tokens, loss, {"attention": backend, "compile": cfg["compile"],
+                still_compiled = any(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules())
+                return seconds, tokens, loss, {"attention": backend, "compile": cfg["compile"] and still_compiled,
                                                "lora_dropout": cfg["dropout"], "batch_tokens": cfg["batch_tokens"],
                                                "masking_check_max_abs_diff": check}
 

@@ -84,7 +84,11 @@ def _varlen(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, docs: D
             scaling: float) -> torch.Tensor:
     fn, params = _varlen_fn()
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [T, H, D]
-    kwargs: dict[str, Any] = {"scale": scaling}
+    kwargs: dict[str, Any] = {}
+    if "scale" in params:
+        kwargs["scale"] = scaling
+    elif abs(scaling - q.shape[-1] ** -0.5) > 1e-12:  # early varlen_attn had no scale argument
+        q = q * (scaling * q.shape[-1] ** 0.5)
     if "window_size" in params:
         kwargs["window_size"] = (-1, 0)
     else:
@@ -122,7 +126,9 @@ def _flex(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, docs: Doc
         def same_document_causal(b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
             return (doc_ids[q_idx] == doc_ids[kv_idx]) & (q_idx >= kv_idx)
 
-        block_mask = create_block_mask(same_document_causal, None, None, total, total, device=query.device)
+        extra = {"_compile": True} if "_compile" in inspect.signature(create_block_mask).parameters else {}
+        block_mask = create_block_mask(same_document_causal, None, None, total, total, device=query.device,
+                                       **extra)
         docs.cache["block_mask"] = block_mask
     out = _compiled_flex()(query, key, value, block_mask=block_mask, scale=scaling,
                            enable_gqa=key.shape[1] != query.shape[1])

@@ -24,7 +24,8 @@ from .distributed import World, any_flag, average_gradients, barrier, gather_obj
 from .errors import Terminated, TrainError
 from .evaluation import evaluate
 from .logs import emit
-from .modeling import Runtime
+from .loss import use_compiled_softmax_grad
+from .modeling import Runtime, decompile_layers, is_compile_error
 from .packing import Batch, collate_packed, collate_padded, plan_packed_batches, plan_padded_batches
 from .settings import Hyperparameters
 from .signals import StopFlag
@@ -106,13 +107,23 @@ def optimizer_step(model: Any, params: list[torch.nn.Parameter], optimizer: Any,
     tokens (or examples); returns [sum of losses, number of targets] (fp64, on device, no sync)."""
     n_targets = max(1, sum(b.n_targets for b in batches))
     stats = torch.zeros(2, dtype=torch.float64, device=runtime.device)
-    for batch in batches:
-        batch = batch.to(runtime.device)
-        with runtime.autocast_context():
-            loss = steps.loss_sum(model, batch, causal=causal, chunk_tokens=chunk_tokens)
-        (loss / n_targets).backward()
-        stats[0] += loss.detach().double()
-        stats[1] += batch.n_targets
+    try:
+        for batch in batches:
+            batch = batch.to(runtime.device)
+            with runtime.autocast_context():
+                loss = steps.loss_sum(model, batch, causal=causal, chunk_tokens=chunk_tokens)
+            (loss / n_targets).backward()
+            stats[0] += loss.detach().double()
+            stats[1] += batch.n_targets
+    except Exception as error:
+        # torch.compile is an optimisation: if it cannot handle this model here, train without it
+        if not (is_compile_error(error) and decompile_layers(model)):
+            raise
+        log.warning("torch.compile failed, continuing without it: %s", str(error).splitlines()[0][:300])
+        use_compiled_softmax_grad(False)
+        optimizer.zero_grad(set_to_none=True)
+        return optimizer_step(model, params, optimizer, scheduler, batches, runtime=runtime, world=world,
+                              causal=causal, chunk_tokens=chunk_tokens)
     average_gradients(world, params)
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     optimizer.step()

@@ -197,6 +197,21 @@ def compile_layers(model: Any) -> int:
     return len(layers)
 
 
+def decompile_layers(model: Any) -> bool:
+    """Undo compile_layers; True if something was compiled."""
+    found = False
+    for module in model.modules():
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            module._compiled_call_impl = None
+            found = True
+    return found
+
+
+def is_compile_error(error: BaseException) -> bool:
+    return type(error).__module__.startswith(("torch._dynamo", "torch._inductor")) or type(error).__name__ in (
+        "BackendCompilerFailed", "InductorError", "Unsupported")
+
+
 class uncompiled:  # a context manager, named like torch.no_grad
     """Run compiled decoder layers eagerly inside the block (generation's KV cache shapes vary)."""
 
