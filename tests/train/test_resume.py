@@ -66,3 +66,15 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(
                                           for j in (job, reference))
     assert resumed_metrics["best_step"] == reference_metrics["best_step"]
     assert resumed_metrics["test_loss"] == pytest.approx(reference_metrics["test_loss"], abs=1e-5)
+
+
+def test_a_checkpoint_from_another_job_is_refused(tmp_path: Path, models: dict[str, Path]) -> None:
+    job = make_job(tmp_path, "text_generation", sizes=(8, 2, 2))
+    hps = {"task": "qa", "base_model": str(models["llama_chat"]), "epochs": 1, "max_steps": 3, "batch_tokens": 64,
+           "max_seq_len": 32, "checkpoint_every": 1}
+    assert main(job.args(**hps), job.env()) == 0
+    assert complete_checkpoints(job.checkpoint_dir)
+    assert main(job.args(**{**hps, "lora_r": 8}), job.env()) == 2
+    reason = job.failure.read_text().strip()
+    assert re.match(rf"checkpoint {re.escape(str(job.checkpoint_dir))}/step-\d{{8}} belongs to a different job "
+                    r"\(lora_r changed\): use another checkpoint_dir or delete it$", reason)
