@@ -139,7 +139,8 @@ def test_qlora_job_without_validation(models: dict[str, Path], tmp_path: Path) -
     job = make_job(tmp_path, "text_generation", sizes=(16, 4, 4))
     del job.channels["validation"]
     rc = main(job.args(task="text_generation", base_model=models["llama_plain"], method="qlora", max_steps=2,
-                       batch_tokens=128, max_seq_len=64, packing="false"), job.env())
+                       batch_tokens=128, max_seq_len=64, packing="false", gradient_checkpointing="true"),
+              job.env())
     assert rc == 0
     metrics = job.metrics()
     assert metrics["steps"] == 2 and metrics["best_eval_loss"] is None and "test_loss" in metrics

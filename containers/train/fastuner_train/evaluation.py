@@ -81,8 +81,10 @@ def exact_match(model: Any, tokenizer: Any, records: list[dict[str, str]], promp
                 runtime: Runtime) -> float:
     """Greedy decoding; max_new_tokens is bounded by the longest target of the batch (+1 for EOS)."""
     mine = records[world.rank::world.size]
-    prompts = [encode_prompt(tokenizer, r["input"], prompt_kind)[-max_len:] for r in mine]
     target_lens = [len(tokenizer(r["target"], add_special_tokens=False)["input_ids"]) + 1 for r in mine]
+    # the prompt keeps its end, and leaves room for the answer inside the model's length
+    prompts = [encode_prompt(tokenizer, r["input"], prompt_kind)[-max(1, max_len - min(n, max_new_tokens)):]
+               for r, n in zip(mine, target_lens, strict=True)]
     order = sorted(range(len(mine)), key=lambda i: (len(prompts[i]), target_lens[i]))
     was_training = model.training
     model.eval()
