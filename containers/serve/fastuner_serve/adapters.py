@@ -38,20 +38,26 @@ class BaseIdentity:
     modules: frozenset[str]
 
 
-def check_compatible(name: str, artifact: AdapterArtifact, base: BaseIdentity) -> None:
-    """Raise a 409 saying why `artifact` cannot run on `base` (rules in README, 'Matching')."""
-    if artifact.server_task != base.task:
+def check_identity(name: str, artifact: AdapterArtifact, *, task: str, model: str, names: frozenset[str],
+                   revision: str | None) -> None:
+    """Task, base name and revision: checkable before the base is loaded (README, 'Matching')."""
+    if artifact.server_task != task:
         raise ApiError(409, "adapter_task_mismatch",
-                       f"adapter '{name}' is a {artifact.task} adapter; this server serves {base.task}")
-    if normalize_name(artifact.base_model) not in base.names:
+                       f"adapter '{name}' is a {artifact.task} adapter; this server serves {task}")
+    if normalize_name(artifact.base_model) not in names:
         raise ApiError(409, "adapter_base_mismatch",
                        f"adapter '{name}' was trained on '{artifact.base_model}'; this server serves "
-                       f"'{base.model}' (start it with --base-model-id '{artifact.base_model}' if that "
+                       f"'{model}' (start it with --base-model-id '{artifact.base_model}' if that "
                        "is the same model)")
-    if artifact.base_model_revision and base.revision and artifact.base_model_revision != base.revision:
+    if artifact.base_model_revision and revision and artifact.base_model_revision != revision:
         raise ApiError(409, "adapter_base_mismatch",
                        f"adapter '{name}' was trained on revision {artifact.base_model_revision}; this "
-                       f"server serves revision {base.revision}")
+                       f"server serves revision {revision}")
+
+
+def check_compatible(name: str, artifact: AdapterArtifact, base: BaseIdentity) -> None:
+    """Raise a 409 saying why `artifact` cannot run on `base`: identity, tokenizer, layer shapes."""
+    check_identity(name, artifact, task=base.task, model=base.model, names=base.names, revision=base.revision)
     if artifact.tokenizer_hash and base.tokenizer_hash and artifact.tokenizer_hash != base.tokenizer_hash:
         raise ApiError(409, "adapter_base_mismatch",
                        f"adapter '{name}' was trained with another tokenizer ({artifact.tokenizer_hash}) "

@@ -56,6 +56,7 @@ class App:
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # listen backlog: socketserver's default of 5 resets bursts of clients
     app: App | None = None
 
 
@@ -206,13 +207,16 @@ class Handler(BaseHTTPRequestHandler):
         app = self.server.app
         if app is not None and app.shutting_down.is_set():
             self.close_connection = True
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client left; its request line is still logged
 
     def log_message(self, format: str, *args: Any) -> None:  # http.server's own messages (bad request lines)
         log(format % args)

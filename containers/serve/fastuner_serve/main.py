@@ -1,9 +1,9 @@
 """Start-up and shutdown: the order is chosen so that cheap failures come first.
 
-1. settings (exit 2), 2. bind the port (exit 5), 3. read every local adapter artifact (exit 4), all
-before torch is imported (well under a second); 4. load the base model (exit 3), 5. register the
-adapters against it (exit 4); 6. serve, print `listening on http://HOST:PORT` as the first stdout line
-and write `--port-file`. SIGTERM/SIGINT: stop accepting, let in-flight requests finish (at most
+1. settings (exit 2), 2. bind the port (exit 5), 3. a missing local base folder (exit 3), every local
+adapter artifact, its task and base name (exit 4), all before torch is imported (well under a second);
+4. load the base model (exit 3), 5. register the adapters against it (tokenizer, layer shapes; exit 4);
+6. serve: write `--port-file`, then print `listening on http://HOST:PORT` as the first stdout line. SIGTERM/SIGINT: stop accepting, let in-flight requests finish (at most
 `--shutdown-timeout` seconds), exit 0.
 """
 
@@ -17,8 +17,9 @@ import threading
 import time
 from pathlib import Path
 
-from .artifact import ArtifactError, read_artifact
-from .errors import EXIT_ADAPTER, EXIT_PORT, ApiError, StartupError
+from .adapters import check_identity
+from .artifact import ArtifactError, base_model_names, read_artifact
+from .errors import EXIT_ADAPTER, EXIT_BASE_MODEL, EXIT_PORT, ApiError, StartupError
 from .settings import Settings, load_settings
 
 
@@ -37,7 +38,7 @@ def run(argv: list[str], stop: threading.Event) -> int:
     settings = load_settings(argv)
     server = bind(settings)
     try:
-        task_hint = precheck_adapters(settings)
+        task_hint = precheck(settings)
         # torch and transformers are imported only now.
         from .adapters import Registry
         from .api import App, Handler, log
@@ -58,12 +59,15 @@ def run(argv: list[str], stop: threading.Event) -> int:
         server.app = App(settings, engine, registry, metrics)
         threading.Thread(target=server.serve_forever, name="fastuner-http", daemon=True).start()
         host, port = server.server_address[:2]
-        print(f"listening on http://{host}:{port}", flush=True)
         if settings.port_file:
             write_port_file(Path(settings.port_file), port)
+        print(f"listening on http://{host}:{port}", flush=True)
         log(f"ready: base={settings.base_model} task={engine.task} adapters={len(settings.adapters)} "
             f"cache_size={settings.cache_size} device={base.device} pid={os.getpid()}")
-        stop.wait()
+        # A timed wait: a signal may be delivered to any thread, and an untimed wait in the main thread
+        # would not wake up to run the Python handler until something else woke it.
+        while not stop.wait(0.2):
+            pass
     except BaseException:
         server.server_close()
         raise
@@ -94,24 +98,34 @@ def bind(settings: Settings):
         raise StartupError(f"cannot listen on {where}: {error.strerror or error}", exit_code=EXIT_PORT) from None
 
 
-def precheck_adapters(settings: Settings) -> str | None:
-    """Read every local adapter given at start; the task of the first one is the default task."""
-    tasks: dict[str, str] = {}
+def precheck(settings: Settings) -> str | None:
+    """What can fail without torch: a missing local base folder, every local adapter artifact, its task,
+    base name and revision. Returns the task of the first adapter (the default task)."""
+    base = settings.base_model
+    if base.startswith(("/", "./", "../", "~")) and not Path(base).expanduser().exists():
+        raise StartupError(f"cannot load base model '{base}': the folder does not exist", exit_code=EXIT_BASE_MODEL)
+    artifacts = {}
     for name, location in settings.adapters.items():
         if location.startswith("s3://"):
             continue
         try:
-            artifact = read_artifact(location)
+            artifacts[name] = read_artifact(location)
         except ArtifactError as error:
             raise StartupError(f"adapter '{name}': {error}", exit_code=EXIT_ADAPTER) from None
-        tasks[name] = artifact.server_task
-    expected = settings.task or next(iter(tasks.values()), None)
-    for name, task in tasks.items():
-        if task != expected:
-            source = "--task" if settings.task else f"the first adapter '{next(iter(tasks))}'"
-            raise StartupError(f"adapter '{name}' is a {task} adapter but {source} says {expected}",
+    first = next(iter(artifacts), None)
+    task = settings.task or (artifacts[first].server_task if first else None)
+    names = base_model_names(base, settings.base_model_ids)
+    for name, artifact in artifacts.items():
+        if artifact.server_task != task:
+            source = "--task" if settings.task else f"the first adapter '{first}'"
+            raise StartupError(f"adapter '{name}' is a {artifact.server_task} adapter but {source} says {task}",
                                exit_code=EXIT_ADAPTER)
-    return expected
+        try:
+            check_identity(name, artifact, task=task, model=base, names=names,
+                           revision=settings.base_model_revision)
+        except ApiError as error:
+            raise StartupError(error.message, exit_code=EXIT_ADAPTER) from None
+    return task
 
 
 def write_port_file(path: Path, port: int) -> None:

@@ -61,7 +61,7 @@ def parse_invocation(body: bytes, headers: Mapping[str, str], *, max_inputs: int
     if len(items) > max_inputs:
         raise ApiError(413, "too_many_inputs", f"{len(items)} inputs in one request; the limit is {max_inputs}")
 
-    if not isinstance(data.get("parameters") or {}, dict):
+    if not isinstance(data.get("parameters", {}), dict | None):
         raise bad_request("'parameters' must be an object")
     params = dict(data.get("parameters") or {})
     for key in params:

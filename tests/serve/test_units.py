@@ -1,0 +1,100 @@
+"""Pure parts, in-process: settings precedence, artifact refusals, LRU slots, request parsing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from factory import make_adapter
+from fastuner_serve.adapters import SlotCache
+from fastuner_serve.artifact import ArtifactError, read_artifact
+from fastuner_serve.errors import ApiError, StartupError
+from fastuner_serve.protocol import parse_invocation
+from fastuner_serve.settings import load_settings
+
+
+def test_settings_precedence_config_then_env_then_flags(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "serve.json").write_text(json.dumps({
+        "base_model": "org/model", "cache_size": 3, "port": 9000,
+        "adapters": {"a": "a", "b": "s3://bucket/b/"},
+    }))
+    env = {"FASTUNER_ADAPTERS": json.dumps({"b": "/env/b", "c": "/env/c"}), "SM_MODEL_DIR": str(tmp_path / "none")}
+    settings = load_settings(["--config", str(tmp_path / "serve.json"), "--cache-size", "5",
+                              "--adapter", "c=/flag/c"], env)
+    assert settings.base_model == "org/model" and settings.cache_size == 5 and settings.port == 9000
+    assert settings.adapters == {"a": str(tmp_path / "a"), "b": "/env/b", "c": "/flag/c"}
+    assert settings.host == "127.0.0.1"
+    assert load_settings(["serve", "--base-model", "m"], {"SM_MODEL_DIR": "/nowhere"}).host == "0.0.0.0"
+    assert load_settings(["--base-model", "m"], {"SAGEMAKER_BIND_TO_PORT": "9123"}).port == 9123
+
+
+def test_settings_discover_the_sagemaker_model_dir(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.json").write_text("{}")
+    for name in ("x", "y"):
+        (tmp_path / "adapters" / name).mkdir(parents=True)
+        (tmp_path / "adapters" / name / "fastuner.json").write_text("{}")
+    settings = load_settings(["serve"], {"SM_MODEL_DIR": str(tmp_path)})
+    assert settings.base_model == str(tmp_path / "base")
+    assert settings.adapters == {"x": str(tmp_path / "adapters" / "x"), "y": str(tmp_path / "adapters" / "y")}
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "fastuner.json").write_text(json.dumps({"base_model": "org/base"}))
+    settings = load_settings(["serve"], {"SM_MODEL_DIR": str(single)})
+    assert (settings.base_model, settings.adapters) == ("org/base", {"default": str(single)})
+    with pytest.raises(StartupError, match="no base model"):
+        load_settings([], {"SM_MODEL_DIR": str(tmp_path / "empty")})
+    with pytest.raises(StartupError, match="invalid adapter name"):
+        load_settings(["--base-model", "m", "--adapter", "../x=/y"], {"SM_MODEL_DIR": "/nowhere"})
+
+
+def test_artifacts_this_server_would_serve_wrong_are_refused(models, tmp_path):
+    ok = read_artifact(models["c5"])
+    assert ok.labels is not None and len(ok.labels) == 5
+    assert {t.module.rsplit(".", 1)[1] for t in ok.targets} == {"query", "value"}
+    assert ok.targets[0].rank == 8 and ok.targets[0].scaling == 1.0
+    dora = make_adapter(models["bert-cls"], tmp_path / "dora", task="classification", labels=["a", "b", "c"])
+    config = json.loads((dora / "adapter_config.json").read_text())
+    (dora / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    with pytest.raises(ArtifactError, match="use_dora=True is not supported"):
+        read_artifact(dora)
+    few_labels = shutil.copytree(models["c3"], tmp_path / "few")
+    meta = json.loads((few_labels / "fastuner.json").read_text())
+    (few_labels / "fastuner.json").write_text(json.dumps({**meta, "labels": ["a", "b"]}))
+    with pytest.raises(ArtifactError, match="no saved classification head with 2 outputs"):
+        read_artifact(few_labels)
+    no_meta = shutil.copytree(models["c3"], tmp_path / "no-meta")
+    (no_meta / "fastuner.json").unlink()
+    with pytest.raises(ArtifactError, match=r"fastuner\.json is missing"):
+        read_artifact(no_meta)
+
+
+def test_slot_cache_is_lru_and_respects_pinned_slots():
+    cache = SlotCache(2)
+    assert cache.admit(("a", 1), set()) == (1, None)
+    assert cache.admit(("b", 1), set()) == (2, None)
+    assert cache.lookup(("a", 1)) == 1  # a is now the most recent
+    assert cache.admit(("c", 1), set()) == (2, ("b", 1))
+    assert cache.admit(("d", 1), pinned={1}) == (2, ("c", 1))  # a is pinned by the batch
+    assert cache.keys() == [("a", 1), ("d", 1)]
+    assert cache.drop(("a", 1)) == 1 and cache.admit(("e", 1), set()) == (1, None)
+
+
+def test_adapter_selection_and_body_parsing():
+    def parse(body, headers=None):
+        return parse_invocation(json.dumps(body).encode(), headers or {}, max_inputs=4, max_new_tokens_limit=100)
+
+    assert parse({"inputs": "x"}).adapter is None
+    attrs = "X-Amzn-SageMaker-Custom-Attributes"
+    assert parse({"inputs": "x"}, {attrs: "a=1,adapter=z ; b=2"}).adapter == "z"
+    assert parse({"inputs": "x", "adapter": "z"}, {"X-Amzn-SageMaker-Inference-Component": "z"}).adapter == "z"
+    call = parse({"inputs": ["x", "y"], "parameters": {"max_new_tokens": 7, "stop": "\n"}, "temperature": 0.5})
+    assert call.batched and call.params.max_new_tokens == 7 and call.params.stop == ("\n",)
+    assert call.params.temperature == 0.5 and set(call.generation_keys) == {"max_new_tokens", "stop", "temperature"}
+    for body, status in (({"inputs": ["x"] * 5}, 413), ({"inputs": "x", "max_new_tokens": 101}, 400),
+                         ({"inputs": "x", "max_new_tokens": True}, 400), ({"inputs": "x", "parameters": []}, 400)):
+        with pytest.raises(ApiError) as error:
+            parse(body)
+        assert error.value.status == status, body
