@@ -120,3 +120,16 @@ def test_chunked_loss_equals_cross_entropy_with_frozen_and_trainable_head() -> N
 @pytest.mark.parametrize("backend", ["varlen", "flex"])
 def test_gpu_backends_match_per_document_attention(backend: str) -> None:
     assert attention.self_check(backend, torch.device("cuda"), torch.bfloat16) is None
+
+
+def test_self_check_rejects_a_backend_that_leaks_across_documents(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastuner_train.packing import Documents
+
+    real = attention._sdpa_groups
+
+    def one_document(q, k, v, docs, scaling):  # plain causal attention over the whole row
+        return real(q, k, v, Documents(lengths=[sum(docs.lengths)]).to(q.device), scaling)
+
+    monkeypatch.setattr(attention, "_sdpa_groups", one_document)
+    problem = attention.self_check("sdpa", torch.device("cpu"), torch.bfloat16)
+    assert problem is not None and problem.startswith("output differs from per-document attention")
