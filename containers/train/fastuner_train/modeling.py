@@ -163,9 +163,14 @@ def add_adapter(model: Any, hp: Hyperparameters) -> Any:
         bias="none", task_type=TaskType.CAUSAL_LM if hp.is_causal_lm else TaskType.SEQ_CLS,
     )
     try:
-        return get_peft_model(model, config)
+        model = get_peft_model(model, config)
     except ValueError as error:
         raise TrainError(f"cannot add the LoRA adapter: {str(error).splitlines()[0]}") from None
+    if hp.method == "lora":
+        from .lora import streamline_lora
+
+        streamline_lora(model)
+    return model
 
 
 def decoder_and_head(model: Any) -> tuple[Any, Any]:
