@@ -10,7 +10,8 @@ masked), AdamW, gradient clipping at 1.0, the same documents:
      (attention leaks across documents; standard HF loss over full-vocabulary logits)
   c  fastuner's training step, imported from containers/train (loop.optimizer_step, the code train.py
      runs): packed rows of `batch_tokens` with per-document attention (varlen / flex / SDPA groups,
-     self-checked), target-only chunked cross-entropy, torch.compile of the decoder layers on CUDA
+     self-checked), target-only chunked cross-entropy, the lean LoRA forward, torch.compile of the
+     decoder layers on CUDA; LoRA dropout 0 (the program's default is 0.05: see c_dropout_0.05)
   c_* extra runs of c (no compile, dropout 0.05, a larger batch) when the time budget allows
 
 Throughput counts real (non-pad) tokens. Model FLOPs per real token (useful work, the same formula
