@@ -44,7 +44,7 @@ def evaluate(model: Any, batches: list[Any], *, causal: bool, n_labels: int, wor
     confusion = torch.zeros((max(n_labels, 1), max(n_labels, 1)), dtype=torch.float64, device=runtime.device)
     for batch in batches:
         batch = batch.to(runtime.device)
-        with runtime.autocast_context():
+        with runtime.autocast_context(), uncompiled(model):  # no second compilation for no_grad
             if causal:
                 loss = steps.causal_lm_loss_sum(model, batch, chunk_tokens)
             else:
