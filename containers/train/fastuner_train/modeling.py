@@ -221,7 +221,10 @@ class uncompiled:  # a context manager, named like torch.no_grad
     """Run compiled decoder layers eagerly inside the block (generation's KV cache shapes vary)."""
 
     def __init__(self, model: Any) -> None:
-        decoder, _ = decoder_and_head(model) if hasattr(model, "get_base_model") else (None, None)
+        try:
+            decoder, _ = decoder_and_head(model)
+        except (AttributeError, NotImplementedError, TypeError):  # not a causal LM: nothing compiled
+            decoder = None
         self.layers = list(getattr(decoder, "layers", []) or [])
         self.saved: list[Any] = []
 
