@@ -9,8 +9,9 @@ non-ASCII text, a skewed label distribution, an extra "id" field, ~2% duplicates
 differing only in surrounding whitespace), then, each in a fresh child process:
 - `sha256sum` on the file (the throughput yardstick);
 - `scan_dataset` (validate + dedup + split, the file's SHA-256 included), then `write_splits`
-  into a temporary store; peak memory: the scan's main process (getrusage) and the sum over the
-  process tree (main + workers) sampled every 20 ms from /proc;
+  into a temporary store; peak memory: the main process's VmHWM (exact), and the largest worker and
+  the sum over the process tree (main + workers) sampled every 20 ms from /proc. (Not getrusage:
+  a child started with vfork inherits its parent's peak RSS in ru_maxrss.)
 - the pandas + scikit-learn pipeline a user would write (read_json(lines=True), validation with pandas
   string ops, drop_duplicates, two stratified train_test_split calls, to_json), on a smaller file
   (`--pandas-mb`, default 200) because at 1 GB it needs many GB of memory; fastuner runs on that same
@@ -146,9 +147,13 @@ def generate(path: Path, size: int, task: str, non_ascii: float = 0.3, seed: int
 
 
 def _head(path: Path, dest: Path, size: int) -> Path:
-    with open(path, "rb") as source:
-        data = source.read(size)
-    dest.write_bytes(data[:data.rfind(b"\n") + 1])
+    """The first `size` bytes of `path`, up to a line end, copied to `dest`."""
+    with open(path, "rb") as source, open(dest, "wb") as out:
+        left = size
+        while left > 0:
+            chunk = source.read(min(left, 1 << 20))
+            left -= len(chunk)
+            out.write(chunk if left > 0 else chunk[:chunk.rfind(b"\n") + 1])
     return dest
 
 
@@ -199,18 +204,17 @@ def _child_fastuner(job: dict) -> dict:
     scan = scan_dataset(job["path"], job["task"], workers=job["workers"])
     scan_s = time.perf_counter() - t0
     scan_cpu = _cpu_seconds() - cpu0
-    scan_tree_mb = sampler.take_peak()
-    main_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    scan_tree_mb, worker_mb = sampler.take_peak()
+    main_mb = _vm_hwm_mb()
     t1 = time.perf_counter()
     outputs = write_splits(scan, LocalObjectStore(job["store"]), workers=job["workers"])
     write_s = time.perf_counter() - t1
     write_cpu = _cpu_seconds() - cpu0 - scan_cpu
-    write_tree_mb = sampler.take_peak()
+    write_tree_mb, _ = sampler.take_peak()
     sampler.stop()
     return {"scan_s": round(scan_s, 3), "write_s": round(write_s, 3),
             "scan_cpu_s": round(scan_cpu, 2), "write_cpu_s": round(write_cpu, 2),
-            "scan_main_maxrss_mb": round(main_mb, 1), "scan_worker_maxrss_mb": round(worker_mb, 1),
+            "scan_main_peak_mb": round(main_mb, 1), "scan_worker_peak_mb": round(worker_mb, 1),
             "scan_tree_peak_mb": round(scan_tree_mb, 1), "write_tree_peak_mb": round(write_tree_mb, 1),
             "counts": scan.counts.to_dict(), "splits": scan.split_rows,
             "manifest_key": outputs["manifest_key"]}
@@ -250,7 +254,7 @@ def _child_pandas(job: dict) -> dict:
         part.to_json(out / f"{name}.jsonl", orient="records", lines=True, force_ascii=False)
     write_s = time.perf_counter() - t1
     return {"split_s": round(split_s, 3), "write_s": round(write_s, 3), "split_cpu_s": round(split_cpu, 2),
-            "maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "maxrss_mb": round(_vm_hwm_mb(), 1),
             "distinct": len(df), "splits": [len(train), len(validation), len(test)]}
 
 
@@ -276,19 +280,30 @@ def _child_parsers(job: dict) -> dict:
     return out
 
 
+def _vm_hwm_mb() -> float:
+    """Peak RSS of this process's address space, in MiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 class _TreeSampler:
-    """Peak total RSS of this process and its descendants, sampled from /proc every 20 ms."""
+    """Peak total RSS of this process and its descendants, and the largest descendant's, sampled from
+    /proc every 20 ms."""
 
     def __init__(self) -> None:
-        self._peak = 0
+        self._peak = (0, 0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def take_peak(self) -> float:
-        """Peak since the last call, in MB (MiB)."""
-        peak, self._peak = self._peak, 0
-        return max(peak, self._sample()) / 1024
+    def take_peak(self) -> tuple[float, float]:
+        """(tree, largest descendant) peaks since the last call, in MiB."""
+        peak, self._peak = self._peak, (0, 0)
+        now = self._sample()
+        return max(peak[0], now[0]) / 1024, max(peak[1], now[1]) / 1024
 
     def stop(self) -> None:
         self._stop.set()
@@ -296,11 +311,12 @@ class _TreeSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.02):
-            self._peak = max(self._peak, self._sample())
+            total, largest = self._sample()
+            self._peak = (max(self._peak[0], total), max(self._peak[1], largest))
 
     @staticmethod
-    def _sample() -> int:
-        """Total VmRSS in KiB of this process and its descendants."""
+    def _sample() -> tuple[int, int]:
+        """Total VmRSS in KiB of this process and its descendants, and the largest descendant's."""
         parents: dict[int, int] = {}
         rss: dict[int, int] = {}
         for entry in os.listdir("/proc"):
@@ -315,14 +331,16 @@ class _TreeSampler:
             parents[pid] = int(fields["PPid"])
             rss[pid] = int(fields.get("VmRSS", "0 kB").split()[0])
         me = os.getpid()
-        total = 0
+        total = largest = 0
         for pid in rss:
             p = pid
             while p and p != me:
                 p = parents.get(p, 0)
             if p == me:
                 total += rss[pid]
-        return total
+                if pid != me:
+                    largest = max(largest, rss[pid])
+        return total, largest
 
 
 def _report(figures: dict, size: int) -> None:
@@ -336,8 +354,8 @@ def _report(figures: dict, size: int) -> None:
             ("sha256sum", f"{figures['sha256sum_s']:.2f} s", f"{sha_mb_s:,.0f}", f"{figures['sha256sum_cpu_s']:.2f}", ""),
             ("fastuner scan (validate+dedup+split+sha256)", f"{run['scan_s']:.2f} s", f"{scan_mb_s:,.0f}",
              f"{run['scan_cpu_s']:.2f}",
-             f"tree {run['scan_tree_peak_mb']:.0f} MB (main {run['scan_main_maxrss_mb']:.0f}, "
-             f"largest worker {run['scan_worker_maxrss_mb']:.0f})"),
+             f"tree {run['scan_tree_peak_mb']:.0f} MB (main {run['scan_main_peak_mb']:.0f}, "
+             f"largest worker {run['scan_worker_peak_mb']:.0f})"),
             ("fastuner write_splits", f"{run['write_s']:.2f} s", f"{mb / run['write_s']:,.0f}",
              f"{run['write_cpu_s']:.2f}", f"tree {run['write_tree_peak_mb']:.0f} MB"),
             ("fastuner scan + write", f"{run['scan_s'] + run['write_s']:.2f} s",

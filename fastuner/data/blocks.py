@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
-DEFAULT_BLOCK_BYTES = 8 << 20
+DEFAULT_BLOCK_BYTES = 4 << 20  # 8 MB was measured no faster, with a third more peak memory
+PARALLEL_MIN_BYTES = 64 << 20  # below this, starting worker processes costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,9 @@ def map_blocks(blocks: Iterator[Block], fn: Callable, args: Callable[[Block], tu
         yield done, future.result()
 
 
-def default_workers(file_size: int, block_bytes: int) -> int:
-    """One process for a file of a few blocks; otherwise one per usable core (at most 8)."""
-    if file_size < 4 * block_bytes:
+def default_workers(file_size: int) -> int:
+    """One process for a small file; otherwise one per usable core (at most 8)."""
+    if file_size < PARALLEL_MIN_BYTES:
         return 1
     try:
         cores = len(os.sched_getaffinity(0))

@@ -146,7 +146,7 @@ def scan_dataset(path: str | Path, task: str, *, split: SplitSpec = SplitSpec(),
     file_hash = FileHash()
     with _open_dataset(path, shown, address) as file:
         if workers is None:
-            workers = default_workers(os.fstat(file.fileno()).st_size, block_bytes)
+            workers = default_workers(os.fstat(file.fileno()).st_size)
         with worker_pool(workers) as pool:
             results: list[BlockScan] = []
             block_sizes: list[int] = []

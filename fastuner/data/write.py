@@ -46,7 +46,7 @@ def write_splits(scan: DatasetScan, store: ObjectStore, *, workers: int | None =
         return limits, block.index == 0, codes
 
     if workers is None:
-        workers = default_workers(scan.source_bytes, layout.block_bytes)
+        workers = default_workers(scan.source_bytes)
     writers = {name: store.open_writer() for name in SPLITS}
     file_hash = FileHash()
     changed = DiagnosticsError.single(
