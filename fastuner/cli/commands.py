@@ -255,6 +255,7 @@ def _report(result, plan, console: Console) -> int:
     failed = [r for r in result.results if r.status == "failed"]
     skipped = [r for r in result.results if r.status == "skipped"]
     pending = [r for r in result.results if r.status == "pending"]
+    deferred = [r for r in result.results if r.status == "deferred"]
     cancelled = [r for r in result.results if r.status == "cancelled"]
     line = (f"{counts['create']} created, {counts['update']} updated, {counts['replace']} replaced, "
             f"{counts['delete']} destroyed")
@@ -274,7 +275,9 @@ def _report(result, plan, console: Console) -> int:
     console.print(f"\n[bold green]Apply complete![/bold green] Resources: {line}.")
     if pending:
         console.print(f"{len(pending)} still running: " + ", ".join(escape(r.address) for r in pending)
-                      + ". Run `fastuner apply` later to pick up their results.")
+                      + ". Run `fastuner apply` later to pick up their results"
+                      + (f" and carry out what waits on them ({', '.join(escape(r.address) for r in deferred)})"
+                         if deferred else "") + ".")
     state = result.state
     if state is not None:
         for address in [r.address for r in result.results if r.status == "done" and r.action != "delete"]:

@@ -220,5 +220,5 @@ def main(argv: list[str] | None = None) -> int:
     return rc if isinstance(rc, int) else 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m fastuner.cli.main
     sys.exit(main())

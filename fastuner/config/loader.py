@@ -77,7 +77,8 @@ class Spec:
 
     @property
     def base_dir(self) -> Path:
-        return self.file.parent
+        """The spec's folder, absolute: relative paths in the spec are relative to it."""
+        return self.file.resolve().parent
 
     @property
     def positions(self) -> Mapping[Path_, tuple[int, int]]:

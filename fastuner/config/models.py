@@ -83,6 +83,7 @@ class LocalProvider(Strict):
         None, description="Python interpreter that runs the training and serving programs; default: this one."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where local training and serving run.")
+    training_slots: int = Field(1, ge=1, le=64, description="Adapters trained at the same time on this machine.")
 
 
 class SageMakerProvider(Strict):

@@ -240,7 +240,8 @@ class _Run:
             msg = f"skipped: upstream failed ({items[cause[0]].address})"
         else:
             msg = "skipped: upstream did not complete"
-        self._finish(change, Result(change.address, str(change.action), "skipped", msg))
+        status = "deferred" if cause and cause[1] == "pending" else "skipped"
+        self._finish(change, Result(change.address, str(change.action), status, msg))
         for other in [k for k in pending if self._blocked_by(k, key, items)]:
             self._skip(items[other], pending, items, cause=cause or (key, "failed"))  # name the root cause
 
@@ -363,6 +364,7 @@ def _mark_pending(state: State, change: Change, op: str, now: datetime) -> None:
         rs.created_at = None  # a new instance (replaced, recreated, renewed): its ttl starts when it is ready
         rs.status = Status.PENDING
         rs.identity = change.identity
+        rs.generation = change.generation
         rs.physical_name = change.physical_name
         rs.inputs = dict(change.after or {})
         rs.depends_on = list(change.depends_on)

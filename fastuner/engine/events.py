@@ -12,7 +12,7 @@ from fastuner.plan.model import Change
 class Result:
     address: str
     action: str
-    status: str  # done | failed | skipped | pending | cancelled
+    status: str  # done | failed | skipped | pending | deferred (waits on pending work) | cancelled
     message: str = ""
     elapsed: float = 0.0
     deposed: str | None = None

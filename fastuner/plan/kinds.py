@@ -134,8 +134,14 @@ def identity_flat(kind: str, flat: dict[str, Any]) -> str:
     return hashlib.sha256(f"{kind}:{canonical_json(forcing)}".encode()).hexdigest()[:16]
 
 
-def physical_name(project: str, workspace: str, kind: str, name: str, ident: str) -> str:
-    """Deterministic name of the cloud or local object (≤ 63 characters, SageMaker's limit)."""
+def physical_name(project: str, workspace: str, kind: str, name: str, ident: str, generation: int = 0) -> str:
+    """Deterministic name of the cloud or local object (≤ 63 characters, SageMaker's limit).
+
+    `generation` counts forced rebuilds of the same inputs (`--replace`): each gets a fresh name, so
+    a rebuild never adopts what it replaces (and SageMaker job names, which cannot be reused, differ).
+    """
+    if generation:
+        ident = hashlib.sha256(f"{ident}:{generation}".encode()).hexdigest()
     ws = "" if workspace == "default" else f"{workspace}-"
     short = {"dataset": "ds", "adapter": "ad", "deployment": "ep"}[kind]
     stem = f"{project}-{ws}{short}-{name}"

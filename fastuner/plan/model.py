@@ -71,6 +71,7 @@ class Change:
     cost: dict[str, Any] = field(default_factory=dict)
     blocked: str | None = None  # why the provider cannot carry this out yet
     deposed: str | None = None  # for DELETE_BECAUSE_DEPOSED: the old instance's physical name
+    generation: int = 0  # forced rebuilds of the same inputs (part of the physical name)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +93,7 @@ class Change:
             "cost": self.cost,
             "blocked": self.blocked,
             "deposed": self.deposed,
+            "generation": self.generation,
         }
 
     @classmethod
@@ -103,7 +105,7 @@ class Change:
             replace_paths=tuple(d.get("replace_paths", ())), after_unknown=tuple(d.get("after_unknown", ())),
             depends_on=tuple(d.get("depends_on", ())), identity=d.get("identity", ""),
             physical_name=d.get("physical_name"), expires_at=d.get("expires_at"), cost=d.get("cost") or {},
-            blocked=d.get("blocked"), deposed=d.get("deposed"),
+            blocked=d.get("blocked"), deposed=d.get("deposed"), generation=int(d.get("generation", 0)),
         )
 
 

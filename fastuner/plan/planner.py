@@ -117,9 +117,14 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
     address = f"{kind}.{name}"
     config = spec.config
     depends_on = _depends_on(kind, model)
-    phys = physical_name(config.project, workspace, kind, name, ident)
+    generation = rs.generation if rs is not None and rs.identity == ident else 0
+    phys = physical_name(config.project, workspace, kind, name, ident, generation)
+    # work already started under a name (pending, or failed and retried) keeps it: it is adopted or
+    # resumed (a training run restarts from its last checkpoint) rather than started over elsewhere
+    same = dict(physical_name=rs.physical_name, generation=rs.generation) if rs is not None and rs.identity == ident \
+        and rs.physical_name else {}
     base = dict(address=address, kind=kind, name=name, after=inputs, depends_on=depends_on, identity=ident,
-                physical_name=phys, blocked=observed.unsupported.get(kind),
+                physical_name=phys, generation=generation, blocked=observed.unsupported.get(kind),
                 cost=_cost(kind, model, observed))
 
     def change(action: Action, reason: Reason, detail: str = "", **kw: Any) -> Change:
@@ -150,7 +155,7 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
 
     if rs.status is Status.FAILED:
         return change(Action.REPLACE, Reason.REPLACE_BECAUSE_TAINTED, rs.error or "the last operation failed",
-                      before=before, changed_paths=changed, replace_paths=forcing)
+                      before=before, changed_paths=changed, replace_paths=forcing, **same)
 
     if rs.status is Status.PENDING:
         if ident != rs.identity:
@@ -159,14 +164,14 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
                           changed_paths=changed, replace_paths=forcing)
         if obs is not None and obs.status == "failed":
             return change(Action.REPLACE, Reason.REPLACE_BECAUSE_TAINTED, obs.detail or "the pending operation failed",
-                          before=before, changed_paths=changed)
+                          before=before, changed_paths=changed, **same)
         if obs is not None and obs.status == "ready":
             return change(Action.NOOP, Reason.NONE, "the pending operation finished", before=before)
         op = rs.pending.action if rs.pending else "create"
         return change(Action.CREATE, Reason.CREATE_BECAUSE_PENDING,
                       f"{op} started {_when(rs)} still in flight; apply adopts it and waits"
                       + (f" ({obs.detail})" if obs is not None and obs.detail else ""), before=before,
-                      changed_paths=changed)
+                      changed_paths=changed, **same)
 
     # Ready in state. Expiry first: a deployment past its TTL is deleted whatever else changed.
     if kind == "deployment":
@@ -182,10 +187,12 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
                       obs.detail or "recorded in state but no longer exists", before=before, changed_paths=changed)
     if obs is not None and obs.status == "failed":
         return change(Action.REPLACE, Reason.REPLACE_BECAUSE_TAINTED, obs.detail or "it failed after it was created",
-                      before=before, changed_paths=changed, replace_paths=forcing)
+                      before=before, changed_paths=changed, replace_paths=forcing, **same)
     if replace:
+        rebuilt = rs.generation + 1 if rs.identity == ident else 0
         return change(Action.REPLACE, Reason.REPLACE_BY_REQUEST, "requested with --replace", before=before,
-                      changed_paths=changed, replace_paths=forcing)
+                      changed_paths=changed, replace_paths=forcing, generation=rebuilt,
+                      physical_name=physical_name(config.project, workspace, kind, name, ident, rebuilt))
     if forcing:
         upstream = all(p.split(".")[0] in UPSTREAM_PATHS for p in forcing)
         reason = Reason.REPLACE_BECAUSE_UPSTREAM_REPLACED if upstream else Reason.REPLACE_BECAUSE_CANNOT_UPDATE

@@ -54,6 +54,7 @@ class ResourceState(BaseModel):
     name: str
     status: Status = Status.READY
     identity: str = Field("", description="Hash of the inputs that force replacement.")
+    generation: int = Field(0, description="Forced rebuilds of the same inputs (--replace).")
     physical_name: str | None = None
     inputs: dict[str, Any] = Field(default_factory=dict)
     outputs: dict[str, Any] = Field(default_factory=dict)

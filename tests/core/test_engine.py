@@ -252,8 +252,9 @@ def test_pending_work_defers_its_dependents_and_is_picked_up_later(harness) -> N
     got = by_address(result)
     assert got["dataset.ds"].status == "done"
     assert got["adapter.ad"].status == "pending"
-    assert got["deployment.ep"].status == "skipped"
+    assert got["deployment.ep"].status == "deferred"
     assert got["deployment.ep"].message == "deferred: adapter.ad is still in progress"
+    assert result.ok  # --no-wait work in flight is not a failure
     ad = harness.state().resources["adapter.ad"]
     assert ad.status is Status.PENDING and ad.pending.action == "create"
     assert "deployment.ep" not in harness.state().resources
@@ -365,13 +366,16 @@ def test_old_instance_left_by_a_failed_replace_outlives_a_failing_dependent(harn
 
 def test_replace_by_request_leaves_a_ready_resource(harness) -> None:
     harness.converge()
+    old = harness.state().resources["adapter.ad"].physical_name
     plan = harness.plan(replace=["adapter.ad"])
     assert plan.change("adapter.ad").reason is Reason.REPLACE_BY_REQUEST
     result = harness.apply(plan)
     assert result.ok
     ad = harness.state().resources["adapter.ad"]
     assert ad.status is Status.READY and ad.deposed == []
-    assert ad.outputs["generation"] == 2
+    # a forced rebuild gets a fresh name (it must not adopt what it replaces); the old one is deleted
+    assert ad.generation == 1 and ad.physical_name != old
+    assert old not in harness.world.objects and ad.physical_name in harness.world.objects
     assert not harness.plan().has_changes
 
 
