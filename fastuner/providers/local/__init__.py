@@ -1,7 +1,8 @@
 """The local provider: everything on this machine, no cloud account.
 
 Datasets are validated, split and stored in a content-addressed object store under the work folder
-(`.fastuner/` next to fastuner.yaml by default).
+(`.fastuner/` next to fastuner.yaml by default); adapters are trained by the training program
+(containers/train) in a detached process.
 """
 
 from __future__ import annotations
@@ -18,15 +19,22 @@ def work_dir(spec: Spec) -> Path:
 
 
 def local_provider(spec: Spec, workspace: str) -> Provider:
+    from fastuner.providers.local.adapters import LocalAdapters
     from fastuner.providers.local.datasets import LocalDatasets
+    from fastuner.providers.local.programs import code_hash
 
     root = work_dir(spec)
+    settings = spec.config.provider.local
     return Provider(
         name="local",
-        resources={"dataset": LocalDatasets(root, spec.base_dir)},
+        resources={
+            "dataset": LocalDatasets(root, spec.base_dir),
+            "adapter": LocalAdapters(root, spec.base_dir, python=settings.python, device=settings.device,
+                                     slots=settings.training_slots),
+        },
         priced=False,
         unsupported={
-            "adapter": "the local provider cannot train adapters in this version of fastuner",
             "deployment": "the local provider cannot serve deployments in this version of fastuner",
         },
+        training_code_hash=lambda: code_hash("train"),
     )

@@ -1,0 +1,331 @@
+"""Adapters on the local provider: the training program (containers/train) run as a detached process
+in a SageMaker-like folder tree, so the very same program runs unchanged as a SageMaker job.
+
+    <work>/runs/<run name>/            the run name is the adapter's deterministic physical name
+        input/data/{train,validation,test}/<split>.jsonl   (hard links into the object store)
+        input/config/hyperparameters.json                  (the full config; passed as --config)
+        model/        SM_MODEL_DIR: adapter_config.json, adapter_model.safetensors, fastuner.json
+        output/       SM_OUTPUT_DIR (failure), output/data: SM_OUTPUT_DATA_DIR
+        checkpoints/  resumed from when the run is restarted
+        train.log     stdout and stderr (`fastuner logs adapter.NAME -f`)
+        exit_code     written when the program ends
+
+Unchanged inputs never retrain: the run name is a hash of everything that forces replacement, and a
+finished run is adopted. A crash, a Ctrl-C or `apply --no-wait` leaves the process running and the
+resource pending; the next apply waits for it, or restarts it from its last checkpoint if it died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from fastuner.config.duration import parse_duration
+from fastuner.data.store import LocalObjectStore, materialize
+from fastuner.errors import DiagnosticsError
+from fastuner.plan.model import Change
+from fastuner.plan.observed import Observation
+from fastuner.providers.base import Context, Outcome, ProviderError
+from fastuner.providers.local import processes
+from fastuner.providers.local.programs import program
+from fastuner.state.model import ResourceState
+
+STEP_LINE = re.compile(r"^\[fastuner\] step=(\d+) total_steps=(\d+)(.*)$")
+PAIR = re.compile(r"(\w+)=(\S+)")
+SPLITS = ("train", "validation", "test")
+
+
+def resolve_model(value: str, spec_dir: Path) -> str:
+    """A local folder (absolute, or relative to fastuner.yaml) becomes an absolute path; anything else
+    is a hub id for transformers (HF_HOME and HF_HUB_OFFLINE are honoured by the program)."""
+    p = Path(value).expanduser()
+    candidate = p if p.is_absolute() else spec_dir / p
+    if candidate.exists():
+        return str(candidate.resolve())
+    return value
+
+
+def hyperparameters(inputs: dict[str, Any], task: str, labels: list[str] | None, spec_dir: Path,
+                    checkpoint_dir: Path) -> dict[str, Any]:
+    """The training program's config (containers/README.md) from an adapter's resolved inputs."""
+    lora, training = inputs["lora"], inputs["training"]
+    config: dict[str, Any] = {
+        "task": task,
+        "base_model": resolve_model(inputs["base_model"], spec_dir),
+        "base_model_revision": inputs.get("base_model_revision"),
+        "method": inputs["method"],
+        "lora_r": lora["r"], "lora_alpha": lora["alpha"], "lora_dropout": lora["dropout"],
+        "target_modules": lora["target_modules"],
+        "epochs": training["epochs"], "learning_rate": training["learning_rate"],
+        "warmup_ratio": training["warmup_ratio"], "weight_decay": training["weight_decay"],
+        "batch_tokens": training["batch_tokens"], "max_seq_len": training["max_seq_len"],
+        "grad_accum": training["grad_accum"], "gradient_checkpointing": training["gradient_checkpointing"],
+        "seed": training["seed"], "checkpoint_every": training["checkpoint_every"],
+        "max_steps": training.get("max_steps"),
+        "checkpoint_dir": str(checkpoint_dir),
+    }
+    if labels:
+        config["labels"] = sorted(labels)
+    return config
+
+
+def parse_progress(line: str) -> dict[str, str] | None:
+    m = STEP_LINE.match(line.strip())
+    if not m:
+        return None
+    out = dict(PAIR.findall(m.group(3)))
+    out["step"], out["total_steps"] = m.group(1), m.group(2)
+    return out
+
+
+def _fmt_eta(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 90:
+        return f"{seconds}s"
+    if seconds < 5400:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+class LocalAdapters:
+    kind = "adapter"
+
+    def __init__(self, work_dir: Path, spec_dir: Path, *, python: str | None = None, device: str = "auto",
+                 slots: int = 1, poll: float = 0.25) -> None:
+        self.runs = work_dir / "runs"
+        self.store = LocalObjectStore(work_dir / "objects")
+        self.spec_dir = spec_dir
+        self.python = python or sys.executable
+        self.device = device
+        self.poll = poll
+        self._slots = threading.BoundedSemaphore(max(1, slots))
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def run_dir(self, physical_name: str) -> Path:
+        return self.runs / physical_name
+
+    def read(self, rs: ResourceState) -> Observation:
+        run = self.run_dir(rs.physical_name or "")
+        done = self._finished_outputs(run)
+        if done is not None:
+            return Observation("ready", outputs=done)
+        code = processes.exit_code(run)
+        if code is not None and code != 0:
+            return Observation("failed", detail=self._failure(run, code))
+        info = processes.recorded(run)
+        if info and processes.alive(int(info["pid"])):
+            progress = self._last_progress(run)
+            return Observation("pending", detail=f"training (pid {info['pid']}){progress}")
+        if rs.status == "pending" or (rs.pending is not None):
+            return Observation("pending", detail="the training process is gone; apply restarts it from its "
+                                                 "last checkpoint")
+        return Observation("missing", detail=f"no trained adapter at {run / 'model'}")
+
+    def _finished_outputs(self, run: Path) -> dict[str, Any] | None:
+        model = run / "model"
+        if processes.exit_code(run) != 0:
+            return None
+        if not (model / "adapter_model.safetensors").is_file() or not (model / "fastuner.json").is_file():
+            return None
+        meta = json.loads((model / "fastuner.json").read_text())
+        metrics = meta.get("metrics") or {}
+        info = processes.recorded(run) or {}
+        finished = (run / "exit_code").stat().st_mtime
+        duration = finished - float(info.get("started_at", finished))
+        config = json.loads((run / "input" / "config" / "hyperparameters.json").read_text())
+        return {
+            "run": run.name,
+            "artifact_dir": str(model),
+            "log": str(run / "train.log"),
+            "task": meta.get("task"),
+            "base_model": meta.get("base_model"),
+            "labels": meta.get("labels"),
+            "metrics": metrics,
+            "duration_s": round(duration, 1),
+            "config": config,
+            "summary": summarize(meta.get("task"), metrics, duration),
+        }
+
+    @staticmethod
+    def _failure(run: Path, code: int) -> str:
+        reason = ""
+        with contextlib.suppress(FileNotFoundError):
+            reason = (run / "output" / "failure").read_text().strip()
+        if not reason:
+            reason = f"the training program exited with code {code}"
+        return f"{reason} (log: {run / 'train.log'})"
+
+    @staticmethod
+    def _last_progress(run: Path) -> str:
+        last = None
+        try:
+            with open(run / "train.log", "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+                for raw in f.read().decode("utf-8", "replace").splitlines():
+                    p = parse_progress(raw)
+                    if p and "train_loss" in p:
+                        last = p
+        except FileNotFoundError:
+            return ""
+        return f", step {last['step']}/{last['total_steps']}" if last else ""
+
+    # --- creating ----------------------------------------------------------------------------------
+
+    def create(self, change: Change, ctx: Context) -> Outcome:
+        inputs = change.after or {}
+        run = self.run_dir(change.physical_name or change.address)
+        done = self._finished_outputs(run)
+        if done is not None:  # an identical earlier run (same inputs, same code): adopt it
+            return Outcome.ready(done)
+        info = processes.recorded(run)
+        if info and processes.alive(int(info["pid"])) and processes.exit_code(run) is None:
+            ctx.progress(f"adopting running training (pid {info['pid']})")
+            return self._wait(run, int(info["pid"]), inputs, ctx)
+        with self._slots:
+            if ctx.cancelled.is_set():
+                return Outcome.pending({"run": run.name}, "not started: interrupted")
+            launched = self._start(change, run, ctx)
+            return self._wait(run, launched.pid, inputs, ctx)
+
+    def _start(self, change: Change, run: Path, ctx: Context) -> processes.Launched:
+        inputs = change.after or {}
+        dataset_address = f"dataset.{inputs['dataset']}"
+        dataset = ctx.upstream.get(dataset_address)
+        if dataset is None or not dataset.outputs.get("splits"):
+            raise ProviderError(f"{dataset_address} has no stored splits", "Apply the dataset first.")
+        (run / "model").mkdir(parents=True, exist_ok=True)
+        (run / "output" / "data").mkdir(parents=True, exist_ok=True)
+        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+        channels = {}
+        for split in SPLITS:
+            entry = dataset.outputs["splits"].get(split) or {}
+            if not entry.get("rows"):
+                continue  # the program treats an absent channel as no such split
+            folder = run / "input" / "data" / split
+            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                materialize(self.store, entry["key"], folder, f"{split}.jsonl")
+            except DiagnosticsError as exc:
+                raise ProviderError(exc.diagnostics[0].summary, f"Re-create {dataset_address}: "
+                                    f"fastuner apply --replace {dataset_address}") from None
+            channels[split] = folder
+        if "train" not in channels:
+            raise ProviderError(f"{dataset_address} has an empty train split")
+        labels = list((dataset.outputs.get("labels") or {}).keys()) or None
+        config = hyperparameters(inputs, dataset.inputs["task"], labels, self.spec_dir, run / "checkpoints")
+        config_dir = run / "input" / "config"
+        config_dir.mkdir(parents=True, exist_ok=True)
+        (config_dir / "hyperparameters.json").write_text(json.dumps(config, indent=2) + "\n")
+        env = dict(os.environ)
+        env.update({
+            "SM_MODEL_DIR": str(run / "model"),
+            "SM_OUTPUT_DIR": str(run / "output"),
+            "SM_OUTPUT_DATA_DIR": str(run / "output" / "data"),
+            "SM_CHANNEL_CONFIG": str(config_dir),
+            "PYTHONUNBUFFERED": "1",
+            **{f"SM_CHANNEL_{k.upper()}": str(v) for k, v in channels.items()},
+        })
+        env.pop("SM_HPS", None)
+        if self.device == "cpu":
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        (run / "output" / "failure").unlink(missing_ok=True)
+        argv = [self.python, str(program("train")), "--config", str(config_dir / "hyperparameters.json")]
+        resumed = any((run / "checkpoints").iterdir())
+        ctx.progress("resuming from the last checkpoint" if resumed else "starting")
+        return processes.launch(argv, cwd=run, env=env, log=run / "train.log")
+
+    def _wait(self, run: Path, pid: int, inputs: dict[str, Any], ctx: Context) -> Outcome:
+        max_runtime = parse_duration(inputs.get("compute", {}).get("max_runtime", "4h")).total_seconds()
+        started = float((processes.recorded(run) or {}).get("started_at", time.time()))
+        log = run / "train.log"
+        offset = 0
+        last: dict[str, str] | None = None
+        while True:
+            offset, last = self._follow(log, offset, last, ctx, started)
+            code = processes.exit_code(run)
+            if code is not None:
+                processes.reap(pid)
+                if code == 0:
+                    done = self._finished_outputs(run)
+                    if done is None:
+                        raise ProviderError(f"training finished but left no adapter in {run / 'model'}",
+                                            f"See the log: {log}")
+                    return Outcome.ready(done)
+                raise ProviderError(self._failure(run, code), f"fastuner logs {ctx.address}")
+            if not processes.alive(pid):
+                processes.reap(pid)
+                if processes.exit_code(run) is None:
+                    raise ProviderError(f"the training process (pid {pid}) disappeared without an exit code",
+                                        f"See the log: {log}; the next apply resumes from the last checkpoint.")
+                continue
+            if time.time() - started > max_runtime:
+                processes.stop(pid)
+                raise ProviderError(f"training exceeded compute.max_runtime "
+                                    f"({inputs.get('compute', {}).get('max_runtime')}) and was stopped",
+                                    "Raise max_runtime or reduce epochs; the next apply resumes from the "
+                                    "last checkpoint.")
+            if ctx.cancelled.is_set() or not ctx.wait:
+                why = "interrupted" if ctx.cancelled.is_set() else "--no-wait"
+                return Outcome.pending({"run": run.name, "pid": pid, "log": str(log)},
+                                       f"{why}: training continues in the background (pid {pid}); "
+                                       f"follow it with `fastuner logs {ctx.address} -f`")
+            time.sleep(self.poll)
+
+    @staticmethod
+    def _follow(log: Path, offset: int, last: dict[str, str] | None, ctx: Context,
+                started: float) -> tuple[int, dict[str, str] | None]:
+        try:
+            with open(log, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except FileNotFoundError:
+            return offset, last
+        cut = data.rfind(b"\n") + 1
+        for raw in data[:cut].decode("utf-8", "replace").splitlines():
+            p = parse_progress(raw)
+            if p and "train_loss" in p:
+                last = p
+        if last:
+            step, total = int(last["step"]), max(1, int(last["total_steps"]))
+            elapsed = time.time() - started
+            eta = f" · ETA {_fmt_eta(elapsed / step * (total - step))}" if step else ""
+            ctx.progress(f"step {step}/{total} · loss {last['train_loss']}{eta}")
+        return offset + cut, last
+
+    # --- updating and deleting ----------------------------------------------------------------------
+
+    def update(self, change: Change, prior: ResourceState, ctx: Context) -> Outcome:
+        # Only tags, compute, checkpoint_every, the dataset's name and depends_on change in place; the
+        # trained adapter stays valid.
+        return Outcome.ready(prior.outputs)
+
+    def delete(self, rs: ResourceState, ctx: Context) -> None:
+        run = self.run_dir(rs.physical_name or "")
+        info = processes.recorded(run)
+        if info:
+            processes.stop(int(info["pid"]))
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def summarize(task: str | None, metrics: dict[str, Any], duration: float) -> str:
+    took = _fmt_eta(duration)
+    steps = metrics.get("steps")
+    head = f"{steps} steps in {took}" if steps is not None else f"trained in {took}"
+    if task == "classification" and "test_accuracy" in metrics:
+        base = metrics.get("base_test_accuracy")
+        base_text = f" (base model, untrained head: {base:.1%})" if isinstance(base, int | float) else ""
+        return f"test accuracy {metrics['test_accuracy']:.1%}{base_text}; {head}"
+    if "test_exact_match" in metrics:
+        return f"test exact match {metrics['test_exact_match']:.1%}, test loss {metrics.get('test_loss', float('nan')):.3f}; {head}"
+    if "test_loss" in metrics:
+        return f"test loss {metrics['test_loss']:.3f}; {head}"
+    return head

@@ -1,0 +1,96 @@
+"""Detached processes that outlive `fastuner apply`: started in their own session, their exit code
+written to a file by the shell that runs them, found again by pid and session."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# The shell records the exit code atomically once the program ends, whoever is watching.
+_WRAPPER = 'ec=0; "$@" || ec=$?; echo "$ec" > exit_code.tmp && mv exit_code.tmp exit_code; exit "$ec"'
+
+
+@dataclass(frozen=True)
+class Launched:
+    pid: int
+    started_at: float
+
+
+def launch(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path) -> Launched:
+    """Start `argv` in `cwd` as a new session (Ctrl-C in the terminal does not reach it), appending
+    stdout and stderr to `log`; `cwd/exit_code` appears when it ends."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    (cwd / "exit_code").unlink(missing_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(["/bin/sh", "-c", _WRAPPER, "fastuner-run", *argv], cwd=cwd, env=dict(env),
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    info = Launched(pid=proc.pid, started_at=time.time())
+    (cwd / "process.json").write_text(json.dumps({"pid": info.pid, "started_at": info.started_at,
+                                                  "argv": list(argv)}))
+    return info
+
+
+def recorded(cwd: Path) -> dict | None:
+    try:
+        return json.loads((cwd / "process.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def exit_code(cwd: Path) -> int | None:
+    try:
+        return int((cwd / "exit_code").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def reap(pid: int) -> None:
+    """Collect our own child's exit status if it has ended (avoids zombies in long-lived processes)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop(pid: int, *, grace: float = 20.0) -> None:
+    """SIGTERM the process group (the program checkpoints and exits), then SIGKILL after `grace`."""
+    if not alive(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        reap(pid)
+        if not alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    reap(pid)
