@@ -51,7 +51,6 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(
     assert [p.name for p in complete_checkpoints(job.checkpoint_dir)] == ["step-00000020", f"step-{stopped_at:08d}"]
     assert not (job.model_dir / "adapter_model.safetensors").exists()
 
-    job.failure.unlink()
     assert main(job.args(**hps), job.env()) == 0
     out = capsys.readouterr().out
     steps = [int(m) for m in re.findall(r"^\[fastuner\] step=(\d+) .* train_loss=", out, re.M)]

@@ -26,6 +26,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         hp = parse_hyperparameters(argv, environ)
         paths = make_paths(environ, hp)
         failure = paths.failure_file
+        failure.unlink(missing_ok=True)  # a rerun (resume) must not leave the last run's reason behind
         from .job import run_job
 
         run_job(hp, paths, progress)

@@ -72,7 +72,7 @@ class Documents:
             cu.append(cu[-1] + n)
         return Documents(
             lengths=self.lengths,
-            cu_seqlens=torch.tensor(cu, dtype=torch.int32, device=device),
+            cu_seqlens=torch.tensor(cu, dtype=torch.int32).to(device, non_blocking=True),
             max_len=max(self.lengths),
             backend=self.backend,
         )
