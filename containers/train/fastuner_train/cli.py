@@ -15,11 +15,19 @@ from .errors import EXIT_BUG, EXIT_OK, EXIT_OUT_OF_MEMORY, TrainError, is_out_of
 from .settings import failure_file, make_paths, parse_hyperparameters
 
 log = logging.getLogger("fastuner.train")
+USAGE = """usage: train.py --task TASK --base_model MODEL [--key value ...]
+
+Hyperparameters also come from --config FILE (JSON) and SM_HPS; inputs from SM_CHANNEL_TRAIN /
+SM_CHANNEL_VALIDATION / SM_CHANNEL_TEST, outputs to SM_MODEL_DIR, SM_OUTPUT_DATA_DIR and SM_OUTPUT_DIR.
+Every key, its default and the exit codes: containers/train/README.md."""
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
+    if argv in (["--help"], ["-h"]):
+        print(USAGE)
+        return EXIT_OK
     failure = failure_file(environ)
     progress = {"phase": "startup"}
     try:
