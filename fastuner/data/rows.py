@@ -151,6 +151,8 @@ def _walk(block: tuple[bytes, bytes, int], limits: Limits, first_block: bool, ou
     part_labels = [array("I") for _ in range(PARTITIONS)]
     label_ids: dict[str, int] = {}
     field_sets = out.field_sets
+    first_extra = None
+    copy = base.copy
     n = 0
 
     for index, line in enumerate(lines):
@@ -197,9 +199,9 @@ def _walk(block: tuple[bytes, bytes, int], limits: Limits, first_block: bool, ou
         if len(obj) != 2:
             names = tuple(obj)
             field_sets[names] = field_sets.get(names, 0) + 1
-            if out.first_extra is None:
-                out.first_extra = index + 1
-        h = base.copy()
+            if first_extra is None:
+                first_extra = index + 1
+        h = copy()
         h.update(record)
         digest = h.digest()
         part = digest[8] >> 3  # PARTITIONS = 32
@@ -213,6 +215,7 @@ def _walk(block: tuple[bytes, bytes, int], limits: Limits, first_block: bool, ou
         n += 1
 
     out.n_valid = n
+    out.first_extra = first_extra
     if not rendering:
         out.label_names = list(label_ids)
         tally: Counter = Counter()
