@@ -92,7 +92,10 @@ def build_base(shape: Shape, device: torch.device, dtype: torch.dtype) -> Any:
     )
     torch.manual_seed(0)
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=dtype)
+        try:
+            model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=dtype)
+        except TypeError:  # a transformers without the `dtype` argument
+            model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").to(dtype)
     model.requires_grad_(False)
     return model
 
@@ -120,9 +123,9 @@ def plain_peft(base: Any, dropout: float) -> Any:
     return get_peft_model(base, config)
 
 
-def padded_batches(docs: list[Doc], size: int = 4) -> list[tuple[dict[str, torch.Tensor], int]]:
+def padded_batches(docs: list[Doc], limit: int, size: int = 4) -> list[tuple[dict[str, torch.Tensor], int]]:
     out = []
-    for start in range(0, len(docs) - size + 1, size):
+    for start in range(0, min(len(docs), limit * size) - size + 1, size):
         group = docs[start:start + size]
         width = max(len(d.ids) for d in group)
         ids = torch.zeros((size, width), dtype=torch.long)
@@ -136,7 +139,8 @@ def padded_batches(docs: list[Doc], size: int = 4) -> list[tuple[dict[str, torch
     return out
 
 
-def concatenated_batches(docs: list[Doc], row_len: int, rows: int = 4) -> list[tuple[dict[str, torch.Tensor], int]]:
+def concatenated_batches(docs: list[Doc], row_len: int, limit: int,
+                         rows: int = 4) -> list[tuple[dict[str, torch.Tensor], int]]:
     """Documents back to back, cut into rows of `row_len` (a document may continue on the next row)."""
     ids: list[int] = []
     labels: list[int] = []
@@ -145,7 +149,7 @@ def concatenated_batches(docs: list[Doc], row_len: int, rows: int = 4) -> list[t
         labels += [IGNORE] * d.prompt_len + d.ids[d.prompt_len:]
     per_batch = row_len * rows
     out = []
-    for start in range(0, len(ids) - per_batch + 1, per_batch):
+    for start in range(0, min(len(ids), limit * per_batch) - per_batch + 1, per_batch):
         chunk = torch.tensor(ids[start:start + per_batch]).view(rows, row_len)
         lab = torch.tensor(labels[start:start + per_batch]).view(rows, row_len)
         out.append(({"input_ids": chunk, "labels": lab}, per_batch))
@@ -215,7 +219,7 @@ def fastuner_model(base: Any, *, dropout: float, compile_layers: bool, device: t
     return model, backend
 
 
-def fastuner_batches(docs: list[Doc], batch_tokens: int, backend: str) -> list[tuple[Any, int]]:
+def fastuner_batches(docs: list[Doc], batch_tokens: int, backend: str, limit: int) -> list[tuple[Any, int]]:
     from fastuner_train.data import Example
     from fastuner_train.packing import collate_packed, plan_packed_batches
 
@@ -223,7 +227,7 @@ def fastuner_batches(docs: list[Doc], batch_tokens: int, backend: str) -> list[t
                                                          + [IGNORE])) for d in docs]
     plan = plan_packed_batches([len(e) for e in examples], batch_tokens, seed=0)
     out = []
-    for indices in plan[:-1]:  # the last row is a remainder
+    for indices in plan[:-1][:limit]:  # the last row is a remainder
         batch = collate_packed([examples[i] for i in indices])
         batch.documents.backend = backend
         out.append((batch, batch.real_tokens))
@@ -296,17 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if cuda else "cpu")
     shape = TINY_SHAPE if tiny else GPU_SHAPE
     dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
-    autocast = dtype == torch.bfloat16
     steps = args.steps or (3 if tiny else (6 if args.quick else 12))
     warmup = 2 if tiny else 3
     batch_tokens = 512 if tiny else args.batch_tokens
-    wanted = set(args.variants.split(","))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     docs_needed = (warmup + steps + 2) * max(batch_tokens, 4 * shape.row_len) // shape.median_len * 2 + 64
     docs = make_docs(shape, docs_needed)
     info = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
             "tiny": tiny, "dtype": str(dtype).removeprefix("torch."), "steps": steps, "warmup": warmup,
+            "batch_tokens": batch_tokens,
             "shape": shape.__dict__, "docs": len(docs), "mean_doc_len": sum(len(d.ids) for d in docs) / len(docs)}
     import peft
     import transformers
@@ -314,6 +317,31 @@ def main(argv: list[str] | None = None) -> int:
     info.update(transformers=transformers.__version__, peft=peft.__version__)
     print(f"# {json.dumps(info)}", flush=True)
     results: dict[str, dict[str, Any]] = {}
+    try:
+        run_variants(args, info, results, docs, shape, device, dtype, started)
+    except Exception as error:  # a failure outside the variants (building the model): still report
+        traceback.print_exc()
+        info["fatal"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+    ratios = {}
+    rate = {k: v.get("tokens_per_s") for k, v in results.items()}
+    if rate.get("c_fastuner") and rate.get("b_packed_4x2048"):
+        ratios["c_over_b"] = rate["c_fastuner"] / rate["b_packed_4x2048"]
+    if rate.get("b_packed_4x2048") and rate.get("a_padded_bs4"):
+        ratios["b_over_a"] = rate["b_packed_4x2048"] / rate["a_padded_bs4"]
+    print_table(results, ratios)
+    print(json.dumps({"bench": "train_throughput", **info, "results": results, "ratios": ratios,
+                      "total_s": time.perf_counter() - started}), flush=True)
+    return 0 if "fatal" not in info else 1
+
+
+def run_variants(args: argparse.Namespace, info: dict[str, Any], results: dict[str, dict[str, Any]],
+                 docs: list[Doc], shape: Shape, device: torch.device, dtype: torch.dtype, started: float) -> None:
+    cuda = device.type == "cuda"
+    tiny = info["tiny"]
+    steps, warmup = info["steps"], info["warmup"]
+    autocast = dtype == torch.bfloat16
+    batch_tokens = info["batch_tokens"]
+    wanted = set(args.variants.split(","))
     base = build_base(shape, device, dtype)
 
     def record(name: str, fn: Any, n_params: int) -> None:
@@ -348,11 +376,13 @@ def main(argv: list[str] | None = None) -> int:
         model = plain_peft(base, dropout=0.05)
         n_params_plain = count_params(model)
         if "a" in wanted:
-            record("a_padded_bs4", lambda: (*run_plain(model, padded_batches(docs), device, autocast, warmup,
-                                                       steps), {}), n_params_plain)
+            padded = padded_batches(docs, warmup + steps)
+            record("a_padded_bs4", lambda: (*run_plain(model, padded, device, autocast, warmup, steps), {}),
+                   n_params_plain)
         if "b" in wanted:
-            record("b_packed_4x2048", lambda: (*run_plain(model, concatenated_batches(docs, shape.row_len), device,
-                                                          autocast, warmup, steps), {}), n_params_plain)
+            rows = concatenated_batches(docs, shape.row_len, warmup + steps)
+            record("b_packed_4x2048", lambda: (*run_plain(model, rows, device, autocast, warmup, steps), {}),
+                   n_params_plain)
         base = model.unload()
         del model
 
@@ -375,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 device=device, dtype=dtype)
                 holder["model"] = model
                 check = masking_check(model, docs, backend, device, dtype)
-                batches = fastuner_batches(docs, cfg["batch_tokens"], backend)
+                batches = fastuner_batches(docs, cfg["batch_tokens"], backend, warmup + steps)
                 seconds, tokens, loss = run_fastuner(model, batches, device, dtype, warmup, steps)
                 still_compiled = any(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules())
                 return seconds, tokens, loss, {"attention": backend, "compile": cfg["compile"] and still_compiled,
@@ -391,17 +421,6 @@ def main(argv: list[str] | None = None) -> int:
                 if getattr(module, "_compiled_call_impl", None) is not None:
                     module._compiled_call_impl = None
             torch._dynamo.reset()
-
-    ratios = {}
-    rate = {k: v.get("tokens_per_s") for k, v in results.items()}
-    if rate.get("c_fastuner") and rate.get("b_packed_4x2048"):
-        ratios["c_over_b"] = rate["c_fastuner"] / rate["b_packed_4x2048"]
-    if rate.get("b_packed_4x2048") and rate.get("a_padded_bs4"):
-        ratios["b_over_a"] = rate["b_packed_4x2048"] / rate["a_padded_bs4"]
-    print_table(results, ratios)
-    print(json.dumps({"bench": "train_throughput", **info, "results": results, "ratios": ratios,
-                      "total_s": time.perf_counter() - started}), flush=True)
-    return 0
 
 
 def lora_param_count(base: Any) -> int:
