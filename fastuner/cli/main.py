@@ -176,6 +176,18 @@ def force_unlock(lock_id: Annotated[str, typer.Argument(help="The lock ID shown 
 
 
 @app.command()
+def logs(
+    address: Annotated[str, typer.Argument(help="adapter.NAME (training log) or deployment.NAME (server log).")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the process ends.")] = False,
+    file: FileOpt = None, workspace: WorkspaceOpt = None,
+) -> None:
+    """Print the log of a training run or a served deployment."""
+    from fastuner.cli.state_commands import run_logs
+
+    raise typer.Exit(run_logs(address, follow, file, workspace, _console()))
+
+
+@app.command()
 def schema(
     check: Annotated[bool, typer.Option("--check", help="Fail if the files in specs/ and state/ are stale.")] = False,
     root: Annotated[str, typer.Option("--root", help="Repository root to write into.")] = ".",

@@ -301,6 +301,13 @@ class LocalAdapters:
             ctx.progress(f"step {step}/{total} · loss {last['train_loss']}{eta}")
         return offset + cut, last
 
+    def log_file(self, rs: ResourceState) -> tuple[Path, bool]:
+        """The run's log and whether the run is still going (for `fastuner logs -f`)."""
+        run = self.run_dir(rs.physical_name or "")
+        info = processes.recorded(run)
+        running = bool(info) and processes.exit_code(run) is None and processes.alive(int(info["pid"]))
+        return run / "train.log", running
+
     # --- updating and deleting ----------------------------------------------------------------------
 
     def update(self, change: Change, prior: ResourceState, ctx: Context) -> Outcome:
