@@ -21,7 +21,7 @@ Codes in an assignment: 0 duplicate (dropped), 1 train, 2 validation, 3 test.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -188,10 +188,9 @@ def dedupe_partition(slices: Sequence[PartitionSlice], thresholds: Sequence[byte
         if len(first) != len(records):
             out.dropped = sorted(set(ordinals).difference(first.values()))
             g = out.dropped[0]
-            out.example = (g, first[records[ordinals.index(g)]])
-            position = dict(zip(ordinals, range(len(ordinals)), strict=True))
-            for g in out.dropped:
-                s = strata[position[g]]
+            out.example = (g, first[records[bisect_left(ordinals, g)]])
+            for g in out.dropped:  # ordinals ascend: blocks in order, rows in order within a block
+                s = strata[bisect_left(ordinals, g)]
                 out.dropped_by_stratum[s] = out.dropped_by_stratum.get(s, 0) + 1
     out.candidates = [
         (s << STRATUM_SHIFT) | (int.from_bytes(record[:8], "big") << _KEY_SHIFT) | g
@@ -239,10 +238,11 @@ def assign_candidates(candidates: list[int], keep: bytearray, sizes: Sequence[tu
             continue
         taken[s] = rank + 1
     short = {s for s, size in enumerate(sizes) if taken[s] < size[1] + size[2]}
-    for item in candidates:
-        if item >> STRATUM_SHIFT in short:
-            g = item & mask
-            codes[g] = keep[g]
+    if short:
+        for item in candidates:
+            if item >> STRATUM_SHIFT in short:
+                g = item & mask
+                codes[g] = keep[g]
     return short
 
 
