@@ -14,6 +14,7 @@ from fastuner.data.blocks import FileHash, default_workers, map_blocks, read_blo
 from fastuner.data.rows import Limits, render_block
 from fastuner.data.rules import NORMALISATION_VERSION, SPLITS
 from fastuner.data.scan import DatasetScan
+from fastuner.data.split import InternalError
 from fastuner.data.store import ObjectStore
 from fastuner.errors import DiagnosticsError, relpath
 
@@ -47,12 +48,15 @@ def write_splits(scan: DatasetScan, store: ObjectStore, *, workers: int | None =
 
     if workers is None:
         workers = default_workers(scan.source_bytes)
-    writers = {name: store.open_writer() for name in SPLITS}
+    writers: dict = {}
+    lines = dict.fromkeys(SPLITS, 0)
     file_hash = FileHash()
     changed = DiagnosticsError.single(
         f"dataset file changed since it was validated: {relpath(scan.path)}",
         "run plan again to validate the new contents", address=address)
     try:
+        for name in SPLITS:
+            writers[name] = store.open_writer()
         try:
             source = open(scan.path, "rb")  # noqa: SIM115 - closed by the with block below
         except OSError:
@@ -68,8 +72,11 @@ def write_splits(scan: DatasetScan, store: ObjectStore, *, workers: int | None =
                 for name, data in zip(SPLITS, parts, strict=True):
                     if data:
                         writers[name].write(data)
+                        lines[name] += data.count(b"\n")
         if n_blocks != len(layout.block_sizes) or file_hash.hexdigest() != scan.source_sha256:
             raise changed
+        if lines != scan.split_rows:
+            raise InternalError(f"wrote {lines} rows, the scan planned {scan.split_rows}")
         splits = {}
         for name in SPLITS:
             writer = writers[name]
