@@ -21,8 +21,8 @@ class ServerProcess:
     """`python serve.py ARGS --port 0`; the port comes from the first stdout line."""
 
     def __init__(self, args: list[str], *, log_path: Path, env: dict[str, str] | None = None,
-                 port_args: bool = True):
-        extra = ["--host", "127.0.0.1", "--port", "0", "--threads", "1"] if port_args else []
+                 port_args: bool = True, threads: int = 1):
+        extra = ["--host", "127.0.0.1", "--port", "0", "--threads", str(threads)] if port_args else []
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(

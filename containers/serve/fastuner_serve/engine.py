@@ -81,8 +81,8 @@ def load_base(settings: Settings, task_hint: str | None) -> LoadedBase:
         raise StartupError(f"cannot load base model '{source}': {one_line(error)}", exit_code=EXIT_BASE_MODEL) \
             from None
     model.to(device).eval()
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token_id is None:  # as containers/train does
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     labels = None

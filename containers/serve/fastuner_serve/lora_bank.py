@@ -53,9 +53,10 @@ class MultiLoraLinear(nn.Module):
         self.b: list[torch.Tensor | None] = [None] * n_slots
         self.scaling = [0.0] * n_slots
         self.rank = 0
-        self.bank_a: torch.Tensor | None = None  # (slots, rank, in)
-        self.bank_b: torch.Tensor | None = None  # (slots, out, rank)
-        self.bank_scale: torch.Tensor | None = None  # (slots,)
+        # Mixed batches: (slots, in, rank) holding (A * scaling)^T and (slots, rank, out) holding B^T,
+        # zero-padded to the largest rank, so that one bmm and one baddbmm serve every row.
+        self.bank_a: torch.Tensor | None = None
+        self.bank_b: torch.Tensor | None = None
 
     def write(self, slot: int, a: torch.Tensor, b: torch.Tensor, scaling: float) -> None:
         weight = self.base_layer.weight
@@ -67,9 +68,8 @@ class MultiLoraLinear(nn.Module):
         r = a.shape[0]
         self.bank_a[slot].zero_()
         self.bank_b[slot].zero_()
-        self.bank_a[slot, :r] = a
-        self.bank_b[slot, :, :r] = b
-        self.bank_scale[slot] = scaling
+        self.bank_a[slot, :, :r] = (a * scaling).t()
+        self.bank_b[slot, :r] = b.t()
 
     def clear(self, slot: int) -> None:
         self.a[slot] = self.b[slot] = None
@@ -77,18 +77,15 @@ class MultiLoraLinear(nn.Module):
         if self.bank_a is not None:
             self.bank_a[slot].zero_()
             self.bank_b[slot].zero_()
-            self.bank_scale[slot] = 0.0
 
     def _grow(self, rank: int) -> None:
         weight = self.base_layer.weight
         kw = {"device": weight.device, "dtype": weight.dtype}
-        bank_a = torch.zeros(self.n_slots, rank, self.in_features, **kw)
-        bank_b = torch.zeros(self.n_slots, self.out_features, rank, **kw)
+        bank_a = torch.zeros(self.n_slots, self.in_features, rank, **kw)
+        bank_b = torch.zeros(self.n_slots, rank, self.out_features, **kw)
         if self.bank_a is not None:
-            bank_a[:, : self.rank] = self.bank_a
-            bank_b[:, :, : self.rank] = self.bank_b
-        else:
-            self.bank_scale = torch.zeros(self.n_slots, **kw)
+            bank_a[:, :, : self.rank] = self.bank_a
+            bank_b[:, : self.rank] = self.bank_b
         self.bank_a, self.bank_b, self.rank = bank_a, bank_b, rank
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,11 +97,10 @@ class MultiLoraLinear(nn.Module):
                 return result
             return result + F.linear(F.linear(x, a), self.b[slot]) * self.scaling[slot]
         slots = self.routing.slots
-        x3 = x.reshape(x.shape[0], -1, x.shape[-1])
-        h = torch.bmm(x3, self.bank_a.index_select(0, slots).transpose(1, 2))
-        h = h * self.bank_scale.index_select(0, slots).view(-1, 1, 1)
-        delta = torch.bmm(h, self.bank_b.index_select(0, slots).transpose(1, 2))
-        return result + delta.view(result.shape)
+        rows = x.shape[0]
+        h = torch.bmm(x.reshape(rows, -1, self.in_features), self.bank_a.index_select(0, slots))
+        out = torch.baddbmm(result.reshape(rows, -1, self.out_features), h, self.bank_b.index_select(0, slots))
+        return out.view(result.shape)
 
 
 class RoutedModule(nn.Module):
