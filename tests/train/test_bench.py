@@ -8,7 +8,8 @@ import json
 import sys
 
 import pytest
-from conftest import REPO
+
+from tests.train.jobs import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import classification_records, write_jsonl
 from fastuner_train import data
 from fastuner_train.errors import TrainError
 from fastuner_train.packing import collate_packed, collate_padded, plan_packed_batches, plan_padded_batches
+
+from tests.train.jobs import classification_records, write_jsonl
 
 
 def test_split_files_are_read_in_name_order(tmp_path: Path) -> None:

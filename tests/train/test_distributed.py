@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TRAIN_PY, make_job
 from safetensors.torch import load_file
+
+from tests.train.jobs import TRAIN_PY, make_job
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TRAIN_PY, make_job, write_jsonl
 from fastuner_train.cli import main
 from fastuner_train.errors import EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY
+
+from tests.train.jobs import TRAIN_PY, make_job, write_jsonl
 
 
 def failure_line(job) -> str:
@@ -93,8 +94,9 @@ def test_max_seq_len_above_the_model_limit_is_clamped_with_a_warning(
 def test_out_of_memory_is_a_clear_reason(tmp_path: Path) -> None:
     """A real allocator failure: a model whose MLP activation for one packed batch would need ~100 GB
     (the kernel refuses it at once, nothing is actually allocated)."""
-    from tinymodels import make_tiny_llama
     from transformers import LlamaForCausalLM
+
+    from tests.tinymodels import make_tiny_llama
 
     path = make_tiny_llama(tmp_path / "wide", hidden=8, layers=1, max_positions=512)
     LlamaForCausalLM.from_pretrained(path, intermediate_size=250_000, ignore_mismatched_sizes=True).save_pretrained(path)

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TRAIN_PY, make_job
 from fastuner_train.checkpoint import complete_checkpoints
 from fastuner_train.cli import main
 from fastuner_train.errors import EXIT_TERMINATED
 from safetensors.torch import load_file
+
+from tests.train.jobs import TRAIN_PY, make_job
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TRAIN_DIR, make_job
 from fastuner_train.cli import main
+
+from tests.train.jobs import TRAIN_DIR, make_job
 
 pytestmark = pytest.mark.slow
 
