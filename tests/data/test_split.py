@@ -19,7 +19,7 @@ from fastuner.data.split import (
     record_of,
 )
 from fastuner.errors import DiagnosticsError
-from tests.data.conftest import classification_rows, generation_rows
+from tests.data.helpers import classification_rows, generation_rows
 
 
 def splits_of(scan) -> dict[str, list[int]]:

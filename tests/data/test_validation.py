@@ -9,7 +9,7 @@ import pytest
 from fastuner.data import MAX_REPORTED_ERRORS, Rules, scan_dataset
 from fastuner.data.rows import Limits, _check_row, normalise_line
 from fastuner.errors import DiagnosticsError, Severity
-from tests.data.conftest import classification_rows, generation_rows
+from tests.data.helpers import classification_rows, generation_rows
 
 
 def errors_of(path, task="classification", **kwargs) -> list:

@@ -12,7 +12,7 @@ import pytest
 from fastuner.data import LocalObjectStore, SplitSpec, scan_dataset, write_splits
 from fastuner.data.split import allocate
 from fastuner.errors import DiagnosticsError
-from tests.data.conftest import classification_rows, generation_rows
+from tests.data.helpers import classification_rows, generation_rows
 
 
 def objects(root) -> list[str]:
