@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -88,9 +89,16 @@ def test_text_generation_job(models: dict[str, Path], tmp_path: Path) -> None:
     assert min(parsed["eval_loss"]) == pytest.approx(metrics["best_eval_loss"], abs=1e-4)
     assert parsed["learning_rate"] and parsed["epoch"][-1] == 2.0
 
-    # The artifact loads with plain PEFT and reproduces the test loss the job measured in-process.
+    # Tarred as SageMaker does (files at the tar root), the artifact loads with plain PEFT and
+    # reproduces the test loss the job measured in-process.
+    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:
+        for path in sorted(job.model_dir.iterdir()):
+            tar.add(path, arcname=path.name)
+    with tarfile.open(tmp_path / "model.tar.gz") as tar:
+        assert all("/" not in name for name in tar.getnames())
+        tar.extractall(tmp_path / "unpacked", filter="data")
     base = AutoModelForCausalLM.from_pretrained(models["llama_chat"])
-    model = PeftModel.from_pretrained(base, job.model_dir).eval()
+    model = PeftModel.from_pretrained(base, tmp_path / "unpacked").eval()
     tokenizer = AutoTokenizer.from_pretrained(models["llama_chat"])
     reloaded = standard_causal_test_loss(model, tokenizer, read_records(job.channels["test"]), "chat_template")
     assert reloaded == pytest.approx(metrics["test_loss"], abs=1e-4)
