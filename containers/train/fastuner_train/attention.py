@@ -83,7 +83,7 @@ def _varlen_fn() -> tuple[Any, set[str]]:
 def _varlen(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, docs: Documents,
             scaling: float) -> torch.Tensor:
     fn, params = _varlen_fn()
-    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [T, H, D]
+    q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))  # [T, H, D]
     kwargs: dict[str, Any] = {}
     if "scale" in params:
         kwargs["scale"] = scaling
