@@ -70,6 +70,7 @@ def test_text_generation_job(models: dict[str, Path], tmp_path: Path) -> None:
     assert described["prompt_format"] == "chat_template" and described["labels"] is None
     assert described["chat_template_hash"].startswith("sha256:") and described["tokenizer_hash"].startswith("sha256:")
     assert (described["lora_r"], described["lora_alpha"], described["method"]) == (4, 8, "lora")
+    assert isinstance(described["lora_alpha"], int)
     assert described["target_modules"] == "all-linear" and described["base_model"] == str(models["llama_chat"])
     metrics = job.metrics()
     assert described["metrics"] == metrics

@@ -25,7 +25,7 @@ def describe(hp: Hyperparameters, *, labels: list[str] | None, prompt_format: st
         "tokenizer_hash": tokenizer_hash,
         "chat_template_hash": chat_template_hash,
         "lora_r": hp.lora_r,
-        "lora_alpha": hp.lora_alpha,
+        "lora_alpha": int(hp.lora_alpha) if float(hp.lora_alpha).is_integer() else hp.lora_alpha,
         "target_modules": hp.target_modules if isinstance(hp.target_modules, str) else list(hp.target_modules),
         "method": hp.method,
         "metrics": metrics,
