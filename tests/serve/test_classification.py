@@ -6,9 +6,9 @@ import json
 import shutil
 import threading
 
-from conftest import LABELS3, LABELS5, TEXTS
-from factory import make_adapter
-from harness import histogram_quantile
+from tests.serve.factory import make_adapter
+from tests.serve.harness import histogram_quantile
+from tests.serve.helpers import LABELS3, LABELS5, TEXTS
 
 BASE_LABELS = ["base-a", "base-b", "base-c"]
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from conftest import LABELS3, LABELS5, TEXTS
-from factory import make_adapter
 from fastuner_serve.adapters import Registry
 from fastuner_serve.engine import Engine, load_base
 from fastuner_serve.errors import ApiError
 from fastuner_serve.metrics import Metrics
 from fastuner_serve.protocol import GenerationParams, Invocation
 from fastuner_serve.settings import Settings
+
+from tests.serve.factory import make_adapter
+from tests.serve.helpers import LABELS3, LABELS5, TEXTS
 
 
 def run_queued(engine: Engine, requests: list[tuple[str | None, list[str]]]) -> list[list[dict]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import TEXTS
+from tests.serve.helpers import TEXTS
 
 PROMPT = "where is my order"
 

@@ -7,7 +7,7 @@ import shutil
 import signal
 import socket
 
-from harness import ServerProcess, wait_until
+from tests.serve.harness import ServerProcess, wait_until
 
 
 def failed_start(args: list[str], tmp_path, name: str) -> tuple[int, str]:

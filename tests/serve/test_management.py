@@ -5,7 +5,7 @@ Runs on the shared classification server (cache size 2): counters are compared a
 
 from __future__ import annotations
 
-from factory import make_adapter
+from tests.serve.factory import make_adapter
 
 LABELS = ["no", "yes"]
 TEXT = "how do I reset my password"

@@ -6,7 +6,7 @@ import json
 import shutil
 import tarfile
 
-from conftest import AWS, LABELS3, LABELS5, TEXTS
+from tests.serve.helpers import AWS, LABELS3, LABELS5, TEXTS
 
 
 def test_s3_adapters_are_downloaded_on_first_use(cls_server, models, reference, s3_endpoint, tmp_path):

@@ -6,12 +6,13 @@ import json
 import shutil
 
 import pytest
-from factory import make_adapter
 from fastuner_serve.adapters import SlotCache
 from fastuner_serve.artifact import ArtifactError, read_artifact
 from fastuner_serve.errors import ApiError, StartupError
 from fastuner_serve.protocol import parse_invocation
 from fastuner_serve.settings import load_settings
+
+from tests.serve.factory import make_adapter
 
 
 def test_settings_precedence_config_then_env_then_flags(tmp_path):
