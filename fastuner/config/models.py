@@ -217,6 +217,8 @@ class Deployment(Strict):
     adapters: list[Name] = Field(default_factory=list, description="Adapters (names in `adapters:`) to serve.")
     compute: DeploymentCompute = Field(default_factory=DeploymentCompute, description="Serving capacity.")
     cache_size: int = Field(8, ge=1, le=1000, description="Adapters kept loaded at once (LRU).")
+    port: int | None = Field(None, ge=1, le=65535,
+                             description="Local provider: serve on this port of 127.0.0.1 (default: a free one).")
     ttl: Duration | None = Field(None, description="Hard lifetime from creation; then it is destroyed.")
     idle_ttl: Duration | None = Field(None, description="Destroyed after this long with no invocation.")
     tags: Tags = Field(default_factory=dict, description="Free-form tags, changed in place.")

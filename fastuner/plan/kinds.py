@@ -56,7 +56,8 @@ FIELD_MODES: dict[str, dict[str, str]] = {
         "adapter_identities": UPDATE,
         "compute.instance_type": UPDATE,  # a new endpoint config, no downtime
         "compute.count": UPDATE,
-        "cache_size": UPDATE,
+        "cache_size": UPDATE,  # the local server restarts with the new size
+        "port": UPDATE,  # likewise
         "ttl": UPDATE,
         "idle_ttl": UPDATE,
         "tags": UPDATE,

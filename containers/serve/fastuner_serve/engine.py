@@ -99,9 +99,17 @@ def load_base(settings: Settings, task_hint: str | None) -> LoadedBase:
 
 
 def tokenizer_hash(tokenizer: Any) -> str:
-    """As containers/train writes it: sha256 of the fast tokenizer's JSON (`backend_tokenizer.to_str()`)."""
+    """As containers/train writes it: sha256 of the fast tokenizer's JSON (`backend_tokenizer.to_str()`)
+    without its runtime truncation and padding settings, keys sorted (containers/README.md)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    if backend is None:
+        text = json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    else:
+        # The runtime truncation and padding settings change as the tokenizer is used: not identity.
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+        text = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -2,7 +2,8 @@
 
 Datasets are validated, split and stored in a content-addressed object store under the work folder
 (`.fastuner/` next to fastuner.yaml by default); adapters are trained by the training program
-(containers/train) in a detached process.
+(containers/train) in a detached process; deployments are served by the inference server
+(containers/serve) as a detached process on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ def work_dir(spec: Spec) -> Path:
 def local_provider(spec: Spec, workspace: str) -> Provider:
     from fastuner.providers.local.adapters import LocalAdapters
     from fastuner.providers.local.datasets import LocalDatasets
+    from fastuner.providers.local.deployments import LocalDeployments
     from fastuner.providers.local.programs import code_hash
 
     root = work_dir(spec)
@@ -31,10 +33,8 @@ def local_provider(spec: Spec, workspace: str) -> Provider:
             "dataset": LocalDatasets(root, spec.base_dir),
             "adapter": LocalAdapters(root, spec.base_dir, python=settings.python, device=settings.device,
                                      slots=settings.training_slots),
+            "deployment": LocalDeployments(root, spec.base_dir, python=settings.python, device=settings.device),
         },
         priced=False,
-        unsupported={
-            "deployment": "the local provider cannot serve deployments in this version of fastuner",
-        },
         training_code_hash=lambda: code_hash("train"),
     )
