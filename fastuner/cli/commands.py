@@ -86,7 +86,8 @@ def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
 # --- plan ------------------------------------------------------------------------------------------
 
 
-def make_project_plan(project: Project, *, destroy: bool, replace: list[str], renew: list[str]):
+def make_project_plan(project: Project, *, destroy: bool, replace: list[str], renew: list[str],
+                      hash_sources: bool = True):
     from fastuner.engine.refresh import refresh
     from fastuner.plan.planner import make_plan
     from fastuner.state.model import empty_state
@@ -95,7 +96,7 @@ def make_project_plan(project: Project, *, destroy: bool, replace: list[str], re
     state = project.store.read() or empty_state(project.spec.config.project, project.workspace)
     _check_addresses(project, replace, "--replace")
     _check_addresses(project, renew, "--renew", state)
-    observed = refresh(project.spec if not destroy else None, state, project.provider)
+    observed = refresh(project.spec if not destroy else None, state, project.provider, hash_sources=hash_sources)
     plan = make_plan(project.spec, state, observed, _now(), destroy=destroy, replace=replace, renew=renew)
     return dataclasses.replace(plan, diagnostics=tuple(w.to_dict() for w in warnings))
 

@@ -136,6 +136,20 @@ def destroy(
                                wait=True, replace=[], renew=[], destroy=True, console=_console(no_color)))
 
 
+@app.command()
+def reap(
+    file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be reaped.")] = False,
+    json_out: JsonOpt = False, no_color: NoColorOpt = False,
+) -> None:
+    """Destroy every deployment past its ttl or idle_ttl (for a schedule: needs no dataset files)."""
+    from fastuner.cli.reap import run_reap
+
+    raise typer.Exit(run_reap(file, var, workspace, auto_approve=auto_approve, dry_run=dry_run, json_out=json_out,
+                              console=_console(no_color)))
+
+
 # --- state ---------------------------------------------------------------------------------------
 
 

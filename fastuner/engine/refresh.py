@@ -46,8 +46,15 @@ def dataset_sources(spec: Spec) -> dict[str, str]:
     return out
 
 
-def refresh(spec: Spec | None, state: State, provider: Provider, *, workers: int = 10) -> Observed:
-    """Read every resource in state through its provider (in parallel) and hash dataset sources."""
+def recorded_sources(state: State) -> dict[str, str]:
+    """Dataset source hashes as state last recorded them (for work that must not need the files)."""
+    return {rs.name: rs.inputs.get("source_sha256", "") for rs in state.resources.values() if rs.kind == "dataset"}
+
+
+def refresh(spec: Spec | None, state: State, provider: Provider, *, workers: int = 10,
+            hash_sources: bool = True) -> Observed:
+    """Read every resource in state through its provider (in parallel) and hash dataset sources
+    (or, with `hash_sources=False`, take the hashes state recorded: `reap` runs where the data isn't)."""
     targets = [rs for rs in state.resources.values() if rs.status is not Status.EXPIRED]
 
     def read(rs) -> tuple[str, Observation]:
@@ -64,7 +71,7 @@ def refresh(spec: Spec | None, state: State, provider: Provider, *, workers: int
         observations = dict(read(rs) for rs in targets)
     return Observed(
         resources=observations,
-        dataset_sources=dataset_sources(spec) if spec is not None else {},
+        dataset_sources=(dataset_sources(spec) if hash_sources else recorded_sources(state)) if spec is not None else {},
         training_code_hash=provider.training_code_hash(),
         unsupported=dict(provider.unsupported),
         priced=provider.priced,
