@@ -132,7 +132,9 @@ class LocalDeployments:
             code = processes.exit_code(run)
             if code is not None or not processes.alive(pid):
                 processes.reap(pid)
-                raise ProviderError(self._failure(run, code), f"fastuner logs {ctx.address}")
+                hint = (f"choose another `port:` for {ctx.address} in the spec, or remove it to use a free one"
+                        if code == 5 else f"fastuner logs {ctx.address}")
+                raise ProviderError(self._failure(run, code), hint)
             if ctx.cancelled.is_set():
                 return Outcome.pending({"pid": pid, "log": str(run / "serve.log")},
                                        "interrupted while the server was starting; the next apply picks it up")

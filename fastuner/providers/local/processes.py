@@ -13,8 +13,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# The shell records the exit code atomically once the program ends, whoever is watching.
-_WRAPPER = 'ec=0; "$@" || ec=$?; echo "$ec" > exit_code.tmp && mv exit_code.tmp exit_code; exit "$ec"'
+# The shell runs the program in the background and waits for it, forwarding SIGTERM/SIGINT to it (a
+# plain `sh -c 'prog'` would die at once on SIGTERM and leave the program behind, unrecorded), then
+# records the exit code atomically, whoever is watching.
+_WRAPPER = (
+    '"$@" & child=$!; '
+    "trap 'kill -TERM \"$child\" 2>/dev/null' TERM INT; "
+    'wait "$child"; ec=$?; '
+    'while kill -0 "$child" 2>/dev/null; do wait "$child"; ec=$?; done; '
+    'echo "$ec" > exit_code.tmp && mv exit_code.tmp exit_code; exit "$ec"'
+)
 
 
 @dataclass(frozen=True)
@@ -75,22 +83,33 @@ def reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def stop(pid: int, *, grace: float = 20.0) -> None:
-    """SIGTERM the process group (the program checkpoints and exits), then SIGKILL after `grace`."""
-    if not alive(pid):
-        return
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group (the wrapper and everything it started) still runs."""
+    reap(pgid)
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pgid, 0)
     except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop(pid: int, *, grace: float = 20.0) -> None:
+    """SIGTERM the program through its wrapper (the program checkpoints or drains, then exits), wait
+    for the whole process group to end, and SIGKILL what is left after `grace` seconds."""
+    if not group_alive(pid):
         return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        reap(pid)
-        if not alive(pid):
+        if not group_alive(pid):
             return
         time.sleep(0.05)
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
-    reap(pid)
+    while group_alive(pid) and time.monotonic() < deadline + 5:
+        time.sleep(0.05)

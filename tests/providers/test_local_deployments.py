@@ -1,0 +1,186 @@
+"""Local deployments: the real inference server as a detached process, updated in place, recreated
+when it dies, expired by its TTL and reaped, with no orphan processes left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from fastuner.providers.local.http import request
+from fastuner.state.local import LocalStateStore
+from tests.cli.helpers import fastuner_subprocess, intents_rows, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+
+def servers_of(root: Path) -> list[int]:
+    """pids of serve.py processes whose command line points into this project's folder."""
+    out = subprocess.run(["pgrep", "-f", f"serve.py.*{root}"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split() if p.strip()]
+
+
+def adapter_block(name: str, r: int) -> str:
+    return f"""\
+  {name}:
+    base_model: ${{var.bert}}
+    dataset: intents
+    lora: {{r: {r}, alpha: 8, dropout: 0.0}}
+    training: {{epochs: 1, max_steps: 2, batch_tokens: 512, max_seq_len: 32}}
+"""
+
+
+def write_project(root: Path, bert: Path, *, adapters: list[str], deployed: list[str], extra: str = "") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / "data" / "intents.jsonl").exists():
+        write_jsonl(root / "data" / "intents.jsonl", intents_rows(120))
+    blocks = "".join(adapter_block(a, 2 + i) for i, a in enumerate(adapters))
+    (root / "fastuner.yaml").write_text(f"""\
+version: 1
+project: dep
+provider: {{local: {{device: cpu}}}}
+variables:
+  bert: {{default: "{bert}"}}
+datasets:
+  intents: {{path: data/intents.jsonl, task: classification}}
+adapters:
+{blocks}deployments:
+  api:
+    base_model: ${{var.bert}}
+    adapters: [{", ".join(deployed)}]
+    cache_size: 2
+{extra}""")
+    return root
+
+
+def state_of(root: Path):
+    return LocalStateStore(root / "state" / "dep.json").read()
+
+
+def apply(root: Path, *args: str) -> subprocess.CompletedProcess:
+    proc = fastuner_subprocess("apply", "--auto-approve", *args, cwd=root, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def classify(url: str, adapter: str, text: str = "where is my order") -> dict:
+    return request("POST", f"{url}/invocations", {"inputs": text, "adapter": adapter}, timeout=60)
+
+
+def test_lifecycle_update_in_place_drift_and_destroy(tmp_path: Path, tiny_models) -> None:
+    root = write_project(tmp_path / "p", tiny_models["bert"], adapters=["a1", "a2"], deployed=["a1"])
+    try:
+        apply(root)
+        dep = state_of(root).resources["deployment.api"]
+        url, pid = dep.outputs["url"], dep.outputs["pid"]
+        assert request("GET", f"{url}/ping")["status"] == "healthy"
+        assert os.getsid(pid) == pid  # its own session: Ctrl-C in the terminal and fastuner's exit don't reach it
+        labels = {r["label"] for r in intents_rows(120)}
+        assert set(classify(url, "a1")["scores"]) == labels
+        # adding an adapter to a running deployment is an in-place update without a restart
+        write_project(root, tiny_models["bert"], adapters=["a1", "a2"], deployed=["a1", "a2"])
+        plan = json.loads(fastuner_subprocess("plan", "--json", cwd=root).stdout)
+        change = next(c for c in plan["changes"] if c["address"] == "deployment.api")
+        assert (change["action"], change["reason"]) == ("update", "update_because_changed")
+        apply(root)
+        dep = state_of(root).resources["deployment.api"]
+        assert dep.outputs["pid"] == pid and dep.outputs["url"] == url
+        assert set(dep.outputs["adapters"]) == {"a1", "a2"}
+        assert set(classify(url, "a2")["scores"]) == labels
+        # removing one goes through the management API too
+        write_project(root, tiny_models["bert"], adapters=["a1", "a2"], deployed=["a2"])
+        apply(root)
+        adapters = request("GET", f"{url}/adapters")
+        assert [a["name"] for a in adapters["adapters"]] == ["a2"]
+        assert state_of(root).resources["deployment.api"].outputs["pid"] == pid
+        # a dead server is drift: the plan recreates it
+        os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.05)
+        plan = json.loads(fastuner_subprocess("plan", "--json", cwd=root).stdout)
+        change = next(c for c in plan["changes"] if c["address"] == "deployment.api")
+        assert (change["action"], change["reason"]) == ("create", "create_because_missing")
+        assert "not running" in change["detail"]
+        apply(root)
+        new = state_of(root).resources["deployment.api"].outputs
+        assert new["pid"] != pid and classify(new["url"], "a2")["label"] in labels
+        assert servers_of(root) != []
+    finally:
+        fastuner_subprocess("destroy", "--auto-approve", cwd=root, timeout=300)
+    assert servers_of(root) == []
+    assert state_of(root).resources == {}
+
+
+def test_ttl_expiry_reap_and_renew(tmp_path: Path, tiny_models) -> None:
+    root = write_project(tmp_path / "p", tiny_models["bert"], adapters=["a1"], deployed=["a1"],
+                         extra="    ttl: 20s\n")
+    try:
+        apply(root)
+        dep = state_of(root).resources["deployment.api"]
+        assert dep.expires_at is not None
+        assert abs((dep.expires_at - dep.created_at).total_seconds() - 20) < 1e-6
+        shown = fastuner_subprocess("state", "show", "deployment.api", cwd=root).stdout
+        assert "expires_at" in shown
+        nothing = fastuner_subprocess("reap", "--auto-approve", cwd=root)
+        assert nothing.returncode == 0 and "Nothing to reap" in nothing.stdout and "expires in" in nothing.stdout
+        while state_of(root).resources["deployment.api"].expires_at.timestamp() > time.time():
+            time.sleep(0.2)
+        plan = json.loads(fastuner_subprocess("plan", "--json", cwd=root).stdout)
+        change = next(c for c in plan["changes"] if c["address"] == "deployment.api")
+        assert (change["action"], change["reason"]) == ("delete", "delete_because_ttl_expired")
+        # reap needs no dataset files: it runs where only the spec and the state are
+        (root / "data" / "intents.jsonl").rename(root / "intents.jsonl.away")
+        reaped = fastuner_subprocess("reap", "--auto-approve", cwd=root, timeout=120)
+        assert reaped.returncode == 0, reaped.stdout + reaped.stderr
+        assert "Reaped deployment.api: ran" in reaped.stdout
+        (root / "intents.jsonl.away").rename(root / "data" / "intents.jsonl")
+        assert servers_of(root) == []
+        assert state_of(root).resources["deployment.api"].status == "expired"
+        # it does not silently come back
+        again = fastuner_subprocess("plan", "--detailed-exitcode", cwd=root)
+        assert again.returncode == 0, again.stdout
+        assert "expired" in again.stdout and "--renew deployment.api" in again.stdout
+        renewed = apply(root, "--renew", "deployment.api")
+        assert "renewed" in renewed.stdout
+        dep = state_of(root).resources["deployment.api"]
+        assert dep.status == "ready" and dep.expires_at.timestamp() > time.time()
+        assert len(servers_of(root)) >= 1
+    finally:
+        fastuner_subprocess("destroy", "--auto-approve", cwd=root, timeout=300)
+    assert servers_of(root) == []
+
+
+def test_port_in_use_and_corrupt_adapter_are_explained(tmp_path: Path, tiny_models) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    root = write_project(tmp_path / "p", tiny_models["bert"], adapters=["a1"], deployed=["a1"],
+                         extra=f"    port: {port}\n")
+    try:
+        proc = fastuner_subprocess("apply", "--auto-approve", cwd=root, timeout=600)
+        assert proc.returncode == 1
+        assert f"127.0.0.1:{port} is already in use" in proc.stdout, proc.stdout
+        assert "choose another `port:`" in proc.stdout
+        assert "Traceback" not in proc.stdout + proc.stderr
+        assert state_of(root).resources["deployment.api"].status == "failed"
+        assert state_of(root).resources["adapter.a1"].status == "ready"  # the adapter is kept
+        busy.close()
+        # a corrupt artifact: the server refuses it at start, and says which file
+        artifact = Path(state_of(root).resources["adapter.a1"].outputs["artifact_dir"])
+        (artifact / "adapter_model.safetensors").write_bytes(b"not safetensors")
+        proc = fastuner_subprocess("apply", "--auto-approve", cwd=root, timeout=600)
+        assert proc.returncode == 1
+        assert "adapter_model.safetensors" in proc.stdout or "corrupt" in proc.stdout, proc.stdout
+        assert servers_of(root) == []
+    finally:
+        busy.close()
+        fastuner_subprocess("destroy", "--auto-approve", cwd=root, timeout=300)
+    assert servers_of(root) == []
