@@ -12,7 +12,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from fastuner.views.words import HEADINGS, SYMBOLS, attribute_rows, reason_text, summary_line
+from fastuner.views.words import HEADINGS, SYMBOLS, attribute_rows, cost_line, reason_text, summary_line
 
 LIMIT = 65_000
 ICONS = {True: "📝", False: "✅"}
@@ -45,18 +45,6 @@ def _diff_rows(change: dict[str, Any]) -> list[str]:
     return rows
 
 
-def _cost_line(plan: dict[str, Any]) -> str:
-    cost = plan.get("cost") or {}
-    bits = []
-    if cost.get("hourly_usd"):
-        bits.append(f"~${cost['hourly_usd']:.2f}/h")
-    if cost.get("max_one_time_usd"):
-        bits.append(f"≤ ${cost['max_one_time_usd']:.2f} one-time")
-    if cost.get("hourly_usd_saved"):
-        bits.append(f"saves ${cost['hourly_usd_saved']:.2f}/h")
-    return ("Estimated cost: " + ", ".join(bits)) if bits else ""
-
-
 def render_markdown(plan: dict[str, Any], *, limit: int = LIMIT) -> str:
     changes = [c for c in plan["changes"] if c["action"] != "no-op"]
     rows = [{"symbol": SYMBOLS[c["action"]], "address": c["address"], "action": c["action"],
@@ -68,7 +56,7 @@ def render_markdown(plan: dict[str, Any], *, limit: int = LIMIT) -> str:
     context = {
         "plan": plan, "changes": rows, "detailed": detailed, "expired": expired,
         "summary": summary_line(plan["summary"], plan["mode"]) if plan["has_changes"] else "No changes.",
-        "icon": ICONS[bool(plan["has_changes"])], "cost_line": _cost_line(plan),
+        "icon": ICONS[bool(plan["has_changes"])], "cost_line": cost_line(plan.get("cost") or {}),
         "blocked": [c for c in changes if c.get("blocked")],
     }
     template = _env().get_template("plan.md.j2")

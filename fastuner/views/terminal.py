@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from fastuner.views.words import HEADINGS, SYMBOLS, attribute_rows, reason_text, summary_line
+from fastuner.views.words import HEADINGS, SYMBOLS, attribute_rows, cost_line, reason_text, summary_line
 
 STYLES = {"create": "green", "update": "yellow", "replace": "magenta", "delete": "red", "no-op": "dim"}
 
@@ -103,16 +103,9 @@ def _cost_text(cost: dict[str, Any]) -> str:
 
 def _footer(plan: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]{summary_line(plan['summary'], plan['mode'])}[/bold]")
-    cost = plan.get("cost") or {}
-    if cost.get("hourly_usd") or cost.get("max_one_time_usd") or cost.get("hourly_usd_saved"):
-        bits = []
-        if cost.get("hourly_usd"):
-            bits.append(f"${cost['hourly_usd']:.2f}/h while deployments run")
-        if cost.get("max_one_time_usd"):
-            bits.append(f"at most ${cost['max_one_time_usd']:.2f} for training and TTL-bounded endpoints")
-        if cost.get("hourly_usd_saved"):
-            bits.append(f"saves ${cost['hourly_usd_saved']:.2f}/h")
-        console.print(f"Estimated cost: {'; '.join(bits)} (on-demand list prices, an estimate).")
+    line = cost_line(plan.get("cost") or {})
+    if line:
+        console.print(escape(line))
     if not plan["can_apply"]:
         blocked = [c["address"] for c in plan["changes"] if c.get("blocked") and c["action"] != "no-op"]
         console.print(f"[bold red]This plan cannot be applied yet:[/bold red] {escape(', '.join(blocked))} "

@@ -53,6 +53,18 @@ def summary_line(summary: dict[str, int], mode: str = "normal") -> str:
             f"{summary['replace']} to replace, {summary['delete']} to destroy.")
 
 
+def cost_line(cost: dict[str, Any]) -> str:
+    """The plan's cost estimate in one sentence ("" when nothing is billed)."""
+    bits = []
+    if cost.get("hourly_usd"):
+        bits.append(f"~${cost['hourly_usd']:.2f}/h while deployments run")
+    if cost.get("max_one_time_usd"):
+        bits.append(f"at most ${cost['max_one_time_usd']:.2f} for training and TTL-bounded endpoints")
+    if cost.get("hourly_usd_saved"):
+        bits.append(f"saves ${cost['hourly_usd_saved']:.2f}/h")
+    return f"Estimated cost: {'; '.join(bits)} (on-demand list prices)." if bits else ""
+
+
 def fmt_value(value: Any) -> str:
     if value is None:
         return "null"
