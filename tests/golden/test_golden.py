@@ -49,7 +49,8 @@ def _plan_for(case: Path, tmp_path: Path) -> dict:
         state = store.read()
     spec = load_spec(case / "fastuner.yaml")
     now = datetime.fromisoformat(str(meta["now"]))
-    observed = Observed(dataset_sources=meta["sources"], training_code_hash="code-1")
+    observed = Observed(dataset_sources=meta["sources"], training_code_hash="code-1",
+                        priced=bool(meta.get("priced")), unsupported=meta.get("unsupported") or {})
     plan = make_plan(spec, state, observed, now, destroy=bool(meta.get("destroy")))
     return plan.to_dict()
 
