@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 state_app = typer.Typer(help="Inspect and edit the state.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(state_app, name="state")
+ci_app = typer.Typer(help="Generate CI configuration.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(ci_app, name="ci")
 
 FileOpt = Annotated[str | None, typer.Option("--file", "-f", help="Spec file (default: ./fastuner.yaml).")]
 VarOpt = Annotated[list[str] | None, typer.Option("--var", help="Set a variable: NAME=VALUE (repeatable).")]
@@ -199,6 +201,61 @@ def logs(
     from fastuner.cli.state_commands import run_logs
 
     raise typer.Exit(run_logs(address, follow, file, workspace, _console()))
+
+
+@app.command()
+def invoke(
+    address: Annotated[str, typer.Argument(help="deployment.NAME")],
+    adapter: Annotated[str | None, typer.Option("--adapter", "-a", help="Adapter to use (default: the base "
+                                                "model; for --evaluate, the only adapter).")] = None,
+    input_text: Annotated[str | None, typer.Option("--input", "-i", help="One input; prints the answer.")] = None,
+    batch: Annotated[str | None, typer.Option("--batch", help="JSONL file, an object with `input` a line.")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Where --batch writes (default: stdout).")] = None,
+    evaluate: Annotated[bool, typer.Option("--evaluate", help="Score the adapter on its dataset's test split "
+                                           "next to the base model.")] = False,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", min=1)] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", min=0.0)] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p", min=0.0, max=1.0)] = None,
+    stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Sampling seed.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256, help="Requests at once.")] = 8,
+    rows_per_request: Annotated[int, typer.Option("--rows-per-request", min=1, max=256)] = 8,
+    retries: Annotated[int, typer.Option("--retries", min=0, max=20, help="On 5xx and connection errors, "
+                                         "with exponential backoff.")] = 3,
+    timeout: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds per request.")] = 120.0,
+    file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
+    json_out: JsonOpt = False, no_color: NoColorOpt = False,
+) -> None:
+    """Send inputs to a deployment: one (--input), a JSONL file (--batch) or its test split (--evaluate)."""
+    from fastuner.cli.invoke import Options, generation_params, run_invoke
+
+    options = Options(adapter=adapter, text=input_text, batch=batch, out=out, evaluate=evaluate,
+                      params=generation_params(max_new_tokens, temperature, top_p, stop, seed),
+                      concurrency=concurrency, rows_per_request=rows_per_request, retries=retries,
+                      timeout=timeout, json_out=json_out)
+    raise typer.Exit(run_invoke(address, options, file, var, workspace, console=_console(no_color),
+                                err_console=_console(no_color, stderr=True)))
+
+
+@ci_app.command("github")
+def ci_github(
+    out: Annotated[str, typer.Option("--out", "-o", help="Where to write ('-': stdout).")]
+        = ".github/workflows/fastuner.yml",
+    python: Annotated[str, typer.Option("--python", help="Python version on the runner.")] = "3.11",
+    workdir: Annotated[str, typer.Option("--workdir", help="Folder of fastuner.yaml, from the repository root.")] = ".",
+    reap_cron: Annotated[str, typer.Option("--reap-cron", help="When to run `fastuner reap` (UTC cron).")]
+        = "17 * * * *",
+    branch: Annotated[str, typer.Option("--branch", help="Default branch: a push to it applies.")] = "main",
+    runs_on: Annotated[str, typer.Option("--runs-on", help="Runner label.")] = "ubuntu-latest",
+    install: Annotated[str | None, typer.Option("--install", help="Command that installs fastuner "
+                                                "(default: pip install this version).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a different existing file.")] = False,
+) -> None:
+    """Write a GitHub Actions workflow: plan on pull requests, apply on push, reap on a schedule."""
+    from fastuner.cli.ci import run_ci_github
+
+    raise typer.Exit(run_ci_github(out=out, python=python, workdir=workdir, reap_cron=reap_cron, branch=branch,
+                                   runs_on=runs_on, install=install, force=force, console=_console()))
 
 
 @app.command()
