@@ -6,6 +6,7 @@ errors as `{error, code}`.
 Scripting, by input text:
     "EMPTY"        400 empty_input for the whole request (as the real server does for one bad row)
     "SLOW <s> ..."  the request sleeps <s> seconds before answering
+    "WAIT ..."     the request waits until the test sets `script.release` (at most 10 s)
 Scripting, by request: `fail_next` is a list of statuses (or "drop": close the connection unanswered)
 used, one each, by the next requests.
 """
@@ -29,6 +30,7 @@ class Script:
     requests: list[dict[str, Any]] = field(default_factory=list)  # every body received, in arrival order
     finished: list[list[str]] = field(default_factory=list)  # inputs of each answered request, in finish order
     lock: threading.Lock = field(default_factory=threading.Lock)
+    release: threading.Event = field(default_factory=threading.Event)
 
     def classify(self, text: str) -> dict[str, Any]:
         label = "pos" if "good" in text else "neg"
@@ -100,6 +102,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return _error(400, "empty_input", f"{where} is empty after tokenization")
             if text.startswith("SLOW "):
                 time.sleep(float(text.split()[1]))
+            if text.startswith("WAIT"):
+                script.release.wait(10)
         answers = [script.classify(t) if script.task == "classification" else script.generate(t, adapter)
                    for t in items]
         return 200, answers if isinstance(inputs, list) else answers[0]
