@@ -31,35 +31,60 @@ class LocalStateStore:
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.backup_path = self.path.with_name(self.path.name + ".backup")
         self._notice = on_notice or (lambda msg: None)
+        self._seen: tuple[tuple[int, int, int, int], str, int] | None = None  # file fingerprint, lineage, serial
 
     # --- reading and writing -------------------------------------------------------------------
 
     def read(self) -> State | None:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
+            stat = os.stat(self.path)
         except FileNotFoundError:
             return None
+        try:
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise UserError(f"the state at {self.location} is not UTF-8 text") from None
-        return parse_state(text, self.location)
+        state = parse_state(text, self.location)
+        self._seen = (_fingerprint(stat), state.lineage, state.serial)
+        return state
 
     def write(self, state: State) -> State:
-        """Persist `state` with serial + 1. The file on disk must still be at `state.serial`."""
-        current = self.read()
+        """Persist `state` with serial + 1. The file on disk must still be at `state.serial`.
+
+        The previous version becomes `.backup` by a hard link (no copy), and the new one replaces the
+        file by an atomic rename: a crash at any point leaves a complete state file."""
+        current = self._current()
         if current is not None:
-            if current.lineage != state.lineage:
+            lineage, serial = current
+            if lineage != state.lineage:
                 raise UserError(f"refusing to overwrite {self.location}: it belongs to another state lineage",
-                                f"on disk: {current.lineage}, writing: {state.lineage}")
-            if current.serial != state.serial:
+                                f"on disk: {lineage}, writing: {state.lineage}")
+            if serial != state.serial:
                 raise UserError(f"refusing to overwrite {self.location}: it changed underneath "
-                                f"(serial {current.serial}, expected {state.serial})",
+                                f"(serial {serial}, expected {state.serial})",
                                 "Another process wrote it without holding the lock.")
         new = state.model_copy(update={"serial": state.serial + 1})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if current is not None:
-            _atomic_write(self.backup_path, self.path.read_bytes())
+            backup_tmp = self.backup_path.with_name(f".{self.backup_path.name}.{os.getpid()}.tmp")
+            backup_tmp.unlink(missing_ok=True)
+            os.link(self.path, backup_tmp)
+            os.replace(backup_tmp, self.backup_path)
         _atomic_write(self.path, serialize_state(new).encode("utf-8"))
+        self._seen = (_fingerprint(os.stat(self.path)), new.lineage, new.serial)
         return new
+
+    def _current(self) -> tuple[str, int] | None:
+        """Lineage and serial on disk; parsed only when the file is not the one this store last saw."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        if self._seen is not None and self._seen[0] == _fingerprint(stat):
+            return self._seen[1], self._seen[2]
+        state = self.read()
+        return (state.lineage, state.serial) if state is not None else None
 
     def history(self) -> Iterator[tuple[str, State]]:
         if self.backup_path.exists():
@@ -158,6 +183,10 @@ class LocalStateStore:
                 self.lock_path.unlink(missing_ok=True)
         finally:
             os.close(fd)
+
+
+def _fingerprint(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _same_file(fd: int, path: Path) -> bool:
