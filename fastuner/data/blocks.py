@@ -2,11 +2,15 @@
 
 The main process reads the file sequentially (so the whole-file SHA-256 costs no second read) and
 hands each block to a worker; results come back in file order whatever order the workers finish in.
-At most `2 * workers` blocks are in flight, so memory stays bounded whatever the file size. A block is
-sent as the raw read plus the bytes carried over from the previous read, so the main process never
-copies or splits the data itself. With one worker everything runs in the calling process, through the
-same code. Workers are started with `spawn`, never `fork`, because the caller (the apply engine) may
-be running threads.
+At most `2 * workers` blocks are in flight, so memory stays bounded whatever the file size. Given the
+file's path, a worker reads its block from the file itself (from the page cache, where the main
+process's read just put it) and checks it against the CRC-32 of the bytes the main process read and
+hashed, so that what is validated is what is hashed; sending a block's bytes through a pipe would
+cost more CPU than hashing them (pickling, two copies through the kernel, unpickling). Without the
+path (or without `os.pread`), a block is sent as the raw read plus the bytes carried over from the
+previous read. With one worker everything runs in the calling process, through the same code.
+Workers are started with `spawn`, never `fork`, because the caller (the apply engine) may be running
+threads.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -99,14 +104,29 @@ def read_blocks(file, block_bytes: int, file_hash: FileHash) -> Iterator[Block]:
         yield Block(index, offset, len(head), head, b"", 0)
 
 
+class FileChanged(Exception):
+    """A worker read other bytes than the main process read at the same place: the file is being
+    changed."""
+
+
 def map_blocks(blocks: Iterator[Block], fn: Callable, args: Callable[[Block], tuple], pool: Executor,
-               workers: int) -> Iterator[tuple[Block, object]]:
+               workers: int, source: str | None = None) -> Iterator[tuple[Block, object]]:
     """(block, fn(block.parts(), *args(block))) for each block, in file order; the yielded blocks
-    carry no data. At most `2 * workers` blocks are in flight."""
+    carry no data. At most `2 * workers` blocks are in flight. With `source`, the path of the file
+    the blocks come from, pool workers read their blocks from it (`read_block`), and a block that
+    has changed there raises `FileChanged`."""
     window: deque = deque()
     limit = 2 * max(workers, 1)
+    by_position = source is not None and hasattr(os, "pread") and not isinstance(pool, InlineExecutor)
+    if by_position:
+        source = os.path.abspath(source)
     for block in blocks:
-        window.append((_position(block), pool.submit(fn, block.parts(), *args(block))))
+        if by_position:
+            crc = zlib.crc32(memoryview(block.body)[:block.end], zlib.crc32(block.head))
+            future = pool.submit(_from_file, fn, source, block.offset, block.size, crc, *args(block))
+        else:
+            future = pool.submit(fn, block.parts(), *args(block))
+        window.append((_position(block), future))
         del block
         if len(window) >= limit:
             done, future = window.popleft()
@@ -114,6 +134,26 @@ def map_blocks(blocks: Iterator[Block], fn: Callable, args: Callable[[Block], tu
     while window:
         done, future = window.popleft()
         yield done, future.result()
+
+
+def read_block(path: str, offset: int, size: int, crc: int) -> tuple[bytes, bytes, int]:
+    """The `Block.parts()` of the block at `offset`, read from the file at `path`; raises
+    FileChanged unless its bytes have the CRC-32 `crc`."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.pread(fd, size, offset)
+        while len(data) < size and (more := os.pread(fd, size - len(data), offset + len(data))):
+            data += more
+    finally:
+        os.close(fd)
+    if len(data) != size or zlib.crc32(data) != crc:
+        raise FileChanged(path)
+    # A block ends after a newline, except the file's unterminated last line, which is a block alone.
+    return (b"", data, size) if data.endswith(b"\n") else (data, b"", 0)
+
+
+def _from_file(fn: Callable, path: str, offset: int, size: int, crc: int, *args):
+    return fn(read_block(path, offset, size, crc), *args)
 
 
 def default_workers(file_size: int) -> int:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from fastuner.data.blocks import (
     DEFAULT_BLOCK_BYTES,
+    FileChanged,
     FileHash,
     default_workers,
     map_blocks,
@@ -131,12 +132,14 @@ class DatasetScan:
 
 def scan_dataset(path: str | Path, task: str, *, split: SplitSpec = SplitSpec(), rules: Rules = Rules(),
                  workers: int | None = None, block_bytes: int = DEFAULT_BLOCK_BYTES,
-                 address: str | None = None) -> DatasetScan:
+                 address: str | None = None, fast: bool = True) -> DatasetScan:
     """Read `path` once: validate every row, hash the file, deduplicate and plan the splits.
 
     Raises `DiagnosticsError` for anything wrong with the file; stores nothing. `workers` processes
     validate blocks of `block_bytes` in parallel (default: one per core for a large file, none for a
-    small one); the result is the same for any `workers` and `block_bytes`.
+    small one); the result is the same for any `workers` and `block_bytes`. `fast=False` deduplicates
+    and splits with the reference code only (`split.py`) instead of the fast path (`fast.py`); the
+    result is the same.
     """
     check_task(task)
     shown = relpath(path)
@@ -151,22 +154,26 @@ def scan_dataset(path: str | Path, task: str, *, split: SplitSpec = SplitSpec(),
             results: list[BlockScan] = []
             block_sizes: list[int] = []
             jobs = read_blocks(file, block_bytes, file_hash)
-            for block, result in map_blocks(jobs, scan_block, lambda b: (limits, split.seed, b.index == 0), pool,
-                                            workers):
-                results.append(result)
-                block_sizes.append(block.size)
+            try:
+                for block, result in map_blocks(jobs, scan_block, lambda b: (limits, split.seed, b.index == 0),
+                                                pool, workers, source=str(path)):
+                    results.append(result)
+                    block_sizes.append(block.size)
+            except FileChanged:
+                raise report.error(f"dataset file changed while it was being read: {shown}",
+                                   "run again when nothing is writing to it") from None
             file.close()
             block_lines, n_lines, n_blank, n_records = _check_rows(results, file_hash.size, report)
             if n_records >= 1 << 32:
                 raise report.error(f"{n_records:,} rows are more than a dataset may have (4,294,967,295)")
             strata = strata_of(results, task == "classification")
             fractions = split.fractions()
-            dups = find_duplicates(results, strata, fractions, pool)
+            dups = find_duplicates(results, strata, fractions, pool, fast)
             n_distinct = n_records - dups.count
             if n_distinct < rules.min_rows:
                 raise report.error(*too_few(n_records, n_distinct, rules.min_rows))
             sizes = [allocate(c, fractions) for c in dups.distinct]
-            codes = choose_splits(results, strata, dups, sizes, pool)
+            codes = choose_splits(results, strata, dups, sizes, pool, fast)
 
     totals = [sum(size[i] for size in sizes) for i in range(3)]
     stratum_sizes, label_names = dups.distinct, strata.names

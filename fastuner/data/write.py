@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from fastuner.data.blocks import FileHash, default_workers, map_blocks, read_blocks, worker_pool
+from fastuner.data.blocks import FileChanged, FileHash, default_workers, map_blocks, read_blocks, worker_pool
 from fastuner.data.rows import Limits, render_block
 from fastuner.data.rules import NORMALISATION_VERSION, SPLITS
 from fastuner.data.scan import DatasetScan
@@ -63,8 +63,9 @@ def write_splits(scan: DatasetScan, store: ObjectStore, *, workers: int | None =
             raise changed from None
         with source, worker_pool(workers) as pool:
             n_blocks = 0
-            for block, (parts, n_valid) in map_blocks(read_blocks(source, layout.block_bytes, file_hash),
-                                                      render_block, args, pool, workers):
+            blocks = map_blocks(read_blocks(source, layout.block_bytes, file_hash), render_block, args, pool,
+                                workers, source=str(scan.path))
+            for block, (parts, n_valid) in _unchanged(blocks, changed):
                 n_blocks += 1
                 if (block.index >= len(layout.block_sizes) or block.size != layout.block_sizes[block.index]
                         or n_valid != layout.block_valid[block.index]):
@@ -111,3 +112,11 @@ def write_splits(scan: DatasetScan, store: ObjectStore, *, workers: int | None =
         "labels": scan.labels,
         "splits": splits,
     }
+
+
+def _unchanged(blocks, changed: DiagnosticsError):
+    """`blocks`, raising `changed` when a worker finds that the file is being changed."""
+    try:
+        yield from blocks
+    except FileChanged:
+        raise changed from None
