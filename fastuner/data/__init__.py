@@ -7,13 +7,35 @@
 `scan_dataset` reads the file once and raises `DiagnosticsError` for bad input; it stores nothing.
 `write_splits` reads it a second time and stores the split files and a manifest.
 This package imports only `fastuner.errors` from fastuner.
+
+The names below are imported when first used, so that a worker process, which needs only
+`fastuner.data.rows`, starts without importing the rest (numpy included): that is most of the time
+before a scan's first block is processed.
 """
 
-from fastuner.data.rules import NORMALISATION_VERSION, SPLITS, TASKS, Rules, SplitSpec
-from fastuner.data.scan import MAX_REPORTED_ERRORS, DatasetScan, RowCounts, dataset_version, scan_dataset
-from fastuner.data.split import InternalError
-from fastuner.data.store import LocalObjectStore, ObjectStore, ObjectWriter, materialize
-from fastuner.data.write import write_splits
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_WHERE = {
+    "NORMALISATION_VERSION": "rules",
+    "SPLITS": "rules",
+    "TASKS": "rules",
+    "Rules": "rules",
+    "SplitSpec": "rules",
+    "MAX_REPORTED_ERRORS": "scan",
+    "DatasetScan": "scan",
+    "RowCounts": "scan",
+    "dataset_version": "scan",
+    "scan_dataset": "scan",
+    "InternalError": "split",
+    "LocalObjectStore": "store",
+    "ObjectStore": "store",
+    "ObjectWriter": "store",
+    "materialize": "store",
+    "write_splits": "write",
+}
 
 __all__ = [
     "MAX_REPORTED_ERRORS",
@@ -33,3 +55,22 @@ __all__ = [
     "scan_dataset",
     "write_splits",
 ]
+
+if TYPE_CHECKING:
+    from fastuner.data.rules import NORMALISATION_VERSION, SPLITS, TASKS, Rules, SplitSpec
+    from fastuner.data.scan import MAX_REPORTED_ERRORS, DatasetScan, RowCounts, dataset_version, scan_dataset
+    from fastuner.data.split import InternalError
+    from fastuner.data.store import LocalObjectStore, ObjectStore, ObjectWriter, materialize
+    from fastuner.data.write import write_splits
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

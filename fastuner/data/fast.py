@@ -13,6 +13,33 @@ orjson, the UTF-8 copies and OpenSSL's per-call overhead in `hashlib`, which the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from fractions import Fraction
+from functools import partial
+
+from fastuner.data import split
+from fastuner.data.rows import BlockScan
+from fastuner.data.split import (
+    _ALL,
+    _KEY_SHIFT,
+    PARTITIONS,
+    STRATUM_SHIFT,
+    TEST,
+    TRAIN,
+    VALIDATION,
+    Deduplication,
+    InternalError,
+    PartitionResult,
+    PartitionSlice,
+    Strata,
+    allocate,
+    dedupe_partition,
+    every_row_of,
+    partition_slices,
+    record_of,
+)
+
 try:
     import numpy as np
 except ImportError:  # pragma: no cover - numpy is a dependency; this keeps a broken install working
@@ -23,29 +50,43 @@ def available() -> bool:
     return np is not None
 
 
-def dedupe_partition_fast(slices, thresholds: list[bytes], dedupe: bool = True):
-    """`split.dedupe_partition(slices, thresholds, dedupe)`, with array operations.
+def dedupe_partition_fast(slices: Sequence[PartitionSlice], thresholds: Sequence[bytes],
+                          dedupe: bool = True) -> PartitionResult:
+    """`split.dedupe_partition(slices, thresholds, dedupe)`, computed by `partition_arrays` (or by
+    the reference itself, for thresholds that `partition_arrays` does not take)."""
+    arrays = partition_arrays(slices, thresholds, dedupe)
+    if arrays is None:
+        return dedupe_partition(slices, thresholds, dedupe)
+    dropped, example, dropped_by_stratum, candidates = arrays
+    out = PartitionResult(dropped.tolist(), example, dropped_by_stratum)
+    out.candidates = [(s << STRATUM_SHIFT) | (k << _KEY_SHIFT) | g for s, k, g in candidates.tolist()]
+    return out
 
-    The same result: records are compared whole (24 bytes), the first occurrence in file order is
-    kept, and a row is a candidate when its record sorts below its stratum's threshold as bytes.
-    A threshold of 0 to 8 bytes compares with the record's first bytes as a big-endian number
-    (equal first bytes make the longer record the greater); the 25-byte all-0xff threshold is above
-    every record. Any other threshold makes this function run the reference one.
+
+def partition_arrays(slices: Sequence[PartitionSlice], thresholds: Sequence[bytes], dedupe: bool = True):
+    """What `split.dedupe_partition` finds in one partition, as arrays: (the dropped rows' ordinals,
+    ascending; the example; dropped rows by stratum; the candidates, rows of [stratum, split key,
+    ordinal] in file order). None for a threshold it does not take.
+
+    Records are compared whole (24 bytes) and the first occurrence in file order is kept: rows are
+    sorted by split key and only rows whose key repeats (duplicates, and the rare different records
+    that share a key) are compared, in Python. A row is a candidate when its record sorts below its
+    stratum's threshold as bytes: a threshold of 0 to 8 bytes compares with the record's first bytes
+    as a big-endian number (equal first bytes make the longer record the greater), and the 25-byte
+    all-0xff threshold is above every record.
     """
-    from fastuner.data.split import _KEY_SHIFT, STRATUM_SHIFT, PartitionResult, dedupe_partition
-
     shifts, limits, modes = [], [], []  # mode 0: never, 1: compare, 2: always
     for threshold in thresholds:
         if len(threshold) <= 8:
             shifts.append(8 * (8 - len(threshold)) if threshold else 0)
             limits.append(int.from_bytes(threshold, "big"))
             modes.append(1 if threshold else 0)
-        elif threshold == b"\xff" * 25:
+        elif threshold == _ALL:
             shifts.append(0)
             limits.append(0)
             modes.append(2)
         else:
-            return dedupe_partition(slices, thresholds, dedupe)
+            return None
     blobs, ordinals, strata = [], [], []
     for base, label_map, blob, block_ordinals, labels in slices:
         if not len(block_ordinals):
@@ -56,40 +97,121 @@ def dedupe_partition_fast(slices, thresholds: list[bytes], dedupe: bool = True):
             strata.append(np.zeros(len(block_ordinals), np.int64))
         else:
             strata.append(np.asarray(label_map, np.int64)[np.asarray(labels, np.int64)])
-    out = PartitionResult()
     if not blobs:
-        return out
+        return np.zeros(0, np.int64), None, {}, np.zeros((0, 3), np.uint64)
     words = np.frombuffer(b"".join(blobs), ">u8").reshape(-1, 3)  # a record: 3 big-endian words
     g = np.concatenate(ordinals)  # ascending: blocks in file order, rows in order within a block
     s = np.concatenate(strata)
-    n = len(g)
     key = words[:, 0]
-    if dedupe and n > 1:
-        # Equal records have equal keys: only rows whose key repeats (duplicates, and the rare
-        # different records sharing a key) need comparing, in Python, whole and in file order.
+    dropped: list[int] = []
+    example = None
+    by_stratum: dict[int, int] = {}
+    if dedupe and len(g) > 1:
         order = np.argsort(key, kind="stable")
         ranked = key[order]
         tied = np.flatnonzero(ranked[1:] == ranked[:-1])
         if len(tied):
             rows = np.unique(np.concatenate((order[tied], order[tied + 1])))  # ascending: file order
             first: dict[bytes, int] = {}
-            dropped = []
-            example = None
             for i, record in zip(rows.tolist(), map(bytes, words[rows]), strict=True):
                 original = first.setdefault(record, i)
                 if original != i:
                     dropped.append(i)
                     if example is None:
-                        example = original
-            if dropped:
-                out.dropped = g[dropped].tolist()
-                out.example = (out.dropped[0], int(g[example]))
-                for stratum in s[dropped].tolist():
-                    out.dropped_by_stratum[stratum] = out.dropped_by_stratum.get(stratum, 0) + 1
+                        example = (int(g[i]), int(g[original]))
+            for stratum in s[dropped].tolist():  # in the order the reference meets them
+                by_stratum[stratum] = by_stratum.get(stratum, 0) + 1
     mode = np.asarray(modes, np.int8)[s]
     below = key >> np.asarray(shifts, np.uint64)[s] < np.asarray(limits, np.uint64)[s]
     chosen = np.flatnonzero((mode == 2) | ((mode == 1) & below))
-    shift = STRATUM_SHIFT
-    out.candidates = [(stratum << shift) | (k << _KEY_SHIFT) | ordinal for stratum, k, ordinal in
-                      zip(s[chosen].tolist(), key[chosen].tolist(), g[chosen].tolist(), strict=True)]
-    return out
+    candidates = np.stack((s[chosen].astype(np.uint64), key[chosen], g[chosen].astype(np.uint64)), axis=1)
+    return g[dropped], example, by_stratum, candidates
+
+
+def find_duplicates(blocks: Sequence[BlockScan], strata: Strata, fractions: Sequence[Fraction],
+                    pool: Executor) -> Deduplication:
+    """`split.find_duplicates`, with `partition_arrays`; `keep` is a numpy array of 0/1 bytes and the
+    candidates an array of [stratum, key, ordinal] rows (what `choose_splits` here takes)."""
+    wanted = [sum(allocate(c, fractions)[1:]) for c in strata.rows]
+    thresholds = split.thresholds_for(wanted, strata.rows)  # looked up when called: tests replace it
+    _check_thresholds(thresholds)
+    jobs = [pool.submit(partition_arrays, partition_slices(blocks, strata.label_maps, p), thresholds)
+            for p in range(PARTITIONS)]
+    keep = np.ones(sum(b.n_valid for b in blocks), np.uint8)
+    distinct = list(strata.rows)
+    count = 0
+    example = None
+    candidates = []
+    for job in jobs:
+        dropped, part_example, by_stratum, part_candidates = job.result()
+        count += len(dropped)
+        keep[dropped] = 0
+        for s, n in by_stratum.items():
+            distinct[s] -= n
+        if part_example and (example is None or part_example < example):
+            example = part_example
+        candidates.append(part_candidates)
+    return Deduplication(keep, count, example, distinct, np.concatenate(candidates))
+
+
+def choose_splits(blocks: Sequence[BlockScan], strata: Strata, dedup: Deduplication,
+                  sizes: Sequence[tuple[int, int, int]], pool: Executor) -> bytearray:
+    """`split.choose_splits` for what `find_duplicates` here returns: the same codes, the same checks."""
+    keep = dedup.keep
+    codes = keep.copy()
+    candidates, short = _assign(dedup.candidates, keep, sizes, codes)
+    if short:
+        candidates = candidates[~np.isin(candidates[:, 0], sorted(short))]
+        everything = every_row_of(short, len(sizes))
+        jobs = [pool.submit(partition_arrays, partition_slices(blocks, strata.label_maps, p), everything, False)
+                for p in range(PARTITIONS)]
+        more = np.concatenate([job.result()[3] for job in jobs])
+        only_short = [size if s in short else (0, 0, 0) for s, size in enumerate(sizes)]
+        more, still_short = _assign(more, keep, only_short, codes)
+        if still_short:
+            raise InternalError(f"strata {sorted(short)} have fewer rows than planned")
+        candidates = _sorted(np.concatenate((candidates, more)))
+    totals = [sum(size[i] for size in sizes) for i in range(3)]
+    _check_disjoint(candidates, codes, totals, partial(record_of, blocks))
+    return bytearray(codes)
+
+
+def _sorted(candidates):
+    return candidates[np.lexsort((candidates[:, 2], candidates[:, 1], candidates[:, 0]))]
+
+
+def _assign(candidates, keep, sizes: Sequence[tuple[int, int, int]], codes) -> tuple:
+    """`split.assign_candidates`: (the candidates sorted, the strata short of candidates)."""
+    candidates = _sorted(candidates)
+    s = candidates[:, 0].astype(np.int64)
+    g = candidates[:, 2].astype(np.int64)
+    kept = keep[g] == 1
+    s_kept, g_kept = s[kept], g[kept]
+    n_validation = np.asarray([size[1] for size in sizes], np.int64)
+    n_picked = n_validation + np.asarray([size[2] for size in sizes], np.int64)
+    rank = np.arange(len(s_kept)) - np.searchsorted(s_kept, np.arange(len(sizes)))[s_kept]  # within the stratum
+    codes[g_kept[rank < n_validation[s_kept]]] = VALIDATION
+    codes[g_kept[(rank >= n_validation[s_kept]) & (rank < n_picked[s_kept])]] = TEST
+    short = set(np.flatnonzero(np.bincount(s_kept, minlength=len(sizes)) < n_picked).tolist())
+    if short:
+        mine = np.isin(s, sorted(short))
+        codes[g[mine]] = keep[g[mine]]
+    return candidates, short
+
+
+def _check_disjoint(candidates, codes, expected: Sequence[int], record_of: Callable[[int], bytes]) -> None:
+    """`split.check_disjoint` for sorted candidate rows and a numpy `codes`."""
+    counts = [int(np.count_nonzero(codes == code)) for code in (TRAIN, VALIDATION, TEST)]
+    if counts != list(expected):
+        raise InternalError(f"split sizes {counts} differ from the planned {list(expected)}")
+    kept = candidates[codes[candidates[:, 2].astype(np.int64)] != 0]
+    same = np.flatnonzero((kept[1:, 0] == kept[:-1, 0]) & (kept[1:, 1] == kept[:-1, 1]))
+    for first, second in zip(kept[same, 2].tolist(), kept[same + 1, 2].tolist(), strict=True):
+        if record_of(first) == record_of(second):
+            raise InternalError(f"rows {first} and {second} hold the same record and are both kept "
+                                "(it would be in two splits)")
+
+
+def _check_thresholds(thresholds: Sequence[bytes]) -> None:
+    if any(len(t) > 8 and t != _ALL for t in thresholds):
+        raise InternalError("split.thresholds_for made a threshold that fast.partition_arrays does not take")

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fastuner.data import fast as fast_path
 from fastuner.data.blocks import (
     DEFAULT_BLOCK_BYTES,
     FileChanged,
@@ -168,12 +169,13 @@ def scan_dataset(path: str | Path, task: str, *, split: SplitSpec = SplitSpec(),
                 raise report.error(f"{n_records:,} rows are more than a dataset may have (4,294,967,295)")
             strata = strata_of(results, task == "classification")
             fractions = split.fractions()
-            dups = find_duplicates(results, strata, fractions, pool, fast)
+            fast = fast and fast_path.available()
+            dups = (fast_path.find_duplicates if fast else find_duplicates)(results, strata, fractions, pool)
             n_distinct = n_records - dups.count
             if n_distinct < rules.min_rows:
                 raise report.error(*too_few(n_records, n_distinct, rules.min_rows))
             sizes = [allocate(c, fractions) for c in dups.distinct]
-            codes = choose_splits(results, strata, dups, sizes, pool, fast)
+            codes = (fast_path.choose_splits if fast else choose_splits)(results, strata, dups, sizes, pool)
 
     totals = [sum(size[i] for size in sizes) for i in range(3)]
     stratum_sizes, label_names = dups.distinct, strata.names

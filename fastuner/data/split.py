@@ -87,17 +87,15 @@ def strata_of(blocks: Sequence[BlockScan], stratified: bool) -> Strata:
 
 
 def find_duplicates(blocks: Sequence[BlockScan], strata: Strata, fractions: Sequence[Fraction],
-                    pool: Executor, fast: bool = False) -> Deduplication:
+                    pool: Executor) -> Deduplication:
     """Run `dedupe_partition` on every partition in `pool` and merge the results.
 
     The candidate thresholds come from the counts before deduplication, so that one pass over the
     partitions both deduplicates and collects candidates; `choose_splits` collects a stratum that
-    is left short again, in full. `fast` runs `fast.dedupe_partition_fast` instead, which returns
-    the same.
+    is left short again, in full.
     """
     thresholds = thresholds_for([sum(allocate(c, fractions)[1:]) for c in strata.rows], strata.rows)
-    dedupe = _dedupe_function(fast)
-    jobs = [pool.submit(dedupe, partition_slices(blocks, strata.label_maps, p), thresholds)
+    jobs = [pool.submit(dedupe_partition, partition_slices(blocks, strata.label_maps, p), thresholds)
             for p in range(PARTITIONS)]
     keep = bytearray(b"\x01") * sum(b.n_valid for b in blocks)
     distinct = list(strata.rows)
@@ -118,7 +116,7 @@ def find_duplicates(blocks: Sequence[BlockScan], strata: Strata, fractions: Sequ
 
 
 def choose_splits(blocks: Sequence[BlockScan], strata: Strata, dedup: Deduplication,
-                  sizes: Sequence[tuple[int, int, int]], pool: Executor, fast: bool = False) -> bytearray:
+                  sizes: Sequence[tuple[int, int, int]], pool: Executor) -> bytearray:
     """The split code of every valid row, checked by `check_disjoint`."""
     keep = dedup.keep
     codes = bytearray(keep)  # 1 (train) for every kept row, 0 for duplicates
@@ -127,7 +125,7 @@ def choose_splits(blocks: Sequence[BlockScan], strata: Strata, dedup: Deduplicat
     if short:
         candidates = [c for c in candidates if c >> STRATUM_SHIFT not in short]
         everything = every_row_of(short, len(sizes))
-        jobs = [pool.submit(_dedupe_function(fast), partition_slices(blocks, strata.label_maps, p), everything, False)
+        jobs = [pool.submit(dedupe_partition, partition_slices(blocks, strata.label_maps, p), everything, False)
                 for p in range(PARTITIONS)]
         more = [c for job in jobs for c in job.result().candidates]
         only_short = [size if s in short else (0, 0, 0) for s, size in enumerate(sizes)]
@@ -199,15 +197,6 @@ def dedupe_partition(slices: Sequence[PartitionSlice], thresholds: Sequence[byte
         for record, s, g in zip(records, strata, ordinals, strict=True) if record < thresholds[s]
     ]
     return out
-
-
-def _dedupe_function(fast: bool) -> Callable:
-    if fast:
-        from fastuner.data import fast as fast_path
-
-        if fast_path.available():
-            return fast_path.dedupe_partition_fast
-    return dedupe_partition
 
 
 def thresholds_for(wanted: Sequence[int], counts: Sequence[int]) -> list[bytes]:

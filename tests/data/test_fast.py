@@ -289,3 +289,36 @@ def test_a_file_edited_during_the_scan_is_an_error(tmp_path, monkeypatch):
         scan_dataset(path, "classification", workers=2, block_bytes=1024)
     (error,) = caught.value.diagnostics
     assert error.summary.startswith("dataset file changed while it was being read: ")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_strata_short_of_candidates_are_collected_again_the_same_way(tmp_path, monkeypatch, seed):
+    """Thresholds that catch too few rows send both paths through their second collection."""
+    import fastuner.data.split as split_module
+
+    rng = random.Random(900 + seed)
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(nasty_file(rng, "classification", 600))
+    choices = [b"", b"\x00", b"\x30", b"\x10\x00", rng.randbytes(8)]
+    monkeypatch.setattr(split_module, "thresholds_for",
+                        lambda wanted, counts: [rng.choice(choices) for _ in counts])
+    reference, fast = both(path, "classification", rules=Rules(min_rows=10), split=SplitSpec(0.6, 0.2, 0.2))
+    assert_same_scan(reference, fast)
+    assert reference.split_rows["validation"] > 0
+
+
+def test_the_fast_disjointness_check_catches_a_record_kept_twice():
+    from fastuner.data.fast import _check_disjoint
+    from fastuner.data.split import InternalError
+
+    candidates = np.array([[0, 7, 0], [0, 7, 1], [0, 9, 2]], np.uint64)
+    records = {0: b"K" * 8 + b"A" * 16, 1: b"K" * 8 + b"B" * 16, 2: b"L" * 8 + b"C" * 16}
+    codes = np.array([1, 2, 1], np.uint8)
+    _check_disjoint(candidates, codes, [2, 1, 0], records.__getitem__)  # a shared key, different records
+    records[1] = records[0]
+    with pytest.raises(InternalError, match="rows 0 and 1 hold the same record"):
+        _check_disjoint(candidates, codes, [2, 1, 0], records.__getitem__)
+    codes[1] = 0  # the repeat dropped: fine
+    _check_disjoint(candidates, codes, [2, 0, 0], records.__getitem__)
+    with pytest.raises(InternalError, match="split sizes"):
+        _check_disjoint(candidates, codes, [1, 1, 0], records.__getitem__)
