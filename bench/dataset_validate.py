@@ -11,7 +11,9 @@ differing only in surrounding whitespace), then, each in a fresh child process:
 - `scan_dataset` (validate + dedup + split, the file's SHA-256 included), then `write_splits`
   into a temporary store; peak memory: the main process's VmHWM (exact), and the largest worker and
   the sum over the process tree (main + workers) sampled every 20 ms from /proc. (Not getrusage:
-  a child started with vfork inherits its parent's peak RSS in ru_maxrss.)
+  a child started with vfork inherits its parent's peak RSS in ru_maxrss.) The scan runs twice:
+  the fast path (the default) and the reference path (`fast=False`: dict-based deduplication and
+  splitting); both must give the same dataset version, counts and split sizes (checked);
 - the pandas + scikit-learn pipeline a user would write (read_json(lines=True), validation with pandas
   string ops, drop_duplicates, two stratified train_test_split calls, to_json), on a smaller file
   (`--pandas-mb`, default 200) because at 1 GB it needs many GB of memory; fastuner runs on that same
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of rows with non-ASCII text (they need Unicode normalisation)")
     parser.add_argument("--dir", default=None, help="where to generate (default: a new temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip timing the reference path (scan_dataset(fast=False))")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -75,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         run = _run_child({"op": "fastuner", "path": str(path), "task": args.task, "workers": args.workers,
                           "store": str(workdir / "store")})
         figures["fastuner"] = run
+        if not args.no_reference:
+            reference = _run_child({"op": "fastuner", "path": str(path), "task": args.task,
+                                    "workers": args.workers, "fast": False})
+            figures["fastuner_reference"] = reference
+            if any(reference[k] != run[k] for k in ("version", "counts", "splits")):
+                raise SystemExit(f"the fast and reference paths disagree: {run} vs {reference}")
         figures["json_vs_orjson"] = _run_child({"op": "parsers", "path": str(path), "mb": 32})
 
         if args.pandas_mb > 0:
@@ -201,23 +211,25 @@ def _child_fastuner(job: dict) -> dict:
     sampler = _TreeSampler()
     cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
-    scan = scan_dataset(job["path"], job["task"], workers=job["workers"])
+    scan = scan_dataset(job["path"], job["task"], workers=job["workers"], fast=job.get("fast", True))
     scan_s = time.perf_counter() - t0
     scan_cpu = _cpu_seconds() - cpu0
     scan_tree_mb, worker_mb = sampler.take_peak()
     main_mb = _vm_hwm_mb()
+    scanned = {"scan_s": round(scan_s, 3), "scan_cpu_s": round(scan_cpu, 2), "scan_main_peak_mb": round(main_mb, 1),
+               "scan_worker_peak_mb": round(worker_mb, 1), "scan_tree_peak_mb": round(scan_tree_mb, 1),
+               "counts": scan.counts.to_dict(), "splits": scan.split_rows, "version": scan.version}
+    if "store" not in job:
+        sampler.stop()
+        return scanned
     t1 = time.perf_counter()
     outputs = write_splits(scan, LocalObjectStore(job["store"]), workers=job["workers"])
     write_s = time.perf_counter() - t1
     write_cpu = _cpu_seconds() - cpu0 - scan_cpu
     write_tree_mb, _ = sampler.take_peak()
     sampler.stop()
-    return {"scan_s": round(scan_s, 3), "write_s": round(write_s, 3),
-            "scan_cpu_s": round(scan_cpu, 2), "write_cpu_s": round(write_cpu, 2),
-            "scan_main_peak_mb": round(main_mb, 1), "scan_worker_peak_mb": round(worker_mb, 1),
-            "scan_tree_peak_mb": round(scan_tree_mb, 1), "write_tree_peak_mb": round(write_tree_mb, 1),
-            "counts": scan.counts.to_dict(), "splits": scan.split_rows,
-            "manifest_key": outputs["manifest_key"]}
+    return {**scanned, "write_s": round(write_s, 3), "write_cpu_s": round(write_cpu, 2),
+            "write_tree_peak_mb": round(write_tree_mb, 1), "manifest_key": outputs["manifest_key"]}
 
 
 def _child_pandas(job: dict) -> dict:
@@ -356,6 +368,9 @@ def _report(figures: dict, size: int) -> None:
              f"{run['scan_cpu_s']:.2f}",
              f"tree {run['scan_tree_peak_mb']:.0f} MB (main {run['scan_main_peak_mb']:.0f}, "
              f"largest worker {run['scan_worker_peak_mb']:.0f})"),
+            *([("fastuner scan, reference path (fast=False)", f"{ref['scan_s']:.2f} s", f"{mb / ref['scan_s']:,.0f}",
+                f"{ref['scan_cpu_s']:.2f}", f"tree {ref['scan_tree_peak_mb']:.0f} MB")]
+              if (ref := figures.get("fastuner_reference")) else []),
             ("fastuner write_splits", f"{run['write_s']:.2f} s", f"{mb / run['write_s']:,.0f}",
              f"{run['write_cpu_s']:.2f}", f"tree {run['write_tree_peak_mb']:.0f} MB"),
             ("fastuner scan + write", f"{run['scan_s'] + run['write_s']:.2f} s",

@@ -9,8 +9,18 @@ edited between `plan` and `apply` is an error, not a silently different dataset.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 
-from fastuner.data.blocks import FileChanged, FileHash, default_workers, map_blocks, read_blocks, worker_pool
+from fastuner.data.blocks import (
+    FileChanged,
+    FileHash,
+    InlineExecutor,
+    default_workers,
+    map_blocks,
+    read_blocks,
+    worker_pool,
+)
 from fastuner.data.rows import Limits, render_block
 from fastuner.data.rules import NORMALISATION_VERSION, SPLITS
 from fastuner.data.scan import DatasetScan
@@ -61,15 +71,21 @@ def write_splits(scan: DatasetScan, store: ObjectStore, *, workers: int | None =
             source = open(scan.path, "rb")  # noqa: SIM115 - closed by the with block below
         except OSError:
             raise changed from None
-        with source, worker_pool(workers) as pool:
+        with source, worker_pool(workers) as pool, tempfile.TemporaryDirectory(prefix="fastuner-splits-") as staging:
             n_blocks = 0
-            blocks = map_blocks(read_blocks(source, layout.block_bytes, file_hash), render_block, args, pool,
+            if isinstance(pool, InlineExecutor):
+                render, render_args = render_block, args
+            else:  # workers hand their lines over in a file: a pipe would cost more CPU than rendering
+                render, render_args = _render_to_file, lambda block: (*args(block), staging, block.index)
+            blocks = map_blocks(read_blocks(source, layout.block_bytes, file_hash), render, render_args, pool,
                                 workers, source=str(scan.path))
             for block, (parts, n_valid) in _unchanged(blocks, changed):
                 n_blocks += 1
                 if (block.index >= len(layout.block_sizes) or block.size != layout.block_sizes[block.index]
                         or n_valid != layout.block_valid[block.index]):
                     raise changed
+                if isinstance(parts, tuple):
+                    parts = _read_rendered(staging, block.index, parts)
                 for name, data in zip(SPLITS, parts, strict=True):
                     if data:
                         writers[name].write(data)
@@ -120,3 +136,22 @@ def _unchanged(blocks, changed: DiagnosticsError):
         yield from blocks
     except FileChanged:
         raise changed from None
+
+
+def _render_to_file(block: tuple[bytes, bytes, int], limits: Limits, first_block: bool, assignment: bytes,
+                    staging: str, index: int) -> tuple[tuple[int, ...], int]:
+    """`render_block`, run in a worker: the three splits' lines go to the file `staging/index`, one
+    after the other; returns their sizes and the number of valid rows."""
+    parts, n_valid = render_block(block, limits, first_block, assignment)
+    with open(os.path.join(staging, str(index)), "wb") as out:
+        for data in parts:
+            out.write(data)
+    return tuple(len(data) for data in parts), n_valid
+
+
+def _read_rendered(staging: str, index: int, sizes: tuple[int, ...]) -> list[bytes]:
+    path = os.path.join(staging, str(index))
+    with open(path, "rb") as rendered:
+        parts = [rendered.read(size) for size in sizes]
+    os.unlink(path)
+    return parts

@@ -322,3 +322,26 @@ def test_the_fast_disjointness_check_catches_a_record_kept_twice():
     _check_disjoint(candidates, codes, [2, 0, 0], records.__getitem__)
     with pytest.raises(InternalError, match="split sizes"):
         _check_disjoint(candidates, codes, [1, 1, 0], records.__getitem__)
+
+
+def test_worker_processes_hand_rendered_lines_over_in_files_that_are_removed(tmp_path, monkeypatch):
+    import tempfile
+
+    rng = random.Random(5)
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(nasty_file(rng, "classification", 2000))
+    scan = scan_dataset(path, "classification", rules=Rules(min_rows=10), block_bytes=4096)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(staging))
+    import fastuner.data.write as write_module
+
+    read = []
+    real = write_module._read_rendered
+    monkeypatch.setattr(write_module, "_read_rendered", lambda *a: read.append(a[0]) or real(*a))
+    inline = write_splits(scan, LocalObjectStore(tmp_path / "a"), workers=1)
+    assert not read
+    parallel = write_splits(scan, LocalObjectStore(tmp_path / "b"), workers=2)
+    assert parallel == inline
+    assert len(read) == len(scan.layout.block_sizes) and read[0].startswith(str(staging))
+    assert list(staging.iterdir()) == []
