@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,10 @@ def run_invoke(address: str, options: Options, file, var, workspace, *, console:
         adapter = next(iter(adapters))
     if adapter is not None and adapter not in adapters:
         raise UserError(_unknown_adapter(address, adapter, adapters))
+    if deployment.expires_at is not None and deployment.expires_at < datetime.now(UTC):
+        err_console.print(f"[yellow]Warning:[/yellow] {escape(address)} is past its ttl (since "
+                          f"{deployment.expires_at.isoformat(timespec='minutes')}); the next `fastuner apply` or "
+                          "`fastuner reap` tears it down.")
     check_server(address, url)
     client = Client(url, timeout=options.timeout, retries=options.retries)
     if options.text is not None:

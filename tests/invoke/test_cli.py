@@ -22,7 +22,7 @@ GENERATION_TEST = [{"input": "abc", "target": "ABC"}, {"input": "xyz", "target":
 
 
 def make_project(root: Path, url: str, *, task: str = "classification", status: Status = Status.READY,
-                 test_rows: list[dict] | None = None) -> Path:
+                 test_rows: list[dict] | None = None, past_ttl: bool = False) -> Path:
     """A spec and a state holding a dataset (test split in the object store), an adapter and a deployment."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "fastuner.yaml").write_text("version: 1\nproject: inv\n")
@@ -31,12 +31,12 @@ def make_project(root: Path, url: str, *, task: str = "classification", status: 
     key = store.put_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     metrics = ({"test_accuracy": 0.75, "test_macro_f1": 0.7, "base_test_accuracy": 0.5, "base_test_macro_f1": 0.33}
                if task == "classification" else {"test_exact_match": 1.0})
-    expired = datetime(2026, 11, 27, 20, 0, tzinfo=UTC)
+    expired = datetime(2020, 1, 2, 20, 0, tzinfo=UTC)
     deployment = ResourceState(
         address="deployment.api", kind="deployment", name="api", status=status,
         outputs={"url": url, "adapters": {"a1": "/artifacts/a1"}, "log": "/logs/serve.log"}
         if status is not Status.EXPIRED else {"expired_at": expired.isoformat()},
-        expires_at=expired if status is Status.EXPIRED else None)
+        expires_at=expired if status is Status.EXPIRED or past_ttl else None)
     resources = {
         "dataset.d": ResourceState(address="dataset.d", kind="dataset", name="d", inputs={"task": task},
                                    outputs={"store": str(store.root), "splits": {"test": {"key": key, "rows": len(rows)}}}),
@@ -96,8 +96,15 @@ def test_address_not_in_state_or_not_a_deployment(cli, tmp_path, server: FakeSer
 def test_an_expired_deployment_says_when_and_how_to_renew(cli, tmp_path) -> None:
     root = make_project(tmp_path, closed_port_url(), status=Status.EXPIRED)
     err = error_of(cli("invoke", "deployment.api", "-a", "a1", "-i", "x", cwd=root))
-    assert "deployment.api expired at 2026-11-27T20:00+00:00" in err
+    assert "deployment.api expired at 2020-01-02T20:00+00:00" in err
     assert "fastuner apply --renew deployment.api" in err
+
+
+def test_a_deployment_past_its_ttl_still_answers_with_a_warning(cli, tmp_path, server: FakeServer) -> None:
+    root = make_project(tmp_path, server.url, past_ttl=True)
+    run = cli("invoke", "deployment.api", "-a", "a1", "-i", "good", cwd=root)
+    assert run.code == 0 and run.out.startswith("pos")
+    assert "past its ttl (since 2020-01-02T20:00+00:00)" in run.err and "fastuner reap" in run.err
 
 
 def test_a_dead_server_points_at_the_plan(cli, tmp_path) -> None:

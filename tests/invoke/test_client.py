@@ -136,3 +136,17 @@ def test_server_errors_become_rows_after_retries(server: FakeServer, script: Scr
     assert out[0]["code"] == "internal_error" and out[0]["status"] == 500 and out[0]["row"] == 1
     assert [("output" in line) for line in out] == [False, True, True]
     json.dumps(out)  # every line is JSON-serialisable
+
+
+def test_closing_the_stream_stops_sending_and_retrying(server: FakeServer, script: Script) -> None:
+    """Ctrl-C while writing a batch: what is in flight finishes, nothing new is sent."""
+    c = client(server.url)
+    lines = run_rows(c, rows_of("good", "WAIT", *[f"r{i}" for i in range(8)]), adapter="a1", concurrency=1,
+                     rows_per_request=1)
+    assert next(lines)["output"]["label"] == "pos"
+    script.release.set()
+    lines.close()
+    assert c.cancel.is_set() and len(script.requests) < 10
+    with pytest.raises(InvokeError) as err:
+        c.invoke("good", "a1")
+    assert err.value.code == "interrupted"

@@ -66,6 +66,7 @@ class Client:
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
     requests: int = 0  # requests sent, retries included (for the summary)
+    cancel: threading.Event = field(default_factory=threading.Event)  # set: no new attempt starts
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def invoke(self, inputs: str | list[str], adapter: str | None = None,
@@ -76,6 +77,8 @@ class Client:
             body["adapter"] = adapter
         attempt = 0
         while True:
+            if self.cancel.is_set():
+                raise InvokeError("not sent: interrupted", code="interrupted")
             with self._lock:
                 self.requests += 1
             try:
@@ -194,6 +197,9 @@ def run_rows(client: Client, rows: list[Row], *, adapter: str | None = None, par
         futures = [pool.submit(work, chunk) for chunk in chunks]
         for future in futures:
             yield from future.result()
+    except BaseException:  # Ctrl-C or the caller stopped reading: no new request, no retry
+        client.cancel.set()
+        raise
     finally:
         stop.append(InvokeError("interrupted", code="interrupted"))
         pool.shutdown(wait=True, cancel_futures=True)
