@@ -94,8 +94,11 @@ def find_deployment(state: State | None, address: str) -> ResourceState:
         raise UserError(f"{address} is not in state (deployments in state: {', '.join(known) or 'none'}); "
                         "run `fastuner apply` to create it")
     if rs.status is Status.EXPIRED:
-        when = rs.expires_at.isoformat(timespec="minutes") if rs.expires_at else rs.outputs.get("expired_at", "earlier")
-        raise UserError(f"{address} expired at {when} and was torn down; bring it back with "
+        # expired_at is when it was torn down (ttl or idle_ttl); expires_at may be the later hard ttl
+        torn_down = rs.outputs.get("expired_at")
+        when = (datetime.fromisoformat(torn_down) if torn_down else rs.expires_at)
+        shown = when.isoformat(timespec="minutes") if when else "earlier"
+        raise UserError(f"{address} expired at {shown} and was torn down; bring it back with "
                         f"`fastuner apply --renew {address}`")
     if rs.status is Status.FAILED:
         raise UserError(f"{address} failed: {rs.error or 'unknown error'}; fix the cause and run `fastuner apply`")

@@ -34,11 +34,17 @@ def render_answer(answer: dict[str, Any], console: Console, *, top: int = TOP_SC
             console.print(f"  {escape(str(label)):<{width}}  {float(score):6.1%}", highlight=False)
         return
     if "generated_text" in answer:
-        console.print(escape(str(answer["generated_text"])), highlight=False, soft_wrap=True)
+        console.print(escape(printable(str(answer["generated_text"]))), highlight=False, soft_wrap=True)
         return
     import json
 
     console.print(escape(json.dumps(answer)), highlight=False)
+
+
+def printable(text: str) -> str:
+    """Model output is untrusted: control characters (an escape sequence would drive the terminal) are
+    shown as Python escapes; newlines and tabs stay."""
+    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)
 
 
 class BatchProgress:

@@ -4,7 +4,7 @@ batches, evaluations and every error that is theirs to fix (one line, exit 1, no
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -36,7 +36,8 @@ def make_project(root: Path, url: str, *, task: str = "classification", status: 
         address="deployment.api", kind="deployment", name="api", status=status,
         outputs={"url": url, "adapters": {"a1": "/artifacts/a1"}, "log": "/logs/serve.log"}
         if status is not Status.EXPIRED else {"expired_at": expired.isoformat()},
-        expires_at=expired if status is Status.EXPIRED or past_ttl else None)
+        # an idle_ttl expiry leaves the later hard-ttl time in expires_at
+        expires_at=expired + timedelta(hours=5) if status is Status.EXPIRED else expired if past_ttl else None)
     resources = {
         "dataset.d": ResourceState(address="dataset.d", kind="dataset", name="d", inputs={"task": task},
                                    outputs={"store": str(store.root), "splits": {"test": {"key": key, "rows": len(rows)}}}),
@@ -75,6 +76,15 @@ def test_generation_options_reach_the_server(cli, tmp_path) -> None:
     assert run.out.strip() == "HELLO"
     assert script.requests == [{"inputs": "hello", "adapter": "a1", "max_new_tokens": 5, "temperature": 0.7,
                                 "top_p": 0.9, "stop": ["\n", "END"], "seed": 3}]
+
+
+def test_generated_control_characters_never_reach_the_terminal(cli, tmp_path) -> None:
+    with FakeServer(Script(task="generation")) as server:
+        root = make_project(tmp_path, server.url, task="text_generation")
+        run = cli("invoke", "deployment.api", "-a", "a1", "-i", "red \x1b[2J text", cwd=root)
+        raw = cli("invoke", "deployment.api", "-a", "a1", "-i", "red \x1b[2J text", "--json", cwd=root)
+    assert run.code == 0 and "\x1b" not in run.out and run.out.strip() == "RED \\x1b[2J TEXT"
+    assert json.loads(raw.out) == {"generated_text": " RED \x1b[2J TEXT "}  # --json keeps the answer exact
 
 
 # --- errors the user can fix -----------------------------------------------------------------------
