@@ -71,7 +71,8 @@ def write_splits(scan: DatasetScan, store: ObjectStore, *, workers: int | None =
             source = open(scan.path, "rb")  # noqa: SIM115 - closed by the with block below
         except OSError:
             raise changed from None
-        with source, worker_pool(workers) as pool, tempfile.TemporaryDirectory(prefix="fastuner-splits-") as staging:
+        # The staging folder outlives the pool: the pool's shutdown waits for every worker's file.
+        with tempfile.TemporaryDirectory(prefix="fastuner-splits-") as staging, source, worker_pool(workers) as pool:
             n_blocks = 0
             if isinstance(pool, InlineExecutor):
                 render, render_args = render_block, args

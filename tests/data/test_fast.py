@@ -345,3 +345,9 @@ def test_worker_processes_hand_rendered_lines_over_in_files_that_are_removed(tmp
     assert parallel == inline
     assert len(read) == len(scan.layout.block_sizes) and read[0].startswith(str(staging))
     assert list(staging.iterdir()) == []
+    data = path.read_bytes()
+    at = data.index(b"\n", len(data) // 2)
+    path.write_bytes(data[:at] + b" " + data[at + 1:])  # a line joined to the next: same size
+    with pytest.raises(DiagnosticsError, match="changed since it was validated"):
+        write_splits(scan, LocalObjectStore(tmp_path / "c"), workers=2)
+    assert list(staging.iterdir()) == []
