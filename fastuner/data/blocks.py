@@ -171,7 +171,15 @@ def worker_pool(workers: int) -> Executor:
     """A process pool of `workers`, or an executor that runs each call at once in this process."""
     if workers <= 1:
         return InlineExecutor()
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker)
+
+
+def _start_worker() -> None:
+    # Workers use numpy for sorting only: no BLAS, so no BLAS thread pool spinning beside the work
+    # (the variables are read when numpy is first imported, in this worker process only).
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
 
 
 class InlineExecutor(Executor):
