@@ -44,7 +44,8 @@ def _plan_for(case: Path, tmp_path: Path) -> dict:
         before = load_spec(case / "before.yaml")
         observed = Observed(dataset_sources=meta["sources_before"], training_code_hash="code-1")
         first = make_plan(before, state, observed, applied_at)
-        result = apply_plan(first, store, provider, spec_dir=case, clock=lambda: applied_at)
+        # one at a time: concurrent operations share state writes, and the serial must not vary
+        result = apply_plan(first, store, provider, spec_dir=case, clock=lambda: applied_at, parallelism=1)
         assert result.ok, result.results
         state = store.read()
     spec = load_spec(case / "fastuner.yaml")

@@ -7,14 +7,15 @@ base model's and from every other adapter's. The artifact follows containers/REA
 
 from __future__ import annotations
 
-import hashlib
 import json
+import sys
 from pathlib import Path
 
+_SERVE = str(Path(__file__).resolve().parents[2] / "containers" / "serve")
+if _SERVE not in sys.path:
+    sys.path.insert(0, _SERVE)
 
-def tokenizer_hash(tokenizer) -> str:
-    """The contract's definition (containers/README.md): sha256 of `backend_tokenizer.to_str()`."""
-    return "sha256:" + hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+from fastuner_serve.engine import tokenizer_hash  # noqa: E402  (the contract's definition, as served)
 
 
 def make_classification_base(source: str | Path, path: str | Path, labels: list[str], *, seed: int = 0) -> Path:
