@@ -12,7 +12,15 @@ from pathlib import Path
 
 from fastuner.providers.base import ProviderError
 
-CONTAINERS = Path(__file__).resolve().parents[3] / "containers"
+
+def _containers() -> Path:
+    """`fastuner/_containers` in an installed wheel, else `containers/` at the repository root."""
+    package = Path(__file__).resolve().parents[2]
+    installed = package / "_containers"
+    return installed if installed.is_dir() else package.parent / "containers"
+
+
+CONTAINERS = _containers()
 
 
 def program(name: str) -> Path:
