@@ -138,9 +138,9 @@ def scan_dataset(path: str | Path, task: str, *, split: SplitSpec = SplitSpec(),
 
     Raises `DiagnosticsError` for anything wrong with the file; stores nothing. `workers` processes
     validate blocks of `block_bytes` in parallel (default: one per core for a large file, none for a
-    small one); the result is the same for any `workers` and `block_bytes`. `fast=False` deduplicates
-    and splits with the reference code only (`split.py`) instead of the fast path (`fast.py`); the
-    result is the same.
+    small one); the result is the same for any `workers` and `block_bytes`. `fast=False` runs the
+    reference code only (`rows.py`, `split.py`) instead of the fast path (`fast.py`); the result is
+    the same.
     """
     check_task(task)
     shown = relpath(path)
@@ -155,8 +155,10 @@ def scan_dataset(path: str | Path, task: str, *, split: SplitSpec = SplitSpec(),
             results: list[BlockScan] = []
             block_sizes: list[int] = []
             jobs = read_blocks(file, block_bytes, file_hash)
+            fast = fast and fast_path.available()
             try:
-                for block, result in map_blocks(jobs, scan_block, lambda b: (limits, split.seed, b.index == 0),
+                scan = fast_path.scan_block_either if fast else scan_block
+                for block, result in map_blocks(jobs, scan, lambda b: (limits, split.seed, b.index == 0),
                                                 pool, workers, source=str(path)):
                     results.append(result)
                     block_sizes.append(block.size)
@@ -169,7 +171,6 @@ def scan_dataset(path: str | Path, task: str, *, split: SplitSpec = SplitSpec(),
                 raise report.error(f"{n_records:,} rows are more than a dataset may have (4,294,967,295)")
             strata = strata_of(results, task == "classification")
             fractions = split.fractions()
-            fast = fast and fast_path.available()
             dups = (fast_path.find_duplicates if fast else find_duplicates)(results, strata, fractions, pool)
             n_distinct = n_records - dups.count
             if n_distinct < rules.min_rows:

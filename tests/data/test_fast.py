@@ -20,7 +20,8 @@ from fastuner.data.split import PARTITIONS, RECORD, dedupe_partition, every_row_
 from fastuner.errors import DiagnosticsError
 
 np = pytest.importorskip("numpy")  # without numpy the fast path is the reference: nothing to compare
-from fastuner.data.fast import dedupe_partition_fast  # noqa: E402
+from fastuner.data.fast import dedupe_partition_fast, scan_block_fast  # noqa: E402
+from fastuner.data.rows import Limits, scan_block  # noqa: E402
 
 SPLITS = ("train", "validation", "test", "duplicate")
 WHITESPACE = [" ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\x85", "\xa0", "\u1680",
@@ -351,3 +352,25 @@ def test_worker_processes_hand_rendered_lines_over_in_files_that_are_removed(tmp
     with pytest.raises(DiagnosticsError, match="changed since it was validated"):
         write_splits(scan, LocalObjectStore(tmp_path / "c"), workers=2)
     assert list(staging.iterdir()) == []
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_blocks_scan_the_same_or_go_to_the_reference(seed):
+    """Block by block: the fast scan equals the reference's, or declines (None) exactly when the block
+    has a bad row (the reference then reports it)."""
+    rng = random.Random(2000 + seed)
+    task = ("classification", "text_generation")[seed % 2]
+    lines = nasty_file(rng, task, rng.randint(1, 300)).split(b"\n")
+    if seed % 3 == 0:
+        for _ in range(rng.randint(1, 3)):
+            lines[rng.randrange(len(lines))] = bad_line(rng, 0)
+    data = b"\n".join(lines) + b"\n"
+    limits = Limits(task, rng.choice([64, 8192]), None if task == "classification" else 2048)
+    block = (b"", data, len(data))
+    for first in (True, False):
+        reference = scan_block(block, limits, seed, first)
+        fast = scan_block_fast(block, limits, seed, first)
+        if reference.n_errors:
+            assert fast is None
+        else:
+            assert fast == reference
