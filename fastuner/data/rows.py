@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import unicodedata
 from array import array
 from collections import Counter
@@ -106,6 +107,19 @@ def render_block(block: tuple[bytes, bytes, int], limits: Limits, first_block: b
     out = BlockScan()
     buckets = _walk(block, limits, first_block, out, None, assignment)
     return buckets[1:], out.n_valid
+
+
+def render_block_to_file(block: tuple[bytes, bytes, int], limits: Limits, first_block: bool, assignment: bytes,
+                    staging: str, index: int) -> tuple[tuple[int, ...], int]:
+    """`render_block` for a worker process of `write_splits`: the three splits' lines go to the file
+    `staging/index`, one after the other (handing them over through a file costs less than through
+    the pool's pipe); returns their sizes and the number of valid rows. Defined here so that such a
+    worker imports only this module."""
+    parts, n_valid = render_block(block, limits, first_block, assignment)
+    with open(os.path.join(staging, str(index)), "wb") as out:
+        for data in parts:
+            out.write(data)
+    return tuple(len(data) for data in parts), n_valid
 
 
 def normalise_line(line: bytes, limits: Limits):

@@ -21,7 +21,7 @@ from fastuner.data.blocks import (
     read_blocks,
     worker_pool,
 )
-from fastuner.data.rows import Limits, render_block
+from fastuner.data.rows import Limits, render_block, render_block_to_file
 from fastuner.data.rules import NORMALISATION_VERSION, SPLITS
 from fastuner.data.scan import DatasetScan
 from fastuner.data.split import InternalError
@@ -77,7 +77,7 @@ def write_splits(scan: DatasetScan, store: ObjectStore, *, workers: int | None =
             if isinstance(pool, InlineExecutor):
                 render, render_args = render_block, args
             else:  # workers hand their lines over in a file: a pipe would cost more CPU than rendering
-                render, render_args = _render_to_file, lambda block: (*args(block), staging, block.index)
+                render, render_args = render_block_to_file, lambda block: (*args(block), staging, block.index)
             blocks = map_blocks(read_blocks(source, layout.block_bytes, file_hash), render, render_args, pool,
                                 workers, source=str(scan.path))
             for block, (parts, n_valid) in _unchanged(blocks, changed):
@@ -137,17 +137,6 @@ def _unchanged(blocks, changed: DiagnosticsError):
         yield from blocks
     except FileChanged:
         raise changed from None
-
-
-def _render_to_file(block: tuple[bytes, bytes, int], limits: Limits, first_block: bool, assignment: bytes,
-                    staging: str, index: int) -> tuple[tuple[int, ...], int]:
-    """`render_block`, run in a worker: the three splits' lines go to the file `staging/index`, one
-    after the other; returns their sizes and the number of valid rows."""
-    parts, n_valid = render_block(block, limits, first_block, assignment)
-    with open(os.path.join(staging, str(index)), "wb") as out:
-        for data in parts:
-            out.write(data)
-    return tuple(len(data) for data in parts), n_valid
 
 
 def _read_rendered(staging: str, index: int, sizes: tuple[int, ...]) -> list[bytes]:
