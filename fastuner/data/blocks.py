@@ -138,14 +138,17 @@ def map_blocks(blocks: Iterator[Block], fn: Callable, args: Callable[[Block], tu
 
 def read_block(path: str, offset: int, size: int, crc: int) -> tuple[bytes, bytes, int]:
     """The `Block.parts()` of the block at `offset`, read from the file at `path`; raises
-    FileChanged unless its bytes have the CRC-32 `crc`."""
-    fd = os.open(path, os.O_RDONLY)
+    FileChanged unless its bytes have the CRC-32 `crc` (or when the file cannot be read any more)."""
     try:
-        data = os.pread(fd, size, offset)
-        while len(data) < size and (more := os.pread(fd, size - len(data), offset + len(data))):
-            data += more
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            data = os.pread(fd, size, offset)
+            while len(data) < size and (more := os.pread(fd, size - len(data), offset + len(data))):
+                data += more
+        finally:
+            os.close(fd)
+    except OSError:  # removed, or made unreadable, since the main process opened it
+        raise FileChanged(path) from None
     if len(data) != size or zlib.crc32(data) != crc:
         raise FileChanged(path)
     # A block ends after a newline, except the file's unterminated last line, which is a block alone.

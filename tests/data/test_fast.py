@@ -276,6 +276,8 @@ def test_workers_read_their_blocks_and_see_a_changed_file(tmp_path):
                         1, source=str(path)))
     with pytest.raises(FileChanged):
         read_block(str(path), blocks[0].offset, blocks[0].size + 1, 0)
+    with pytest.raises(FileChanged):
+        read_block(str(tmp_path / "gone.jsonl"), 0, 10, 0)
 
 
 def test_a_file_edited_during_the_scan_is_an_error(tmp_path, monkeypatch):
