@@ -180,10 +180,35 @@ def _time_sha256sum(path: Path) -> tuple[float, float]:
 
 
 def _cpu_seconds() -> float:
-    """CPU time of this process and its finished children so far."""
+    """CPU time of this process, its finished children and its live descendants so far (fastuner
+    keeps a finished pool's workers alive for a while, so their time is read from /proc)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime + _live_descendants_cpu()
+
+
+def _live_descendants_cpu() -> float:
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        ticks[int(entry)] = int(fields[11]) + int(fields[12])  # utime, stime
+    me = os.getpid()
+    total = 0
+    for pid, used in ticks.items():
+        p = parents.get(pid, 0)
+        while p and p != me:
+            p = parents.get(p, 0)
+        if p == me:
+            total += used
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _run_child(job: dict) -> dict:

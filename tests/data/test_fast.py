@@ -9,6 +9,7 @@ blocks' bytes handed over in-process and `split.py`'s dict-based deduplication.
 from __future__ import annotations
 
 import json
+import os
 import random
 from concurrent.futures import Executor, Future
 
@@ -376,3 +377,47 @@ def test_blocks_scan_the_same_or_go_to_the_reference(seed):
             assert fast is None
         else:
             assert fast == reference
+
+
+def _worker_pids(pool) -> set[int]:
+    return set(pool.submit(os.getpid).result() for _ in range(8))
+
+
+def test_a_pool_that_ended_cleanly_is_reused_then_retired(monkeypatch):
+    from fastuner.data import blocks
+
+    monkeypatch.setattr(blocks, "POOL_IDLE_SECONDS", 60.0)
+    with blocks.worker_pool(2) as first:
+        pids = _worker_pids(first)
+    with blocks.worker_pool(2) as again:
+        assert again is first and _worker_pids(again) <= pids
+        with blocks.worker_pool(2) as concurrent:  # in use: a second call gets its own pool
+            assert concurrent is not first
+    with blocks.worker_pool(2) as latest:  # the pool that ended last is the one kept
+        assert latest is first
+    with pytest.raises(RuntimeError), blocks.worker_pool(2) as failing:
+        assert failing is latest
+        raise RuntimeError("a failed scan")
+    with blocks.worker_pool(2) as fresh:  # a pool whose call failed was stopped, not kept
+        assert fresh is not latest
+    assert blocks._idle[0] is fresh
+    monkeypatch.setattr(blocks, "POOL_IDLE_SECONDS", 0.05)
+    with blocks.worker_pool(2) as short:
+        assert short is fresh
+    import time
+
+    deadline = time.monotonic() + 10
+    while blocks._idle is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert blocks._idle is None  # retired after its idle time
+
+
+def test_scan_then_write_share_one_pool(tmp_path):
+    from fastuner.data import blocks
+
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(nasty_file(random.Random(8), "qa", 1500))
+    scan = scan_dataset(path, "qa", rules=Rules(min_rows=10), workers=2, block_bytes=4096)
+    kept = blocks._idle[0]
+    write_splits(scan, LocalObjectStore(tmp_path / "s"), workers=2)
+    assert blocks._idle[0] is kept
