@@ -139,9 +139,12 @@ def test_no_wait_then_adopt_and_resume_after_a_kill(tmp_path: Path, tiny_models)
     pid = json.loads((run / "process.json").read_text())["pid"]
     # the training survives fastuner; wait for a checkpoint, then kill it like a crashed machine would
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not any((run / "checkpoints").glob("*")):
+    def complete() -> list[Path]:  # a checkpoint is written to a temporary folder, renamed when COMPLETE
+        return [p for p in (run / "checkpoints").glob("*") if (p / "COMPLETE").is_file()]
+
+    while time.monotonic() < deadline and not complete():
         time.sleep(0.2)
-    assert any((run / "checkpoints").glob("*")), (run / "train.log").read_text()
+    assert complete(), (run / "train.log").read_text()
     os.killpg(pid, signal.SIGKILL)
     while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
         time.sleep(0.05)
