@@ -1,12 +1,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from fastuner.cli.main import main
 from tests.invoke.fakeserver import FakeServer, Script
 
 
@@ -21,26 +18,3 @@ def server(script: Script) -> Iterator[FakeServer]:
         yield srv
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def text(self) -> str:
-        return self.out + self.err
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """Run `fastuner ARGS` in-process in a folder; returns exit code and captured output."""
-
-    def run(*args: str, cwd: Path) -> Run:
-        monkeypatch.chdir(cwd)
-        monkeypatch.setenv("COLUMNS", "200")
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
