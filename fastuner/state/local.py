@@ -36,9 +36,13 @@ class LocalStateStore:
     # --- reading and writing -------------------------------------------------------------------
 
     def read(self) -> State | None:
+        # The bytes and the fingerprint come from one open file: a write renaming a new version over
+        # the path between reading and stat-ing it would otherwise pair the new file's fingerprint with
+        # the old serial, and the next write would refuse ("it changed underneath").
         try:
-            raw = self.path.read_bytes()
-            stat = os.stat(self.path)
+            with open(self.path, "rb") as f:
+                stat = os.fstat(f.fileno())
+                raw = f.read()
         except FileNotFoundError:
             return None
         try:
@@ -71,8 +75,8 @@ class LocalStateStore:
             backup_tmp.unlink(missing_ok=True)
             os.link(self.path, backup_tmp)
             os.replace(backup_tmp, self.backup_path)
-        _atomic_write(self.path, serialize_state(new).encode("utf-8"))
-        self._seen = (_fingerprint(os.stat(self.path)), new.lineage, new.serial)
+        written = _atomic_write(self.path, serialize_state(new).encode("utf-8"))
+        self._seen = (_fingerprint(written), new.lineage, new.serial)
         return new
 
     def _current(self) -> tuple[str, int] | None:
@@ -198,8 +202,10 @@ def _same_file(fd: int, path: Path) -> bool:
     return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync it, rename over `path`, fsync the folder."""
+def _atomic_write(path: Path, data: bytes) -> os.stat_result:
+    """Write to a temp file in the same folder, fsync it, rename over `path`, fsync the folder.
+
+    Returns the written file's stat, taken from its own descriptor (a rename keeps inode and mtime)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
     try:
@@ -208,6 +214,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
             n = os.write(fd, view)
             view = view[n:]
         os.fsync(fd)
+        stat = os.fstat(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
@@ -216,3 +223,4 @@ def _atomic_write(path: Path, data: bytes) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+    return stat

@@ -741,3 +741,46 @@ def test_group_commit_persists_every_mutation_and_isolates_a_failing_one(tmp_pat
     final = store.read()
     assert [type(e) for e in errors] == [KeyError] and sorted(final.resources) == sorted(f"dataset.d{i}" for i in range(24) if i != 7)
     assert final.serial - 1 == ledger.writes <= 23
+
+
+def test_group_commit_survives_readers_racing_the_writes(tmp_path) -> None:
+    """Hundreds of rounds of concurrent mutations while other threads read the same store: a read that
+    overlaps a write (bytes of one version, stat of the next) must never make the next write refuse
+    with "it changed underneath". Fails within a few hundred writes on a store that reads the file and
+    stats the path separately."""
+    from fastuner.engine.ledger import Ledger
+    from fastuner.state.local import LocalStateStore
+    from fastuner.state.model import ResourceState
+
+    store = LocalStateStore(tmp_path / "s.json")
+    ledger = Ledger(store, store.write(empty_state("demo", "default")))
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    rounds, writers = 100, 3
+
+    def write(w: int) -> None:
+        try:
+            for r in range(rounds):
+                name = f"dataset.w{w}r{r}"
+                ledger.mutate(lambda s, name=name: s.resources.__setitem__(
+                    name, ResourceState(address=name, kind="dataset", name=name)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    def read() -> None:
+        while not stop.is_set():
+            store.read()
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in readers + threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert errors == []
+    final = store.read()
+    assert len(final.resources) == rounds * writers
+    assert final.serial - 1 == ledger.writes
