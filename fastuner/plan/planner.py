@@ -109,7 +109,9 @@ def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, de
 
 def _targeted(plan: Plan, keep: set[str]) -> Plan:
     """The plan cut down to `keep` (the targets and what they need), saying that it is partial."""
-    needs = "what depends on them" if plan.mode == "destroy" else "what they depend on"
+    one = len(plan.targets) == 1
+    needs = ("what depends on it" if one else "what depends on them") if plan.mode == "destroy" else \
+        ("what it depends on" if one else "what they depend on")
     warning = Diagnostic.warning(
         f"Resource targeting is in effect: this plan covers only {', '.join(plan.targets)} and {needs}; "
         "other changes may be pending. Plan without --target to see everything.")
@@ -133,7 +135,7 @@ def _drift(prior: State, observed: Observed) -> dict[str, dict[str, Any]]:
         if not obs.exists:
             if rs.status is Status.READY:
                 drift[address] = {"status": "missing", "forget": True,
-                                  "detail": (obs.detail or "no longer exists") + "; forgotten by state"}
+                                  "detail": (obs.detail or "no longer exists") + "; removed from state on apply"}
             continue
         if obs.status == "failed" and rs.status is not Status.FAILED:
             drift[address] = {"status": "failed", "outputs": {**rs.outputs, **obs.outputs},

@@ -33,7 +33,7 @@ def test_target_plans_the_target_and_what_it_depends_on(load, now) -> None:
     assert plan.targets == ("deployment.ep",)
     assert plan.to_dict()["targets"] == ["deployment.ep"]
     [warning] = warnings(plan)
-    assert "Resource targeting is in effect" in warning and "deployment.ep and what they depend on" in warning
+    assert "Resource targeting is in effect" in warning and "deployment.ep and what it depends on" in warning
     full = make_plan(spec, State(project="demo"), observed(), now)
     assert full.targets == () and not warnings(full) and len(full.changes) == 5
 
@@ -64,7 +64,7 @@ def test_destroy_target_takes_what_depends_on_it(load, now) -> None:
     assert addresses(plan) == {"adapter.ad", "deployment.ep"}
     assert all(c.action is Action.DELETE for c in plan.changes)
     assert [list(w) for w in plan.destroy_waves] == [["deployment.ep"], ["adapter.ad"]]
-    assert "adapter.ad and what depends on them" in warnings(plan)[0]
+    assert "adapter.ad and what depends on it" in warnings(plan)[0]
 
 
 def test_refresh_only_records_drift_and_plans_no_action(load, now) -> None:
