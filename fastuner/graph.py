@@ -49,6 +49,21 @@ class Graph:
     def descendants(self, address: str) -> set[str]:
         return set(nx.descendants(self._g, address)) if address in self._g else set()
 
+    def with_dependencies(self, addresses: Iterable[str]) -> set[str]:
+        """`addresses` and everything they depend on, directly or not (what `--target` must create first)."""
+        out = set(addresses)
+        for a in list(out):
+            if a in self._g:
+                out |= nx.ancestors(self._g, a)
+        return out
+
+    def with_dependents(self, addresses: Iterable[str]) -> set[str]:
+        """`addresses` and everything that depends on them (what `destroy --target` must delete first)."""
+        out = set(addresses)
+        for a in list(out):
+            out |= self.descendants(a)
+        return out
+
     def create_waves(self) -> list[list[str]]:
         """Antichains in dependency order: everything in wave n depends only on waves < n."""
         return [sorted(w) for w in nx.topological_generations(self._g)]

@@ -87,18 +87,23 @@ def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
 
 
 def make_project_plan(project: Project, *, destroy: bool, replace: list[str], renew: list[str],
-                      hash_sources: bool = True):
+                      hash_sources: bool = True, target: list[str] = (), refresh_only: bool = False):
     from fastuner.engine.refresh import refresh
     from fastuner.plan.planner import make_plan
     from fastuner.state.model import empty_state
 
+    if refresh_only and (destroy or replace or renew):
+        raise UserError("--refresh-only records what exists; it cannot be combined with --destroy, --replace "
+                        "or --renew")
     warnings = _checked(project)
     state = project.store.read() or empty_state(project.spec.config.project, project.workspace)
     _check_addresses(project, replace, "--replace")
     _check_addresses(project, renew, "--renew", state)
+    _check_addresses(project, list(target), "--target", state)
     observed = refresh(project.spec if not destroy else None, state, project.provider, hash_sources=hash_sources)
-    plan = make_plan(project.spec, state, observed, _now(), destroy=destroy, replace=replace, renew=renew)
-    return dataclasses.replace(plan, diagnostics=tuple(w.to_dict() for w in warnings))
+    plan = make_plan(project.spec, state, observed, _now(), destroy=destroy, replace=replace, renew=renew,
+                     target=target, refresh_only=refresh_only)
+    return dataclasses.replace(plan, diagnostics=(*(w.to_dict() for w in warnings), *plan.diagnostics))
 
 
 def write_plan_file(plan, out: str) -> Path:
@@ -111,11 +116,12 @@ def write_plan_file(plan, out: str) -> Path:
 
 
 def run_plan(file, var, workspace, *, out, detailed_exitcode, destroy, replace, renew, json_out,
-             console: Console) -> int:
+             console: Console, target: list[str] = (), refresh_only: bool = False) -> int:
     from fastuner.views.terminal import render_plan
 
     project = open_project(file, var, workspace)
-    plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew)
+    plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, target=target,
+                             refresh_only=refresh_only)
     data = plan.to_dict()
     if out:
         write_plan_file(plan, out)
@@ -150,11 +156,11 @@ def load_plan_file(path: str):
                         "Create it with `fastuner plan --out FILE` using this version of fastuner.") from None
 
 
-def run_show(planfile, file, workspace, *, json_out, markdown, console: Console) -> int:
+def run_show(planfile, file, var, workspace, *, json_out, markdown, console: Console) -> int:
     if planfile is None:
         from fastuner.cli.state_commands import run_state_overview
 
-        return run_state_overview(file, workspace, console, json_out)
+        return run_state_overview(file, var, workspace, console, json_out)
     data = load_plan_file(planfile).to_dict()
     if json_out:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
@@ -216,20 +222,24 @@ class _Interrupts:
 
 
 def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait, replace, renew, destroy,
-              console: Console) -> int:
+              console: Console, target: list[str] = (), refresh_only: bool = False,
+              lock_timeout: str | None = None) -> int:
     from fastuner.engine.apply import apply_plan
     from fastuner.views.progress import ProgressView
     from fastuner.views.terminal import render_plan
 
-    project = open_project(file, var, workspace, notice=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]"))
+    project = open_project(file, var, workspace, notice=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]"),
+                           lock_timeout=lock_timeout)
     if planfile is not None:
-        if replace or renew:
-            raise UserError("--replace and --renew apply when planning, not to a saved plan")
+        if replace or renew or target or refresh_only:
+            raise UserError("--replace, --renew, --target and --refresh-only apply when planning, not to a saved "
+                            "plan", "A saved plan already holds them: pass them to `fastuner plan --out FILE`.")
         plan = load_plan_file(planfile)
         if plan.project != project.spec.config.project:
             raise UserError(f"{planfile} is a plan for project {plan.project}, not {project.spec.config.project}")
     else:
-        plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew)
+        plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, target=target,
+                                 refresh_only=refresh_only)
         render_plan(plan.to_dict(), console)
         if not plan.has_changes and not plan.refresh:
             return EXIT_OK
@@ -243,6 +253,10 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
         result = apply_plan(plan, project.store, project.provider, spec_dir=project.spec_dir,
                             parallelism=parallelism, reporter=view, cancel=interrupts.cancel, wait_for=wait,
                             operation="destroy" if destroy else "apply")
+    if plan.mode == "refresh-only":
+        console.print(f"\n[bold green]Refresh complete![/bold green] Recorded {len(plan.refresh)} change(s) in state; "
+                      "nothing was created, updated or destroyed.")
+        return EXIT_OK
     return _report(result, plan, console)
 
 

@@ -11,6 +11,7 @@ import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperArgument, TyperCommand
 
 from fastuner import __version__
 
@@ -28,12 +29,38 @@ app.add_typer(state_app, name="state")
 ci_app = typer.Typer(help="Generate CI configuration.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(ci_app, name="ci")
 
-FileOpt = Annotated[str | None, typer.Option("--file", "-f", help="Spec file (default: ./fastuner.yaml).")]
-VarOpt = Annotated[list[str] | None, typer.Option("--var", help="Set a variable: NAME=VALUE (repeatable).")]
-WorkspaceOpt = Annotated[str | None, typer.Option("--workspace", "-w", help="Workspace (one state each); "
-                                                  "default from FASTUNER_WORKSPACE or 'default'.")]
+# The options every command that loads the spec takes (tests/cli/test_options.py checks each command).
+FileOpt = Annotated[str | None, typer.Option("--file", "-f", metavar="FILE",
+                                             help="Spec file (default: ./fastuner.yaml).")]
+VarOpt = Annotated[list[str] | None, typer.Option("--var", metavar="NAME=VALUE", help="Set a variable "
+                                                  "(repeatable; also FASTUNER_VAR_NAME).")]
+WorkspaceOpt = Annotated[str | None, typer.Option("--workspace", "-w", metavar="NAME", help="Workspace (one state "
+                                                  "each); default from FASTUNER_WORKSPACE or 'default'.")]
+LockTimeoutOpt = Annotated[str, typer.Option("--lock-timeout", metavar="DURATION", help="Wait this long for a "
+                                             "state lock held by another run (e.g. 30s, 5m) instead of failing.")]
+TargetOpt = Annotated[list[str] | None, typer.Option("--target", metavar="ADDRESS", help="Only this resource and "
+                                                     "what it depends on (repeatable; the plan is partial).")]
+RefreshOnlyOpt = Annotated[bool, typer.Option("--refresh-only", help="Only record in state what changed outside "
+                                              "fastuner; create, update or destroy nothing.")]
+ReplaceOpt = Annotated[list[str] | None, typer.Option("--replace", metavar="ADDRESS",
+                                                      help="Force replacement of ADDRESS (repeatable).")]
+RenewOpt = Annotated[list[str] | None, typer.Option("--renew", metavar="ADDRESS",
+                                                    help="Bring back an expired deployment (repeatable).")]
+ParallelismOpt = Annotated[int, typer.Option("--parallelism", min=1, max=256, metavar="N",
+                                             help="Operations at once.")]
 NoColorOpt = Annotated[bool, typer.Option("--no-color", help="Plain output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+class _Command(TyperCommand):
+    """Help that names an argument by its metavar alone (`ADDRESS`), without typer's Python type
+    (`<list[str]>`) beside it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument) and param.metavar:
+                param.display_type_rich = lambda ctx: None
 
 
 def _console(no_color: bool = False, stderr: bool = False):
@@ -72,26 +99,26 @@ def validate(file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt =
 @app.command()
 def plan(
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
-    out: Annotated[str | None, typer.Option("--out", "-out", "-o", help="Save the plan (JSON) for apply.")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", metavar="FILE",
+                                            help="Save the plan (JSON) for apply.")] = None,
     detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="Exit 0: no changes, 1: error, "
                                                     "2: changes present.")] = False,
     destroy: Annotated[bool, typer.Option("--destroy", help="Plan to destroy everything in state.")] = False,
-    replace: Annotated[list[str] | None, typer.Option("--replace", help="Force replacement of ADDRESS.")] = None,
-    renew: Annotated[list[str] | None, typer.Option("--renew", help="Bring back an expired deployment.")] = None,
+    replace: ReplaceOpt = None, renew: RenewOpt = None, target: TargetOpt = None, refresh_only: RefreshOnlyOpt = False,
     json_out: JsonOpt = False, no_color: NoColorOpt = False,
 ) -> None:
     """Show what apply would change. Reads only."""
     from fastuner.cli.commands import run_plan
 
     raise typer.Exit(run_plan(file, var, workspace, out=out, detailed_exitcode=detailed_exitcode, destroy=destroy,
-                              replace=replace or [], renew=renew or [], json_out=json_out,
-                              console=_console(no_color)))
+                              replace=replace or [], renew=renew or [], target=target or [],
+                              refresh_only=refresh_only, json_out=json_out, console=_console(no_color)))
 
 
-@app.command()
+@app.command(cls=_Command)
 def show(
-    planfile: Annotated[str | None, typer.Argument(help="A saved plan; without it, the state is shown.")] = None,
-    file: FileOpt = None, workspace: WorkspaceOpt = None,
+    planfile: Annotated[str | None, typer.Argument(metavar="PLANFILE", help="A saved plan; without it, the state is shown.")] = None,
+    file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Markdown for a pull-request comment.")] = False,
     no_color: NoColorOpt = False,
@@ -99,28 +126,27 @@ def show(
     """Render a saved plan (terminal, --json or --markdown), or the current state."""
     from fastuner.cli.commands import run_show
 
-    raise typer.Exit(run_show(planfile, file, workspace, json_out=json_out, markdown=markdown,
+    raise typer.Exit(run_show(planfile, file, var, workspace, json_out=json_out, markdown=markdown,
                               console=_console(no_color)))
 
 
-@app.command()
+@app.command(cls=_Command)
 def apply(
-    planfile: Annotated[str | None, typer.Argument(help="Apply exactly this saved plan.")] = None,
+    planfile: Annotated[str | None, typer.Argument(metavar="PLANFILE", help="Apply exactly this saved plan.")] = None,
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
-    parallelism: Annotated[int, typer.Option("--parallelism", min=1, max=256,
-                                             help="Operations at once.")] = 10,
+    parallelism: ParallelismOpt = 10,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Start long operations (training) and return; "
                                           "the next plan or apply picks them up.")] = False,
-    replace: Annotated[list[str] | None, typer.Option("--replace", help="Force replacement of ADDRESS.")] = None,
-    renew: Annotated[list[str] | None, typer.Option("--renew", help="Bring back an expired deployment.")] = None,
-    no_color: NoColorOpt = False,
+    replace: ReplaceOpt = None, renew: RenewOpt = None, target: TargetOpt = None, refresh_only: RefreshOnlyOpt = False,
+    lock_timeout: LockTimeoutOpt = "0s", no_color: NoColorOpt = False,
 ) -> None:
     """Make the world match the spec (or carry out a saved plan)."""
     from fastuner.cli.commands import run_apply
 
     raise typer.Exit(run_apply(planfile, file, var, workspace, auto_approve=auto_approve, parallelism=parallelism,
                                wait=not no_wait, replace=replace or [], renew=renew or [], destroy=False,
+                               target=target or [], refresh_only=refresh_only, lock_timeout=lock_timeout,
                                console=_console(no_color)))
 
 
@@ -128,14 +154,17 @@ def apply(
 def destroy(
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
-    parallelism: Annotated[int, typer.Option("--parallelism", min=1, max=256)] = 10,
-    no_color: NoColorOpt = False,
+    parallelism: ParallelismOpt = 10,
+    target: Annotated[list[str] | None, typer.Option("--target", metavar="ADDRESS", help="Only this resource and "
+                                                     "what depends on it (repeatable).")] = None,
+    lock_timeout: LockTimeoutOpt = "0s", no_color: NoColorOpt = False,
 ) -> None:
     """Destroy everything recorded in state, dependents first."""
     from fastuner.cli.commands import run_apply
 
     raise typer.Exit(run_apply(None, file, var, workspace, auto_approve=auto_approve, parallelism=parallelism,
-                               wait=True, replace=[], renew=[], destroy=True, console=_console(no_color)))
+                               wait=True, replace=[], renew=[], destroy=True, target=target or [],
+                               lock_timeout=lock_timeout, console=_console(no_color)))
 
 
 @app.command()
@@ -143,69 +172,78 @@ def reap(
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be reaped.")] = False,
-    json_out: JsonOpt = False, no_color: NoColorOpt = False,
+    lock_timeout: LockTimeoutOpt = "0s", json_out: JsonOpt = False, no_color: NoColorOpt = False,
 ) -> None:
     """Destroy every deployment past its ttl or idle_ttl (for a schedule: needs no dataset files)."""
     from fastuner.cli.reap import run_reap
 
     raise typer.Exit(run_reap(file, var, workspace, auto_approve=auto_approve, dry_run=dry_run, json_out=json_out,
-                              console=_console(no_color)))
+                              lock_timeout=lock_timeout, console=_console(no_color)))
 
 
 # --- state ---------------------------------------------------------------------------------------
 
 
 @state_app.command("list")
-def state_list(file: FileOpt = None, workspace: WorkspaceOpt = None, no_color: NoColorOpt = False,
-               json_out: JsonOpt = False) -> None:
+def state_list(file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
+               no_color: NoColorOpt = False, json_out: JsonOpt = False) -> None:
     """List the addresses in state."""
     from fastuner.cli.state_commands import run_state_list
 
-    raise typer.Exit(run_state_list(file, workspace, _console(no_color), json_out))
+    raise typer.Exit(run_state_list(file, var, workspace, _console(no_color), json_out,
+                                    _console(no_color, stderr=True)))
 
 
-@state_app.command("show")
-def state_show(address: str, file: FileOpt = None, workspace: WorkspaceOpt = None,
-               no_color: NoColorOpt = False, json_out: JsonOpt = False) -> None:
+@state_app.command("show", cls=_Command)
+def state_show(address: Annotated[str, typer.Argument(metavar="ADDRESS")], file: FileOpt = None,
+               var: VarOpt = None, workspace: WorkspaceOpt = None, no_color: NoColorOpt = False,
+               json_out: JsonOpt = False) -> None:
     """Show one resource's inputs, outputs and status."""
     from fastuner.cli.state_commands import run_state_show
 
-    raise typer.Exit(run_state_show(address, file, workspace, _console(no_color), json_out))
+    raise typer.Exit(run_state_show(address, file, var, workspace, _console(no_color), json_out))
 
 
-@state_app.command("rm")
-def state_rm(addresses: list[str], file: FileOpt = None, workspace: WorkspaceOpt = None,
+@state_app.command("rm", cls=_Command)
+def state_rm(addresses: Annotated[list[str], typer.Argument(metavar="ADDRESS", help="One or more (repeatable).")],
+             file: FileOpt = None,
+             var: VarOpt = None, workspace: WorkspaceOpt = None, lock_timeout: LockTimeoutOpt = "0s",
              no_color: NoColorOpt = False) -> None:
     """Forget resources (nothing is destroyed; fastuner stops managing them)."""
     from fastuner.cli.state_commands import run_state_rm
 
-    raise typer.Exit(run_state_rm(addresses, file, workspace, _console(no_color)))
+    raise typer.Exit(run_state_rm(addresses, file, var, workspace, _console(no_color), lock_timeout=lock_timeout))
 
 
-@app.command("force-unlock")
-def force_unlock(lock_id: Annotated[str, typer.Argument(help="The lock ID shown by the refused command.")],
-                 file: FileOpt = None, workspace: WorkspaceOpt = None, no_color: NoColorOpt = False) -> None:
+@app.command("force-unlock", cls=_Command)
+def force_unlock(lock_id: Annotated[str, typer.Argument(metavar="LOCK_ID",
+                                                       help="The lock ID shown by the refused command.")],
+                 file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
+                 no_color: NoColorOpt = False) -> None:
     """Release a lock left by a crashed run (only when you are sure it is not running)."""
     from fastuner.cli.state_commands import run_force_unlock
 
-    raise typer.Exit(run_force_unlock(lock_id, file, workspace, _console(no_color)))
+    raise typer.Exit(run_force_unlock(lock_id, file, var, workspace, _console(no_color)))
 
 
-@app.command()
+@app.command(cls=_Command)
 def logs(
-    address: Annotated[str, typer.Argument(help="adapter.NAME (training log) or deployment.NAME (server log).")],
+    address: Annotated[str, typer.Argument(metavar="ADDRESS", help="adapter.NAME (training log) or "
+                                           "deployment.NAME (server log).")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the process ends.")] = False,
-    file: FileOpt = None, workspace: WorkspaceOpt = None,
+    file: Annotated[str | None, typer.Option("--file", metavar="FILE", help="Spec file (default: ./fastuner.yaml; "
+                                             "-f is --follow here).")] = None,
+    var: VarOpt = None, workspace: WorkspaceOpt = None,
 ) -> None:
     """Print the log of a training run or a served deployment."""
     from fastuner.cli.state_commands import run_logs
 
-    raise typer.Exit(run_logs(address, follow, file, workspace, _console()))
+    raise typer.Exit(run_logs(address, follow, file, var, workspace, _console()))
 
 
-@app.command()
+@app.command(cls=_Command)
 def invoke(
-    address: Annotated[str, typer.Argument(help="deployment.NAME")],
+    address: Annotated[str, typer.Argument(metavar="ADDRESS", help="deployment.NAME")],
     adapter: Annotated[str | None, typer.Option("--adapter", "-a", help="Adapter to use (default: the base "
                                                 "model; for --evaluate, the only adapter).")] = None,
     input_text: Annotated[str | None, typer.Option("--input", "-i", help="One input; prints the answer.")] = None,
@@ -216,7 +254,7 @@ def invoke(
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", min=1)] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", min=0.0)] = None,
     top_p: Annotated[float | None, typer.Option("--top-p", min=0.0, max=1.0)] = None,
-    stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")] = None,
+    stop: Annotated[list[str] | None, typer.Option("--stop", metavar="TEXT", help="Stop string (repeatable).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Sampling seed.")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256, help="Requests at once.")] = 8,
     rows_per_request: Annotated[int, typer.Option("--rows-per-request", min=1, max=256)] = 8,

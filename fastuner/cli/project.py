@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastuner.config.duration import parse_duration
 from fastuner.config.loader import Spec, load_spec
 from fastuner.errors import UserError
 from fastuner.providers.base import Provider
@@ -55,11 +56,11 @@ def state_path(spec: Spec, workspace: str) -> Path:
     return path
 
 
-def build_store(spec: Spec, workspace: str, notice=None) -> StateStore:
+def build_store(spec: Spec, workspace: str, notice=None, lock_timeout: float = 0.0) -> StateStore:
     if spec.config.backend.s3 is not None:
         raise UserError("the s3 state backend is not available in this version of fastuner",
                         "Use backend: {local: {path: ...}} for now.")
-    return LocalStateStore(state_path(spec, workspace), on_notice=notice)
+    return LocalStateStore(state_path(spec, workspace), on_notice=notice, lock_timeout=lock_timeout)
 
 
 def build_provider(spec: Spec, workspace: str) -> Provider:
@@ -72,7 +73,23 @@ def build_provider(spec: Spec, workspace: str) -> Provider:
                     unsupported={k: unsupported for k in ("dataset", "adapter", "deployment")})
 
 
-def open_project(file: str | None, variables: list[str] | None, workspace: str | None, *, notice=None) -> Project:
-    spec = load_spec(file, variables=parse_vars(variables))
+def open_project(file: str | None, variables: list[str] | None, workspace: str | None, *, notice=None,
+                 state_only: bool = False, lock_timeout: str | None = None) -> Project:
+    """The spec, its state store and provider. `state_only`: for commands that read or edit state
+    without planning; the spec's resources are not loaded, so their variables need no value.
+    `lock_timeout` (a duration, "0" by default) is how long to wait for a state lock held elsewhere."""
+    wait = parse_lock_timeout(lock_timeout)
+    spec = load_spec(file, variables=parse_vars(variables), resources=not state_only)
     ws = resolve_workspace(workspace)
-    return Project(spec=spec, workspace=ws, store=build_store(spec, ws, notice), provider=build_provider(spec, ws))
+    return Project(spec=spec, workspace=ws, store=build_store(spec, ws, notice, wait),
+                   provider=build_provider(spec, ws))
+
+
+def parse_lock_timeout(text: str | None) -> float:
+    """Seconds from `--lock-timeout` ("30s", "5m"); "0" means do not wait."""
+    if text is None or text.strip() in ("0", "0s"):
+        return 0.0
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise UserError(f"--lock-timeout {text}: {exc}", "Write a duration such as 30s or 5m (0: do not wait).") from None

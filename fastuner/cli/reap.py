@@ -26,12 +26,14 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_out: bool, console: Console) -> int:
+def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_out: bool, console: Console,
+             lock_timeout: str | None = None) -> int:
     from fastuner.engine.apply import apply_plan
     from fastuner.views.progress import ProgressView
     from fastuner.views.terminal import render_plan
 
-    project = open_project(file, var, workspace, notice=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]"))
+    project = open_project(file, var, workspace, notice=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]"),
+                           lock_timeout=lock_timeout)
     plan = make_project_plan(project, destroy=False, replace=[], renew=[], hash_sources=False)
     expired = tuple(c for c in plan.changes if c.reason in EXPIRY)
     now = datetime.now(UTC)

@@ -23,20 +23,22 @@ def _state(project: Project):
     return state
 
 
-def run_state_list(file, workspace, console: Console, json_out: bool) -> int:
-    project = open_project(file, None, workspace)
+def run_state_list(file, var, workspace, console: Console, json_out: bool, err_console: Console) -> int:
+    project = open_project(file, var, workspace, state_only=True)
     state = project.store.read()
     addresses = sorted(state.resources) if state else []
     if json_out:
         sys.stdout.write(json.dumps(addresses) + "\n")
+    elif not addresses:  # said on stderr: stdout stays a clean list for scripts
+        err_console.print("No resources in state." if state else f"No state yet at {escape(project.store.location)}.")
     else:
         for a in addresses:
             console.print(a, highlight=False)
     return 0
 
 
-def run_state_show(address, file, workspace, console: Console, json_out: bool) -> int:
-    project = open_project(file, None, workspace)
+def run_state_show(address, file, var, workspace, console: Console, json_out: bool) -> int:
+    project = open_project(file, var, workspace, state_only=True)
     state = _state(project)
     rs = state.get(address)
     if rs is None:
@@ -65,8 +67,8 @@ def run_state_show(address, file, workspace, console: Console, json_out: bool) -
     return 0
 
 
-def run_state_overview(file, workspace, console: Console, json_out: bool) -> int:
-    project = open_project(file, None, workspace)
+def run_state_overview(file, var, workspace, console: Console, json_out: bool) -> int:
+    project = open_project(file, var, workspace, state_only=True)
     state = project.store.read()
     if json_out:
         sys.stdout.write((state.model_dump_json(indent=2) if state else "null") + "\n")
@@ -87,8 +89,9 @@ def run_state_overview(file, workspace, console: Console, json_out: bool) -> int
     return 0
 
 
-def run_state_rm(addresses, file, workspace, console: Console) -> int:
-    project = open_project(file, None, workspace)
+def run_state_rm(addresses, file, var, workspace, console: Console, lock_timeout: str | None = None) -> int:
+    project = open_project(file, var, workspace, state_only=True, lock_timeout=lock_timeout,
+                           notice=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]"))
     with project.store.lock("state rm"):
         state = _state(project)
         missing = [a for a in addresses if a not in state.resources]
@@ -103,10 +106,10 @@ def run_state_rm(addresses, file, workspace, console: Console) -> int:
     return 0
 
 
-def run_logs(address, follow: bool, file, workspace, console: Console) -> int:
+def run_logs(address, follow: bool, file, var, workspace, console: Console) -> int:
     import time
 
-    project = open_project(file, None, workspace)
+    project = open_project(file, var, workspace, state_only=True)
     state = _state(project)
     rs = state.get(address)
     if rs is None:
@@ -132,8 +135,8 @@ def run_logs(address, follow: bool, file, workspace, console: Console) -> int:
     return 0
 
 
-def run_force_unlock(lock_id, file, workspace, console: Console) -> int:
-    project = open_project(file, None, workspace)
+def run_force_unlock(lock_id, file, var, workspace, console: Console) -> int:
+    project = open_project(file, var, workspace, state_only=True)
     info = project.store.force_unlock(lock_id)
     console.print(f"[bold green]Released[/bold green] the lock {escape(info.id)} held by {escape(info.who)} "
                   f"(pid {info.pid}) for {escape(info.operation)} since {escape(info.created)}.")

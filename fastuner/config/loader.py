@@ -19,7 +19,7 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from fastuner.config.models import Config
+from fastuner.config.models import SECTION, Config
 from fastuner.errors import Diagnostic, DiagnosticsError, Source
 
 DEFAULT_FILE = "fastuner.yaml"
@@ -373,8 +373,12 @@ def find_spec(path: str | Path | None) -> Path:
 
 
 def load_spec(path: str | Path | None = None, *, variables: Mapping[str, str] | None = None,
-              environ: Mapping[str, str] | None = None) -> Spec:
-    """Read, substitute and validate the spec; raise `DiagnosticsError` listing every problem."""
+              environ: Mapping[str, str] | None = None, resources: bool = True) -> Spec:
+    """Read, substitute and validate the spec; raise `DiagnosticsError` listing every problem.
+
+    With `resources=False` the resource sections are left out (the config has none): commands that
+    work on state alone (`state list`, `logs`, ...) then need no value for a variable only a resource
+    uses, as `terraform state list` needs no `-var`."""
     file = find_spec(path)
     shown = str(file)
     raw = file.read_bytes()
@@ -396,7 +400,8 @@ def load_spec(path: str | Path | None = None, *, variables: Mapping[str, str] | 
     index = PositionIndex(text, shown)
     declared = data.get("variables") if isinstance(data.get("variables"), dict) else {}
     values = collect_variables(declared, variables or {}, os.environ if environ is None else environ)
-    body = {k: v for k, v in data.items() if k != "variables"}
+    skipped = {"variables"} if resources else {"variables", *SECTION.values()}
+    body = {k: v for k, v in data.items() if k not in skipped}
     body, errors, _used = substitute(body, values, shown, index)
     if "variables" in data:
         body["variables"] = data["variables"]

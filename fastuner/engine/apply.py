@@ -117,11 +117,20 @@ def apply_plan(plan: Plan, store: StateStore, provider: Provider, *, spec_dir: P
 
 
 def _record_refresh(state: State, refresh: Mapping[str, dict], now: datetime) -> None:
+    """What refresh saw, written into state (for a --refresh-only plan, a failure or a resource that
+    no longer exists too)."""
     for address, rec in refresh.items():
         rs = state.resources.get(address)
         if rs is None:
             continue
+        if rec.get("forget"):
+            del state.resources[address]
+            continue
         rs.outputs = dict(rec.get("outputs", rs.outputs))
+        if rec.get("status") == "failed":
+            rs.status = Status.FAILED
+            rs.pending = None
+            rs.error = rec.get("error")
         if rec.get("status") == "ready" and rs.status is Status.PENDING:
             rs.status = Status.READY
             rs.pending = None

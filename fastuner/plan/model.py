@@ -114,7 +114,7 @@ class Plan:
     project: str
     workspace: str
     provider: str
-    mode: str  # "normal" | "destroy"
+    mode: str  # "normal" | "destroy" | "refresh-only"
     created_at: str
     lineage: str | None
     serial: int
@@ -126,10 +126,14 @@ class Plan:
     refresh: dict[str, dict[str, Any]] = field(default_factory=dict)  # observed outputs to record
     diagnostics: tuple[dict[str, Any], ...] = ()
     fastuner_version: str = ""
+    targets: tuple[str, ...] = ()  # --target: the plan covers only these and what they need (partial)
 
     @property
     def has_changes(self) -> bool:
-        """The one place that decides whether there is anything to do."""
+        """The one place that decides whether there is anything to do (for a refresh-only plan: drift
+        to record in state)."""
+        if self.mode == "refresh-only":
+            return bool(self.refresh)
         return any(c.action is not Action.NOOP for c in self.changes)
 
     @property
@@ -176,6 +180,7 @@ class Plan:
             "destroy_waves": [list(w) for w in self.destroy_waves],
             "refresh": self.refresh,
             "diagnostics": list(self.diagnostics),
+            "targets": list(self.targets),
         }
 
     @classmethod
@@ -193,5 +198,5 @@ class Plan:
             waves=tuple(tuple(w) for w in d.get("waves", ())),
             destroy_waves=tuple(tuple(w) for w in d.get("destroy_waves", ())),
             refresh=d.get("refresh") or {}, diagnostics=tuple(d.get("diagnostics", ())),
-            fastuner_version=d.get("fastuner_version", ""),
+            fastuner_version=d.get("fastuner_version", ""), targets=tuple(d.get("targets", ())),
         )

@@ -9,6 +9,7 @@ adapter is retrained.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from fastuner import __version__
 from fastuner.config.duration import format_duration
 from fastuner.config.loader import Spec
 from fastuner.config.models import SECTION, Adapter, Deployment
+from fastuner.errors import Diagnostic
 from fastuner.graph import build_graph, graph_from_dependencies
 from fastuner.plan.kinds import REPLACE, diff_flat, flatten, identity_flat, mode_of, physical_name
 from fastuner.plan.model import Action, Change, Plan, Reason
@@ -29,19 +31,29 @@ UPSTREAM_PATHS = {"dataset_identity", "adapter_identities"}
 
 
 def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, destroy: bool = False,
-              replace: Iterable[str] = (), renew: Iterable[str] = ()) -> Plan:
+              replace: Iterable[str] = (), renew: Iterable[str] = (), target: Iterable[str] = (),
+              refresh_only: bool = False) -> Plan:
+    """`target`: plan only these addresses and what they depend on (for destroy: what depends on
+    them); the plan lists its targets and warns that it is partial. `refresh_only`: no action at
+    all, only what refresh saw differ from state (drift), recorded in state on apply."""
     config = spec.config
-    replace, renew = set(replace), set(renew)
+    replace, renew, targets = set(replace), set(renew), tuple(sorted(set(target)))
     spec_sha = hashlib.sha256(spec.text.encode()).hexdigest()
     common = dict(project=config.project, workspace=prior.workspace, provider=config.provider.name,
                   created_at=now.isoformat(), lineage=prior.lineage if prior.serial else None,
                   serial=prior.serial, spec_file=spec.file.name, spec_sha256=spec_sha,
-                  fastuner_version=__version__)
+                  fastuner_version=__version__, targets=targets)
+    recorded = graph_from_dependencies(prior.dependencies())
+    if refresh_only:
+        plan = Plan(mode="refresh-only", changes=(), waves=(), destroy_waves=(),
+                    refresh=_drift(prior, observed), **common)
+        return _targeted(plan, recorded.with_dependencies(targets)) if targets else plan
     if destroy:
         changes = [_delete(rs, Reason.DELETE_BECAUSE_DESTROY, "", observed) for rs in prior.resources.values()]
-        order = graph_from_dependencies(prior.dependencies()).destroy_waves()
-        return Plan(mode="destroy", changes=tuple(_ordered(changes, order)), waves=(),
+        order = recorded.destroy_waves()
+        plan = Plan(mode="destroy", changes=tuple(_ordered(changes, order)), waves=(),
                     destroy_waves=tuple(tuple(w) for w in order), **common)
+        return _targeted(plan, recorded.with_dependents(targets)) if targets else plan
 
     graph = build_graph(spec)
     waves = graph.create_waves()
@@ -89,9 +101,53 @@ def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, de
     drank = {a: i for i, a in enumerate(a for w in destroy_waves for a in w)}
     ordered = sorted((c for c in changes if c.action is not Action.DELETE), key=lambda c: rank[c.address]) + \
         sorted((c for c in changes if c.action is Action.DELETE), key=lambda c: (drank.get(c.address, 0), c.address))
-    return Plan(mode="normal", changes=tuple(ordered), waves=tuple(tuple(w) for w in waves),
+    plan = Plan(mode="normal", changes=tuple(ordered), waves=tuple(tuple(w) for w in waves),
                 destroy_waves=tuple(tuple(w) for w in destroy_waves), refresh=refresh,
                 diagnostics=(), **common)
+    return _targeted(plan, graph.with_dependencies(targets)) if targets else plan
+
+
+def _targeted(plan: Plan, keep: set[str]) -> Plan:
+    """The plan cut down to `keep` (the targets and what they need), saying that it is partial."""
+    one = len(plan.targets) == 1
+    needs = ("what depends on it" if one else "what depends on them") if plan.mode == "destroy" else \
+        ("what it depends on" if one else "what they depend on")
+    warning = Diagnostic.warning(
+        f"Resource targeting is in effect: this plan covers only {', '.join(plan.targets)} and {needs}; "
+        "other changes may be pending. Plan without --target to see everything.")
+    return dataclasses.replace(
+        plan, changes=tuple(c for c in plan.changes if c.address in keep),
+        waves=tuple(w for w in (tuple(a for a in wave if a in keep) for wave in plan.waves) if w),
+        destroy_waves=tuple(w for w in (tuple(a for a in wave if a in keep) for wave in plan.destroy_waves) if w),
+        refresh={a: r for a, r in plan.refresh.items() if a in keep},
+        diagnostics=(*plan.diagnostics, warning.to_dict()))
+
+
+def _drift(prior: State, observed: Observed) -> dict[str, dict[str, Any]]:
+    """What the world says that state does not (for --refresh-only): a record per drifted resource,
+    with `detail` for people. A ready resource that no longer exists is forgotten (`forget`), as
+    Terraform forgets it; one whose work failed is recorded failed; new outputs are recorded."""
+    drift: dict[str, dict[str, Any]] = {}
+    for address, rs in sorted(prior.resources.items()):
+        obs = observed.resources.get(address)
+        if obs is None or rs.status is Status.EXPIRED:
+            continue
+        if not obs.exists:
+            if rs.status is Status.READY:
+                drift[address] = {"status": "missing", "forget": True,
+                                  "detail": (obs.detail or "no longer exists") + "; removed from state on apply"}
+            continue
+        if obs.status == "failed" and rs.status is not Status.FAILED:
+            drift[address] = {"status": "failed", "outputs": {**rs.outputs, **obs.outputs},
+                              "error": obs.detail or "it failed", "detail": f"{rs.status} -> failed"}
+            continue
+        rec = _refresh_record(rs, obs)
+        if rec:
+            changed = sorted(k for k in rec["outputs"] if rs.outputs.get(k) != rec["outputs"][k])
+            moved = f"{rs.status} -> {rec['status']}" if rec["status"] != str(rs.status) else ""
+            drift[address] = {**rec, "detail": "; ".join(x for x in (
+                moved, f"outputs changed: {', '.join(changed)}" if changed else "") if x)}
+    return drift
 
 
 def _ordered(changes: list[Change], order: list[list[str]]) -> list[Change]:

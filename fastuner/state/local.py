@@ -25,8 +25,9 @@ UNREADABLE_GRACE_S = 5.0  # an unreadable lock file older than this was left by 
 
 
 class LocalStateStore:
-    def __init__(self, path: Path, *, on_notice=None) -> None:
+    def __init__(self, path: Path, *, on_notice=None, lock_timeout: float = 0.0) -> None:
         self.path = Path(path)
+        self.lock_timeout = lock_timeout  # seconds to wait for a lock held by another run
         self.location = str(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.backup_path = self.path.with_name(self.path.name + ".backup")
@@ -99,7 +100,7 @@ class LocalStateStore:
     @contextlib.contextmanager
     def lock(self, operation: str) -> Iterator[LockInfo]:
         info = LockInfo.new(operation, self.location)
-        fd = self._acquire(info)
+        fd = self._acquire_waiting(info)
         try:
             yield info
         finally:
@@ -119,6 +120,25 @@ class LocalStateStore:
             raise UserError(f"lock ID {lock_id} does not match the lock on {self.location}", info.describe())
         self.lock_path.unlink(missing_ok=True)
         return info
+
+    def _acquire_waiting(self, info: LockInfo) -> int:
+        """Retry a held lock until `lock_timeout` runs out (backing off up to 1 s between tries), then
+        refuse naming the holder. A stale lock is cleared by `_acquire` itself and needs no wait."""
+        deadline = time.monotonic() + self.lock_timeout
+        delay, told = 0.05, False
+        while True:
+            try:
+                return self._acquire(info)
+            except StateLockedError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise (exc.waited(self.lock_timeout) if self.lock_timeout else exc) from None
+                if not told:
+                    told = True
+                    self._notice(f"the state is locked by {exc.info.who} (pid {exc.info.pid}, {exc.info.operation}); "
+                                 "waiting for it (--lock-timeout)")
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 1.0)
 
     def _acquire(self, info: LockInfo) -> int:
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)

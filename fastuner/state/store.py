@@ -10,11 +10,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from fastuner.config.duration import format_duration
 from fastuner.errors import UserError
 from fastuner.state.migrations import migrate
 from fastuner.state.model import FORMAT_VERSION, State
@@ -54,13 +55,24 @@ class LockInfo:
 
 
 class StateLockedError(UserError):
-    def __init__(self, info: LockInfo, location: str, stale_hint: str = "") -> None:
+    def __init__(self, info: LockInfo, location: str, stale_hint: str = "", waited: float = 0.0) -> None:
         super().__init__(
-            f"the state is locked: {location}",
+            f"the state is locked: {location}" + (f" (waited {_seconds(waited)} for it)" if waited else ""),
             f"{info.describe()}\nAnother fastuner run is working on this state. Wait for it to finish"
+            + (" (or wait longer with --lock-timeout)" if waited else " (or let fastuner wait: --lock-timeout 5m)")
             + (f". {stale_hint}" if stale_hint else
                f", or if it crashed, release the lock with: fastuner force-unlock {info.id}"))
         self.info = info
+        self.location = location
+        self.stale_hint = stale_hint
+
+    def waited(self, seconds: float) -> StateLockedError:
+        """The same refusal, saying how long the lock was waited for."""
+        return StateLockedError(self.info, self.location, self.stale_hint, waited=seconds)
+
+
+def _seconds(seconds: float) -> str:
+    return format_duration(timedelta(seconds=seconds)) if seconds >= 1 else f"{seconds:g}s"
 
 
 class StateStore(Protocol):
@@ -76,7 +88,10 @@ class StateStore(Protocol):
 
     def write(self, state: State) -> State: ...
 
-    def lock(self, operation: str) -> AbstractContextManager[LockInfo]: ...
+    def lock(self, operation: str) -> AbstractContextManager[LockInfo]:
+        """Held for the whole operation; a lock held by another run is waited for up to the store's
+        lock timeout (retrying), then refused with `StateLockedError` naming the holder."""
+        ...
 
     def current_lock(self) -> LockInfo | None: ...
 

@@ -13,6 +13,9 @@ STYLES = {"create": "green", "update": "yellow", "replace": "magenta", "delete":
 
 
 def render_plan(plan: dict[str, Any], console: Console, *, show_noop: bool = False) -> None:
+    if plan["mode"] == "refresh-only":
+        _render_drift(plan, console)
+        return
     changes = [c for c in plan["changes"] if show_noop or c["action"] != "no-op"
                or c["reason"] == "noop_because_expired"]
     refreshed = plan.get("refresh") or {}
@@ -116,3 +119,19 @@ def _footer(plan: dict[str, Any], console: Console) -> None:
 def _diagnostics(plan: dict[str, Any], console: Console) -> None:
     for d in plan.get("diagnostics") or []:
         console.print(f"[yellow]Warning:[/yellow] {escape(d['summary'])}")
+
+
+def _render_drift(plan: dict[str, Any], console: Console) -> None:
+    """A --refresh-only plan: what changed outside fastuner, to record in state; no action at all."""
+    drift = plan.get("refresh") or {}
+    if not drift:
+        console.print("[bold green]No changes.[/bold green] The state matches what exists: nothing changed "
+                      "outside fastuner.")
+    else:
+        console.print("Changed outside fastuner (or work finished or failed since the last apply):\n")
+        for address in sorted(drift):
+            rec = drift[address]
+            console.print(f"  [bold]# {escape(address)}:[/bold] {escape(rec.get('detail') or 'now ' + str(rec.get('status')))}")
+        console.print(f"\n[bold]Refresh-only: {len(drift)} to record in state.[/bold] Nothing will be created, "
+                      "updated or destroyed.")
+    _diagnostics(plan, console)
