@@ -64,13 +64,7 @@ def run_invoke(address: str, options: Options, file, var, workspace, *, console:
     deployment = find_deployment(state, address)
     url = deployment.outputs["url"]
     adapters = dict(deployment.outputs.get("adapters") or {})
-    adapter = options.adapter
-    if options.evaluate and adapter is None:
-        if len(adapters) != 1:
-            raise UserError(f"--evaluate needs --adapter: {address} serves {_listing(adapters)}")
-        adapter = next(iter(adapters))
-    if adapter is not None and adapter not in adapters:
-        raise UserError(_unknown_adapter(address, adapter, adapters))
+    adapter = pick_adapter(address, options, adapters, err_console)
     if deployment.expires_at is not None and deployment.expires_at < datetime.now(UTC):
         err_console.print(f"[yellow]Warning:[/yellow] {escape(address)} is past its ttl (since "
                           f"{deployment.expires_at.isoformat(timespec='minutes')}); the next `fastuner apply` or "
@@ -105,6 +99,24 @@ def find_deployment(state: State | None, address: str) -> ResourceState:
     if rs.status is Status.PENDING or not rs.outputs.get("url"):
         raise UserError(f"{address} is not ready yet (still starting); run `fastuner apply` to finish it")
     return rs
+
+
+def pick_adapter(address: str, options: Options, adapters: dict[str, str], err_console: Console) -> str | None:
+    """`--adapter` if the deployment serves it; without one, the deployment's only adapter (said on stderr,
+    since the answer depends on it). With several and no `--adapter`, `--evaluate` refuses listing them,
+    and an invocation goes to the base model: a classification server refuses that (`adapter_required`,
+    listed in `_refused`), a generation server answers with the base model."""
+    if options.adapter is not None:
+        if options.adapter not in adapters:
+            raise UserError(_unknown_adapter(address, options.adapter, adapters))
+        return options.adapter
+    if len(adapters) == 1:
+        only = next(iter(adapters))
+        err_console.print(f"Using adapter {escape(only)}, the only adapter {escape(address)} serves.", highlight=False)
+        return only
+    if options.evaluate:
+        raise UserError(f"--evaluate needs --adapter: {address} serves {_listing(adapters)}")
+    return None
 
 
 def check_server(address: str, url: str) -> None:
