@@ -20,7 +20,14 @@ from rich.markup import escape
 from fastuner.cli.commands import EXIT_ERROR, EXIT_OK
 from fastuner.cli.project import open_project
 from fastuner.errors import UserError
-from fastuner.providers.local.client import Client, InvokeError, read_rows, run_rows
+from fastuner.providers.local.client import (
+    Client,
+    InvokeError,
+    input_problem,
+    read_rows,
+    run_rows,
+    screen_rows,
+)
 from fastuner.providers.local.http import HttpError, request
 from fastuner.state.model import ResourceState, State, Status
 
@@ -69,12 +76,16 @@ def run_invoke(address: str, options: Options, file, var, workspace, *, console:
         err_console.print(f"[yellow]Warning:[/yellow] {escape(address)} is past its ttl (since "
                           f"{deployment.expires_at.isoformat(timespec='minutes')}); the next `fastuner apply` or "
                           "`fastuner reap` tears it down.")
+    max_chars = input_limit(state, adapter)
+    if options.text is not None and (problem := input_problem(options.text, max_chars, adapter)):
+        code, message = problem
+        raise UserError(f"the input {message}; {address} would refuse it ({code}), so nothing was sent")
     check_server(address, url)
     client = Client(url, timeout=options.timeout, retries=options.retries)
     if options.text is not None:
         return _single(client, address, adapter, adapters, options, console)
     if options.batch is not None:
-        return _batch(client, address, adapter, adapters, options, console, err_console)
+        return _batch(client, address, adapter, adapters, max_chars, options, console, err_console)
     return _evaluate(client, state, address, adapter, options, console, err_console)
 
 
@@ -117,6 +128,15 @@ def pick_adapter(address: str, options: Options, adapters: dict[str, str], err_c
     if options.evaluate:
         raise UserError(f"--evaluate needs --adapter: {address} serves {_listing(adapters)}")
     return None
+
+
+def input_limit(state: State, adapter: str | None) -> int | None:
+    """The `max_input_chars` of the dataset the adapter was trained on, as state records it (the server
+    holds the same number, from the adapter's fastuner.json); None for the base model."""
+    adapter_rs = state.get(f"adapter.{adapter}") if adapter else None
+    dataset_rs = state.get(f"dataset.{adapter_rs.inputs.get('dataset')}") if adapter_rs else None
+    limit = ((dataset_rs.inputs.get("checks") or {}).get("max_input_chars")) if dataset_rs else None
+    return limit if isinstance(limit, int) else None
 
 
 def check_server(address: str, url: str) -> None:
@@ -162,13 +182,13 @@ def _single(client: Client, address: str, adapter, adapters, options: Options, c
     return EXIT_OK
 
 
-def _batch(client: Client, address: str, adapter, adapters, options: Options, console: Console,
-           err_console: Console) -> int:
+def _batch(client: Client, address: str, adapter, adapters, max_chars: int | None, options: Options,
+           console: Console, err_console: Console) -> int:
     from fastuner.views.invoke import BatchProgress, render_batch_summary
 
     try:
         with open(options.batch or "", "rb") as f:
-            rows = read_rows(f)
+            rows = screen_rows(read_rows(f), max_chars, adapter)
     except OSError as exc:
         raise UserError(f"cannot read {options.batch}: {exc.strerror or exc}") from None
     to_stdout = options.out in (None, "-")
