@@ -20,7 +20,14 @@ from rich.markup import escape
 from fastuner.cli.commands import EXIT_ERROR, EXIT_OK
 from fastuner.cli.project import open_project
 from fastuner.errors import UserError
-from fastuner.providers.local.client import Client, InvokeError, read_rows, run_rows
+from fastuner.providers.local.client import (
+    Client,
+    InvokeError,
+    input_problem,
+    read_rows,
+    run_rows,
+    screen_rows,
+)
 from fastuner.providers.local.http import HttpError, request
 from fastuner.state.model import ResourceState, State, Status
 
@@ -64,23 +71,21 @@ def run_invoke(address: str, options: Options, file, var, workspace, *, console:
     deployment = find_deployment(state, address)
     url = deployment.outputs["url"]
     adapters = dict(deployment.outputs.get("adapters") or {})
-    adapter = options.adapter
-    if options.evaluate and adapter is None:
-        if len(adapters) != 1:
-            raise UserError(f"--evaluate needs --adapter: {address} serves {_listing(adapters)}")
-        adapter = next(iter(adapters))
-    if adapter is not None and adapter not in adapters:
-        raise UserError(_unknown_adapter(address, adapter, adapters))
+    adapter = pick_adapter(address, options, adapters, err_console)
     if deployment.expires_at is not None and deployment.expires_at < datetime.now(UTC):
         err_console.print(f"[yellow]Warning:[/yellow] {escape(address)} is past its ttl (since "
                           f"{deployment.expires_at.isoformat(timespec='minutes')}); the next `fastuner apply` or "
                           "`fastuner reap` tears it down.")
+    max_chars = input_limit(state, adapter)
+    if options.text is not None and (problem := input_problem(options.text, max_chars, adapter)):
+        code, message = problem
+        raise UserError(f"the input {message}; {address} would refuse it ({code}), so nothing was sent")
     check_server(address, url)
     client = Client(url, timeout=options.timeout, retries=options.retries)
     if options.text is not None:
         return _single(client, address, adapter, adapters, options, console)
     if options.batch is not None:
-        return _batch(client, address, adapter, adapters, options, console, err_console)
+        return _batch(client, address, adapter, adapters, max_chars, options, console, err_console)
     return _evaluate(client, state, address, adapter, options, console, err_console)
 
 
@@ -105,6 +110,33 @@ def find_deployment(state: State | None, address: str) -> ResourceState:
     if rs.status is Status.PENDING or not rs.outputs.get("url"):
         raise UserError(f"{address} is not ready yet (still starting); run `fastuner apply` to finish it")
     return rs
+
+
+def pick_adapter(address: str, options: Options, adapters: dict[str, str], err_console: Console) -> str | None:
+    """`--adapter` if the deployment serves it; without one, the deployment's only adapter (said on stderr,
+    since the answer depends on it). With several and no `--adapter`, `--evaluate` refuses listing them,
+    and an invocation goes to the base model: a classification server refuses that (`adapter_required`,
+    listed in `_refused`), a generation server answers with the base model."""
+    if options.adapter is not None:
+        if options.adapter not in adapters:
+            raise UserError(_unknown_adapter(address, options.adapter, adapters))
+        return options.adapter
+    if len(adapters) == 1:
+        only = next(iter(adapters))
+        err_console.print(f"Using adapter {escape(only)}, the only adapter {escape(address)} serves.", highlight=False)
+        return only
+    if options.evaluate:
+        raise UserError(f"--evaluate needs --adapter: {address} serves {_listing(adapters)}")
+    return None
+
+
+def input_limit(state: State, adapter: str | None) -> int | None:
+    """The `max_input_chars` of the dataset the adapter was trained on, as state records it (the server
+    holds the same number, from the adapter's fastuner.json); None for the base model."""
+    adapter_rs = state.get(f"adapter.{adapter}") if adapter else None
+    dataset_rs = state.get(f"dataset.{adapter_rs.inputs.get('dataset')}") if adapter_rs else None
+    limit = ((dataset_rs.inputs.get("checks") or {}).get("max_input_chars")) if dataset_rs else None
+    return limit if isinstance(limit, int) else None
 
 
 def check_server(address: str, url: str) -> None:
@@ -150,13 +182,13 @@ def _single(client: Client, address: str, adapter, adapters, options: Options, c
     return EXIT_OK
 
 
-def _batch(client: Client, address: str, adapter, adapters, options: Options, console: Console,
-           err_console: Console) -> int:
+def _batch(client: Client, address: str, adapter, adapters, max_chars: int | None, options: Options,
+           console: Console, err_console: Console) -> int:
     from fastuner.views.invoke import BatchProgress, render_batch_summary
 
     try:
         with open(options.batch or "", "rb") as f:
-            rows = read_rows(f)
+            rows = screen_rows(read_rows(f), max_chars, adapter)
     except OSError as exc:
         raise UserError(f"cannot read {options.batch}: {exc.strerror or exc}") from None
     to_stdout = options.out in (None, "-")

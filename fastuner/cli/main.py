@@ -244,8 +244,8 @@ def logs(
 @app.command(cls=_Command)
 def invoke(
     address: Annotated[str, typer.Argument(metavar="ADDRESS", help="deployment.NAME")],
-    adapter: Annotated[str | None, typer.Option("--adapter", "-a", help="Adapter to use (default: the base "
-                                                "model; for --evaluate, the only adapter).")] = None,
+    adapter: Annotated[str | None, typer.Option("--adapter", "-a", help="Adapter to use (default: the "
+                                                "deployment's only adapter, else the base model).")] = None,
     input_text: Annotated[str | None, typer.Option("--input", "-i", help="One input; prints the answer.")] = None,
     batch: Annotated[str | None, typer.Option("--batch", help="JSONL file, an object with `input` a line.")] = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Where --batch writes (default: stdout).")] = None,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from fastuner.config.loader import Spec
+from fastuner.config.models import PROVIDER_ONLY, SECTION
 from fastuner.errors import Diagnostic
 
 
@@ -43,4 +46,34 @@ def check_spec(spec: Spec) -> list[Diagnostic]:
                 f"adapter.{name} trains on dataset.{adapter.dataset}, which has no validation split",
                 "The best checkpoint is then the last one; set split.validation to evaluate every epoch.",
                 source=spec.source(("datasets", adapter.dataset, "split")), address=f"adapter.{name}"))
+    out.extend(_other_provider_fields(spec))
     return out
+
+
+def _other_provider_fields(spec: Spec) -> list[Diagnostic]:
+    """A field set for the other provider is accepted (a spec may move between providers) but has no
+    effect here, and plans leave it out: say so once per resource, at the first such field."""
+    provider = spec.config.provider.name
+    out: list[Diagnostic] = []
+    for kind, paths in PROVIDER_ONLY.items():
+        for name, model in getattr(spec.config, SECTION[kind]).items():
+            unused = [p for p, owner in paths.items() if owner != provider and _is_set(model, p)]
+            if not unused:
+                continue
+            owner = {"sagemaker": "SageMaker", "local": "Local-provider"}[paths[unused[0]]]
+            out.append(Diagnostic.warning(
+                f"{kind}.{name}: {', '.join(unused)}: no effect on the {provider} provider",
+                f"{owner}-only settings are accepted here but do nothing: {provider} plans neither show nor store "
+                f"them. Remove them, or keep them for a move to `provider: {{{paths[unused[0]]}: ...}}`.",
+                source=spec.source((SECTION[kind], name, *unused[0].split(".")), key=True), address=f"{kind}.{name}"))
+    return out
+
+
+def _is_set(model: BaseModel, path: str) -> bool:
+    """Whether the spec wrote the field at the dotted `path` (a default is not set)."""
+    value: object = model
+    for part in path.split("."):
+        if not isinstance(value, BaseModel) or part not in value.model_fields_set:
+            return False
+        value = getattr(value, part)
+    return True

@@ -113,6 +113,39 @@ class Provider(Strict):
         return "local" if self.local is not None else "sagemaker"
 
 
+# --- which provider uses which resource field ---------------------------------------------------
+
+# Resource inputs that only one provider uses, by kind and dotted path. On the other provider they are
+# left out of a resource's inputs: not shown in plans, not stored in state, not hashed; `validate` and
+# `plan` warn when one is set there. The fields' descriptions start with the matching note.
+PROVIDER_ONLY: dict[str, dict[str, str]] = {
+    "adapter": {"compute.instance_type": "sagemaker", "compute.instance_count": "sagemaker",
+                "compute.spot": "sagemaker", "compute.max_wait": "sagemaker", "compute.volume_size_gb": "sagemaker"},
+    "deployment": {"compute.instance_type": "sagemaker", "compute.count": "sagemaker", "port": "local"},
+}
+SAGEMAKER_ONLY_NOTE = "SageMaker only (no effect on the local provider). "
+LOCAL_ONLY_NOTE = "Local provider only (no effect on SageMaker). "
+
+
+def provider_inputs(kind: str, inputs: dict, provider: str) -> dict:
+    """`inputs` (a resource's JSON form) without the fields `provider` does not use; a section left
+    empty (a local deployment's `compute`) goes too."""
+    out = dict(inputs)
+    for path, owner in PROVIDER_ONLY.get(kind, {}).items():
+        if owner == provider:
+            continue
+        head, _, leaf = path.rpartition(".")
+        if not head:
+            out.pop(leaf, None)
+        elif isinstance(out.get(head), dict):
+            section = {k: v for k, v in out[head].items() if k != leaf}
+            if section:
+                out[head] = section
+            else:
+                out.pop(head)
+    return out
+
+
 # --- datasets ----------------------------------------------------------------------------------
 
 
@@ -174,12 +207,15 @@ class Training(Strict):
 
 
 class TrainingCompute(Strict):
-    instance_type: str = Field("ml.g5.2xlarge", description="SageMaker training instance type.")
-    instance_count: int = Field(1, ge=1, le=64, description="Instances (data parallel across all GPUs).")
-    spot: bool = Field(False, description="Use managed spot training (checkpoints resume interruptions).")
-    max_runtime: Duration = Field(timedelta(hours=4), description="Stop the job after this long.")
-    max_wait: Duration | None = Field(None, description="Spot only: longest wait incl. interruptions (≥ max_runtime).")
-    volume_size_gb: int = Field(50, ge=1, le=16384, description="Training volume size.")
+    instance_type: str = Field("ml.g5.2xlarge", description=f"{SAGEMAKER_ONLY_NOTE}Training instance type.")
+    instance_count: int = Field(1, ge=1, le=64,
+                                description=f"{SAGEMAKER_ONLY_NOTE}Instances (data parallel across all GPUs).")
+    spot: bool = Field(False, description=f"{SAGEMAKER_ONLY_NOTE}Use managed spot training (checkpoints resume "
+                       "interruptions).")
+    max_runtime: Duration = Field(timedelta(hours=4), description="Stop the job after this long (every provider).")
+    max_wait: Duration | None = Field(None, description=f"{SAGEMAKER_ONLY_NOTE}Spot only: longest wait incl. "
+                                      "interruptions (≥ max_runtime).")
+    volume_size_gb: int = Field(50, ge=1, le=16384, description=f"{SAGEMAKER_ONLY_NOTE}Training volume size.")
 
     @model_validator(mode="after")
     def _max_wait(self) -> TrainingCompute:
@@ -197,7 +233,8 @@ class Adapter(Strict):
     method: Method = Field(Method.LORA, description="lora, or qlora (4-bit NF4 base weights).")
     lora: Lora = Field(default_factory=Lora, description="LoRA hyperparameters.")
     training: Training = Field(default_factory=Training, description="Optimisation settings.")
-    compute: TrainingCompute = Field(default_factory=TrainingCompute, description="Where the job runs (SageMaker).")
+    compute: TrainingCompute = Field(default_factory=TrainingCompute,
+                                     description="Where the job runs: on the local provider only max_runtime applies.")
     tags: Tags = Field(default_factory=dict, description="Free-form tags, changed in place.")
     depends_on: list[AddressRef] = Field(
         default_factory=list, description="Extra ordering: addresses (kind.name) this resource waits for."
@@ -208,17 +245,18 @@ class Adapter(Strict):
 
 
 class DeploymentCompute(Strict):
-    instance_type: str = Field("ml.g5.xlarge", description="SageMaker instance type of the endpoint.")
-    count: int = Field(1, ge=1, le=100, description="Instances behind the endpoint.")
+    instance_type: str = Field("ml.g5.xlarge", description=f"{SAGEMAKER_ONLY_NOTE}Instance type of the endpoint.")
+    count: int = Field(1, ge=1, le=100, description=f"{SAGEMAKER_ONLY_NOTE}Instances behind the endpoint.")
 
 
 class Deployment(Strict):
     base_model: str = Field(description="Base model served; every listed adapter must be trained on it.")
     adapters: list[Name] = Field(default_factory=list, description="Adapters (names in `adapters:`) to serve.")
-    compute: DeploymentCompute = Field(default_factory=DeploymentCompute, description="Serving capacity.")
+    compute: DeploymentCompute = Field(default_factory=DeploymentCompute,
+                                       description="Serving capacity (SageMaker only: local serves one process).")
     cache_size: int = Field(8, ge=1, le=1000, description="Adapters kept loaded at once (LRU).")
     port: int | None = Field(None, ge=1, le=65535,
-                             description="Local provider: serve on this port of 127.0.0.1 (default: a free one).")
+                             description=f"{LOCAL_ONLY_NOTE}Serve on this port of 127.0.0.1 (default: a free one).")
     ttl: Duration | None = Field(None, description="Hard lifetime from creation; then it is destroyed.")
     idle_ttl: Duration | None = Field(None, description="Destroyed after this long with no invocation.")
     tags: Tags = Field(default_factory=dict, description="Free-form tags, changed in place.")

@@ -7,6 +7,7 @@ values are user errors (`DiagnosticsError`), raised when the value is built.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -99,6 +100,12 @@ class Rules:
     def to_dict(self) -> dict:
         return {"min_rows": self.min_rows, "max_input_chars": self.max_input_chars,
                 "max_target_chars": self.max_target_chars}
+
+
+def text_length(text: str) -> int:
+    """The length the row rules check against `max_input_chars`: code points after NFC normalisation and
+    stripping (0: empty or only whitespace). `rows.py` computes the same inline, row by row."""
+    return len((text if text.isascii() else unicodedata.normalize("NFC", text)).strip())
 
 
 def _exact(value: float) -> Fraction:

@@ -18,7 +18,7 @@ from typing import Any
 from fastuner import __version__
 from fastuner.config.duration import format_duration
 from fastuner.config.loader import Spec
-from fastuner.config.models import SECTION, Adapter, Deployment
+from fastuner.config.models import SECTION, Adapter, Deployment, provider_inputs
 from fastuner.errors import Diagnostic
 from fastuner.graph import build_graph, graph_from_dependencies
 from fastuner.plan.kinds import REPLACE, diff_flat, flatten, identity_flat, mode_of, physical_name
@@ -49,7 +49,8 @@ def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, de
                     refresh=_drift(prior, observed), **common)
         return _targeted(plan, recorded.with_dependencies(targets)) if targets else plan
     if destroy:
-        changes = [_delete(rs, Reason.DELETE_BECAUSE_DESTROY, "", observed) for rs in prior.resources.values()]
+        changes = [_delete(rs, Reason.DELETE_BECAUSE_DESTROY, "", observed, config.provider.name)
+                   for rs in prior.resources.values()]
         order = recorded.destroy_waves()
         plan = Plan(mode="destroy", changes=tuple(_ordered(changes, order)), waves=(),
                     destroy_waves=tuple(tuple(w) for w in order), **common)
@@ -63,7 +64,7 @@ def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, de
     for address in (a for wave in waves for a in wave):
         kind, name = address.split(".", 1)
         model = getattr(config, SECTION[kind])[name]
-        inputs = _inputs(kind, name, model, identities, observed)
+        inputs = _inputs(kind, name, model, identities, observed, config.provider.name)
         flat = flatten(inputs)
         ident = identity_flat(kind, flat)
         identities[address] = ident
@@ -81,7 +82,8 @@ def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, de
     for address, rs in prior.resources.items():
         if address not in in_spec:
             detail = "expired earlier; forgetting its record" if rs.status is Status.EXPIRED else ""
-            changes.append(_delete(rs, Reason.DELETE_BECAUSE_NO_RESOURCE_CONFIG, detail, observed))
+            changes.append(_delete(rs, Reason.DELETE_BECAUSE_NO_RESOURCE_CONFIG, detail, observed,
+                                   config.provider.name))
 
     for address, rs in prior.resources.items():
         for old in rs.deposed:
@@ -155,8 +157,10 @@ def _ordered(changes: list[Change], order: list[list[str]]) -> list[Change]:
     return sorted(changes, key=lambda c: (rank.get(c.address, len(rank)), c.address))
 
 
-def _inputs(kind: str, name: str, model: Any, identities: dict[str, str], observed: Observed) -> dict[str, Any]:
-    inputs = model.model_dump(mode="json")
+def _inputs(kind: str, name: str, model: Any, identities: dict[str, str], observed: Observed,
+            provider: str) -> dict[str, Any]:
+    """The resource's inputs as the chosen provider uses them (fields of other providers left out)."""
+    inputs = provider_inputs(kind, model.model_dump(mode="json"), provider)
     if kind == "dataset":
         inputs["source_sha256"] = observed.dataset_sources.get(name, "")
     elif kind == "adapter":
@@ -194,7 +198,8 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
 
     if rs is None:
         return change(Action.CREATE, Reason.CREATE_BECAUSE_NEW)
-    before = dict(rs.inputs)
+    # state written before provider-only fields were left out still holds them: they are no change
+    before = provider_inputs(kind, dict(rs.inputs), config.provider.name)
     changed = tuple(diff_flat(flatten(before), flat))
     forcing = tuple(p for p in changed if mode_of(kind, p) == REPLACE)
 
@@ -284,9 +289,10 @@ def _forcing_detail(kind: str, model: Any, forcing: tuple[str, ...]) -> str:
     return f"{shown} cannot change in place"
 
 
-def _delete(rs: ResourceState, reason: Reason, detail: str, observed: Observed) -> Change:
+def _delete(rs: ResourceState, reason: Reason, detail: str, observed: Observed, provider: str) -> Change:
     return Change(address=rs.address, kind=rs.kind, name=rs.name, action=Action.DELETE, reason=reason,
-                  detail=detail, before=dict(rs.inputs), depends_on=tuple(rs.depends_on), identity=rs.identity,
+                  detail=detail, before=provider_inputs(rs.kind, dict(rs.inputs), provider),
+                  depends_on=tuple(rs.depends_on), identity=rs.identity,
                   physical_name=rs.physical_name, expires_at=_iso(rs.expires_at),
                   cost=_state_cost(rs, observed), blocked=observed.unsupported.get(rs.kind))
 

@@ -462,6 +462,56 @@ def test_checks_base_model_task_family_and_warnings(load) -> None:
     assert len(found) == 4
 
 
+def test_fields_of_the_other_provider_are_accepted_with_a_warning(load) -> None:
+    spec = load("""\
+version: 1
+project: demo
+datasets:
+  d: {path: d.jsonl, task: classification}
+adapters:
+  a:
+    base_model: m
+    dataset: d
+    compute: {max_runtime: 2h, spot: true, instance_type: ml.g5.xlarge}
+  quiet: {base_model: m, dataset: d, compute: {max_runtime: 1h}}
+deployments:
+  e: {base_model: m, adapters: [a], compute: {count: 2}, port: 8099}
+""")
+    found = [d for d in check_spec(spec) if "no effect" in d.summary]
+    assert [(d.severity, d.address, d.summary) for d in found] == [
+        (Severity.WARNING, "adapter.a", "adapter.a: compute.instance_type, compute.spot: no effect on the local provider"),
+        (Severity.WARNING, "deployment.e", "deployment.e: compute.count: no effect on the local provider"),
+    ]
+    assert position(found[0]) == (9, 44)  # the first such key: instance_type
+    assert "SageMaker-only settings" in found[0].detail and "provider: {sagemaker: ...}" in found[0].detail
+    moved = load(spec.text.replace("project: demo\n", "project: demo\nprovider: {sagemaker: {region: r, "
+                                   "role_arn: x, bucket: b}}\n"))
+    assert [d.summary for d in check_spec(moved) if "no effect" in d.summary] == [
+        "deployment.e: port: no effect on the sagemaker provider"]
+
+
+def test_every_provider_only_field_says_so_in_its_description() -> None:
+    from fastuner.config.models import LOCAL_ONLY_NOTE, PROVIDER_ONLY, SAGEMAKER_ONLY_NOTE
+    from fastuner.plan.kinds import MODELS
+
+    notes = {"sagemaker": SAGEMAKER_ONLY_NOTE, "local": LOCAL_ONLY_NOTE}
+    for kind, model in MODELS.items():
+        for path, field in _fields(model):
+            owner = PROVIDER_ONLY.get(kind, {}).get(path)
+            noted = [p for p, note in notes.items() if (field.description or "").startswith(note)]
+            assert noted == ([owner] if owner else []), (kind, path, field.description)
+
+
+def _fields(model, prefix: str = ""):
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        yield path, field
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from _fields(field.annotation, f"{path}.")
+
+
 def test_checks_ignore_dangling_references(load) -> None:
     spec = load("version: 1\nproject: demo\ndeployments:\n  ep: {base_model: m, adapters: [ghost]}\n")
     assert check_spec(spec) == []

@@ -30,6 +30,7 @@ deployments:
     adapters: [ad]
     ttl: 8h
 """
+SAGEMAKER_PROVIDER = "provider: {sagemaker: {region: us-east-1, role_arn: r, bucket: b}}\n"
 ALL = ["dataset.ds", "dataset.other", "adapter.ad", "adapter.ad2", "deployment.ep"]
 
 
@@ -169,8 +170,14 @@ def test_update_in_place_deployment_ttl(load, applied, now) -> None:
     assert ep.expires_at == (applied.resources["deployment.ep"].created_at + timedelta(hours=12)).isoformat()
 
 
-def test_update_in_place_compute_count(load, applied, now) -> None:
-    plan = make_plan(load(SPEC.replace("ttl: 8h", "ttl: 8h\n    compute: {count: 3}")), applied,
+def on_sagemaker(text: str) -> str:
+    return text.replace("project: demo\n", "project: demo\n" + SAGEMAKER_PROVIDER)
+
+
+def test_update_in_place_compute_count(load, now) -> None:
+    applied = settle(make_plan(load(on_sagemaker(SPEC)), State(project="demo"), observed(), now),
+                     State(project="demo"), now)
+    plan = make_plan(load(on_sagemaker(SPEC.replace("ttl: 8h", "ttl: 8h\n    compute: {count: 3}"))), applied,
                      observed(applied), now)
     ep = plan.change("deployment.ep")
     assert (ep.action, ep.reason) == (Action.UPDATE, Reason.UPDATE_BECAUSE_CHANGED)
@@ -179,12 +186,12 @@ def test_update_in_place_compute_count(load, applied, now) -> None:
 
 def test_adapter_compute_and_checkpointing_change_in_place(load, applied, now) -> None:
     text = SPEC.replace("ad: {base_model: base/model, dataset: ds}",
-                        "ad: {base_model: base/model, dataset: ds, compute: {instance_type: ml.g5.4xlarge},"
+                        "ad: {base_model: base/model, dataset: ds, compute: {max_runtime: 1h},"
                         " training: {checkpoint_every: 5}}")
     plan = make_plan(load(text), applied, observed(applied), now)
     ad = plan.change("adapter.ad")
     assert (ad.action, ad.reason) == (Action.UPDATE, Reason.UPDATE_BECAUSE_CHANGED)
-    assert ad.changed_paths == ("compute.instance_type", "training.checkpoint_every")
+    assert ad.changed_paths == ("compute.max_runtime", "training.checkpoint_every")
     assert actions(plan)["deployment.ep"] == NOOP
 
 
@@ -547,3 +554,52 @@ def test_reason_and_action_strings_are_the_json_contract() -> None:
     assert str(Reason.NOOP_BECAUSE_EXPIRED) == "noop_because_expired"
     c = Change(address="dataset.x", kind="dataset", name="x", action=Action.DELETE, reason=Reason.DELETE_BECAUSE_DESTROY)
     assert Change.from_dict(c.to_dict()) == c
+
+
+# --- fields of the other provider ----------------------------------------------------------------------
+
+SAGEMAKER_SET = SPEC.replace("ad: {base_model: base/model, dataset: ds}",
+                             "ad: {base_model: base/model, dataset: ds, compute: {instance_type: ml.p4d.24xlarge, "
+                             "spot: true, max_wait: 8h, volume_size_gb: 200, max_runtime: 2h}}").replace(
+    "    ttl: 8h\n", "    ttl: 8h\n    compute: {instance_type: ml.g5.12xlarge, count: 2}\n")
+
+
+def test_a_local_plan_shows_stores_and_hashes_only_what_the_local_provider_uses(load, now) -> None:
+    plain = make_plan(load(SPEC), State(project="demo"), observed(), now)
+    plan = make_plan(load(SAGEMAKER_SET), State(project="demo"), observed(), now)
+    after = {c.address: c.after for c in plan.changes}
+    assert after["adapter.ad"]["compute"] == {"max_runtime": "2h"}  # the local run's time limit stays
+    assert after["adapter.ad2"]["compute"] == {"max_runtime": "4h"}
+    assert "compute" not in after["deployment.ep"]
+    # the SageMaker settings change no identity, so no run name
+    assert [c.identity for c in plan.changes] == [c.identity for c in plain.changes]
+    # and changing them on local is no change at all
+    prior = settle(plain, State(project="demo"), now)
+    again = make_plan(load(SAGEMAKER_SET.replace("max_runtime: 2h", "max_runtime: 4h")), prior, observed(prior), now)
+    assert set(actions(again).values()) == {NOOP}
+
+
+def test_a_sagemaker_plan_keeps_its_compute_fields_and_drops_the_local_port(load, now) -> None:
+    text = SAGEMAKER_SET.replace("project: demo\n", "project: demo\n" + SAGEMAKER_PROVIDER).replace(
+        "    ttl: 8h\n", "    ttl: 8h\n    port: 8081\n")
+    plan = make_plan(load(text), State(project="demo"), observed(), now)
+    after = {c.address: c.after for c in plan.changes}
+    assert after["adapter.ad"]["compute"] == {"instance_type": "ml.p4d.24xlarge", "instance_count": 1, "spot": True,
+                                               "max_runtime": "2h", "max_wait": "8h", "volume_size_gb": 200}
+    assert after["deployment.ep"]["compute"] == {"instance_type": "ml.g5.12xlarge", "count": 2}
+    assert "port" not in after["deployment.ep"]
+
+
+def test_state_written_with_sagemaker_fields_on_local_is_no_change(spec, applied, now) -> None:
+    """State from before the fields were left out still holds them: not a spurious update."""
+    old = applied.model_copy(deep=True)
+    old.resources["adapter.ad"].inputs["compute"] = {"instance_type": "ml.g5.2xlarge", "instance_count": 1,
+                                                     "spot": False, "max_runtime": "4h", "max_wait": None,
+                                                     "volume_size_gb": 50}
+    old.resources["deployment.ep"].inputs["compute"] = {"instance_type": "ml.g5.xlarge", "count": 1}
+    plan = make_plan(spec, old, observed(old), now)
+    assert set(actions(plan).values()) == {NOOP}
+    shown = {c.address: c.before for c in plan.changes}
+    assert shown["adapter.ad"]["compute"] == {"max_runtime": "4h"} and "compute" not in shown["deployment.ep"]
+    gone = make_plan(spec, old, observed(old), now, destroy=True)
+    assert all("instance_type" not in str(c.before) for c in gone.changes)

@@ -22,7 +22,8 @@ GENERATION_TEST = [{"input": "abc", "target": "ABC"}, {"input": "xyz", "target":
 
 
 def make_project(root: Path, url: str, *, task: str = "classification", status: Status = Status.READY,
-                 test_rows: list[dict] | None = None, past_ttl: bool = False) -> Path:
+                 test_rows: list[dict] | None = None, past_ttl: bool = False,
+                 adapters: tuple[str, ...] = ("a1",), max_input_chars: int = 8192) -> Path:
     """A spec and a state holding a dataset (test split in the object store), an adapter and a deployment."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "fastuner.yaml").write_text("version: 1\nproject: inv\n")
@@ -34,12 +35,13 @@ def make_project(root: Path, url: str, *, task: str = "classification", status: 
     expired = datetime(2020, 1, 2, 20, 0, tzinfo=UTC)
     deployment = ResourceState(
         address="deployment.api", kind="deployment", name="api", status=status,
-        outputs={"url": url, "adapters": {"a1": "/artifacts/a1"}, "log": "/logs/serve.log"}
+        outputs={"url": url, "adapters": {a: f"/artifacts/{a}" for a in adapters}, "log": "/logs/serve.log"}
         if status is not Status.EXPIRED else {"expired_at": expired.isoformat()},
         # an idle_ttl expiry leaves the later hard-ttl time in expires_at
         expires_at=expired + timedelta(hours=5) if status is Status.EXPIRED else expired if past_ttl else None)
     resources = {
-        "dataset.d": ResourceState(address="dataset.d", kind="dataset", name="d", inputs={"task": task},
+        "dataset.d": ResourceState(address="dataset.d", kind="dataset", name="d",
+                                   inputs={"task": task, "checks": {"max_input_chars": max_input_chars}},
                                    outputs={"store": str(store.root), "splits": {"test": {"key": key, "rows": len(rows)}}}),
         "adapter.a1": ResourceState(address="adapter.a1", kind="adapter", name="a1", inputs={"dataset": "d"},
                                     outputs={"task": task, "metrics": metrics}),
@@ -135,9 +137,49 @@ def test_a_4xx_prints_the_servers_message(cli, tmp_path, server: FakeServer, scr
     root = make_project(tmp_path, server.url)
     err = error_of(cli("invoke", "deployment.api", "-a", "a1", "-i", "x", "--max-new-tokens", "3", cwd=root))
     assert "refused the request (HTTP 400 bad_request): max_new_tokens only apply to generation" in err
-    err = error_of(cli("invoke", "deployment.api", "-i", "x", cwd=root))
-    assert "adapter_required" in err and "(adapters: a1)" in err
-    assert len(script.requests) == 2  # 4xx is never retried
+    assert len(script.requests) == 1  # 4xx is never retried
+
+
+def test_the_only_adapter_is_used_and_named_on_stderr(cli, tmp_path, server: FakeServer, script: Script) -> None:
+    root = make_project(tmp_path, server.url)
+    run = cli("invoke", "deployment.api", "-i", "a good day", cwd=root)
+    assert run.code == 0, run.text
+    assert run.out.splitlines()[0] == "pos"
+    assert "Using adapter a1, the only adapter deployment.api serves." in run.err
+    src = jsonl(tmp_path / "in.jsonl", [{"input": "good"}, {"input": "bad"}])
+    batch = cli("invoke", "deployment.api", "--batch", str(src), cwd=root)
+    assert batch.code == 0, batch.text
+    assert [json.loads(line)["output"]["label"] for line in batch.out.splitlines()] == ["pos", "neg"]
+    assert "Using adapter a1" in batch.err
+    assert [r.get("adapter") for r in script.requests] == ["a1", "a1"]
+
+
+def test_several_adapters_and_none_named_lists_them(cli, tmp_path, script: Script) -> None:
+    script.adapters = ("a1", "a2")
+    with FakeServer(script) as server:
+        root = make_project(tmp_path, server.url, adapters=("a1", "a2"))
+        err = error_of(cli("invoke", "deployment.api", "-i", "x", cwd=root))
+        assert "adapter_required" in err and "(adapters: a1, a2)" in err
+        err = error_of(cli("invoke", "deployment.api", "--evaluate", cwd=root))
+        assert "--evaluate needs --adapter: deployment.api serves a1, a2" in err
+    assert [r.get("adapter") for r in script.requests] == [None]  # --evaluate refused before sending
+
+
+def test_inputs_the_dataset_rules_refuse_are_not_sent(cli, tmp_path, server: FakeServer, script: Script) -> None:
+    root = make_project(tmp_path, server.url, max_input_chars=10)
+    err = error_of(cli("invoke", "deployment.api", "-i", " \t ", cwd=root))
+    assert "the input is empty or only whitespace; deployment.api would refuse it (empty_input)" in err
+    err = error_of(cli("invoke", "deployment.api", "-i", "good 567890!", cwd=root))
+    assert ("the input is 12 characters; adapter 'a1' accepts at most 10 (the max_input_chars of the dataset it "
+            "was trained on)") in err
+    assert script.requests == []
+    src = jsonl(tmp_path / "in.jsonl", [{"input": "good"}, {"input": "  "}, {"input": "bad 567890!"}, {"input": "bad"}])
+    run = cli("invoke", "deployment.api", "--batch", str(src), cwd=root)
+    assert run.code == 1
+    out = [json.loads(line) for line in run.out.splitlines()]
+    assert [o.get("code") for o in out] == [None, "empty_input", "input_too_long", None]
+    assert out[1]["error"] == "line 2: the input is empty or only whitespace" and out[2]["row"] == 3
+    assert sorted(r["inputs"] for r in script.requests) == ["bad", "good"]  # the refused rows were never sent
 
 
 @pytest.mark.parametrize("args", [(), ("-i", "x", "--evaluate"), ("--out", "o.jsonl", "-i", "x")])

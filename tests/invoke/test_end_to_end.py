@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fastuner.providers.local.http import HttpError, request
 from fastuner.state.local import LocalStateStore
 from tests.cli.helpers import fastuner_subprocess, intents_rows, write_jsonl
 from tests.tinymodels import make_tiny_bert
@@ -30,7 +31,7 @@ version: 1
 project: e2e
 provider: {{local: {{device: cpu}}}}
 datasets:
-  intents: {{path: data/intents.jsonl, task: classification}}
+  intents: {{path: data/intents.jsonl, task: classification, checks: {{max_input_chars: 60}}}}
 adapters:
   intents-lora:
     base_model: "{bert}"
@@ -58,9 +59,22 @@ def test_apply_invoke_batch_evaluate_destroy(tmp_path: Path) -> None:
         assert applied.returncode == 0, applied.stdout + applied.stderr
         assert servers_of(root)
 
-        one = fastuner(root, "invoke", "deployment.api", "--adapter", "intents-lora", "--input", "where is my order")
+        one = fastuner(root, "invoke", "deployment.api", "--input", "where is my order")
         assert one.returncode == 0, one.stdout + one.stderr
         assert one.stdout.splitlines()[0] in labels
+        assert "Using adapter intents-lora, the only adapter deployment.api serves." in one.stderr
+
+        # the dataset's rules reach the server through the trained artifact (fastuner.json), not the CLI
+        url = LocalStateStore(root / "state" / "e2e.json").read().resources["deployment.api"].outputs["url"]
+        for text, status, code, message in ((" \n ", 400, "empty_input", "the input is empty or only whitespace"),
+                                            ("x" * 61, 422, "input_too_long", "adapter 'intents-lora' accepts at most 60")):
+            with pytest.raises(HttpError) as refused:
+                request("POST", f"{url}/invocations", {"inputs": text, "adapter": "intents-lora"})
+            assert (refused.value.status, refused.value.code) == (status, code)
+            assert message in refused.value.message
+        assert request("POST", f"{url}/invocations", {"inputs": "x" * 60, "adapter": "intents-lora"})["label"] in labels
+        empty = fastuner(root, "invoke", "deployment.api", "--input", "  ")
+        assert empty.returncode == 1 and "the input is empty or only whitespace" in empty.stderr
 
         rows = [{"input": f"message {i}: please help with my order", "n": i} for i in range(24)]
         write_jsonl(tmp_path / "in.jsonl", rows)

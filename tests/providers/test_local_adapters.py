@@ -80,6 +80,7 @@ def test_trains_classification_and_generation_adapters(tmp_path: Path, tiny_mode
         model = Path(rs.outputs["artifact_dir"])
         assert (model / "adapter_config.json").is_file() and (model / "adapter_model.safetensors").is_file()
         meta = json.loads((model / "fastuner.json").read_text())
+        assert meta["max_input_chars"] == 8192  # the dataset's limit, for the server to enforce
         assert meta["task"] == task and meta["base_model"] == str(tiny_models["bert" if task == "classification" else "llama"])
         assert rs.outputs["metrics"]["steps"] == 3
         assert rs.outputs["config"]["lora_r"] == 4 and rs.outputs["config"]["max_steps"] == 3

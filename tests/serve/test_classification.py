@@ -114,6 +114,36 @@ def test_client_errors_are_4xx_json(cls_server):
     assert cls_server.request("GET", "/ping")[0] == 200  # still serving
 
 
+def test_inputs_the_dataset_rules_refuse_are_refused(cls_server, models, tmp_path):
+    """Empty or whitespace-only input, and input longer than the adapter's dataset allowed (its
+    fastuner.json `max_input_chars`, counted after NFC and strip as the dataset scan counts)."""
+    short = shutil.copytree(models["c3"], tmp_path / "short")
+    meta = json.loads((short / "fastuner.json").read_text())
+    (short / "fastuner.json").write_text(json.dumps({**meta, "max_input_chars": 10}))
+    assert cls_server.request("POST", "/adapters/short", {"path": str(short)})[0] == 201
+    assert cls_server.request("GET", "/adapters/short")[1]["max_input_chars"] == 10
+    try:
+        cases = [
+            ({"inputs": ""}, 400, "empty_input", "the input is empty or only whitespace"),
+            ({"inputs": " \t\n "}, 400, "empty_input", "the input is empty or only whitespace"),
+            ({"inputs": ["ok", "   "], "adapter": "c3"}, 400, "empty_input", "inputs[1] is empty or only whitespace"),
+            ({"inputs": "eleven char", "adapter": "short"}, 422, "input_too_long",
+             "the input is 11 characters; adapter 'short' accepts at most 10 (the max_input_chars of the dataset"),
+            ({"inputs": ["ok", "0123456789!"], "adapter": "short"}, 422, "input_too_long", "inputs[1] is 11 characters"),
+        ]
+        for body, status, code, text in cases:
+            got_status, error = cls_server.invoke(body)
+            assert (got_status, error["code"]) == (status, code), (body, error)
+            assert text in error["error"], (text, error)
+        # ten characters after NFC (e + combining acute is one character) and strip: accepted
+        status, answer = cls_server.invoke({"inputs": "  cafe\u0301 12345 \n", "adapter": "short"})
+        assert status == 200 and answer["label"] in LABELS3
+        # an adapter without the limit (trained before it was recorded) takes long inputs as before
+        assert cls_server.invoke({"inputs": "eleven char", "adapter": "c3"})[0] == 200
+    finally:
+        assert cls_server.request("DELETE", "/adapters/short")[0] == 200
+
+
 def test_registering_an_incompatible_adapter_is_refused(cls_server, models, tmp_path):
     gen = cls_server.request("POST", "/adapters/gen", {"path": str(models["g_chat"])})
     assert gen[0] == 409 and gen[1]["code"] == "adapter_task_mismatch"

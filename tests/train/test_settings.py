@@ -48,6 +48,7 @@ def test_sagemaker_strings_are_parsed() -> None:
     ([*BASE, "--target_modules", "[]"], "target_modules must not be empty"),
     ([*BASE, "--lora_dropout", "1"], "lora_dropout must be in [0, 1)"),
     ([*BASE, "--epochs"], "has no value"),
+    ([*BASE, "--max_input_chars", "0"], "max_input_chars must be >= 1"),
     ([*BASE, "--labels", "[1,"], "not valid JSON"),
 ])
 def test_bad_hyperparameters_are_one_line_errors(argv: list[str], message: str) -> None:
@@ -55,6 +56,18 @@ def test_bad_hyperparameters_are_one_line_errors(argv: list[str], message: str) 
         parse_hyperparameters(argv, {})
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_the_datasets_input_limit_is_recorded_for_the_server() -> None:
+    from fastuner_train.artifact import describe
+
+    hp = parse_hyperparameters([*BASE, "--max_input_chars", "512"], {})
+    assert hp.max_input_chars == 512
+    described = describe(hp, labels=None, prompt_format="plain", tokenizer_hash="sha256:0", chat_template_hash=None,
+                         metrics={})
+    assert described["max_input_chars"] == 512
+    assert describe(parse_hyperparameters(BASE, {}), labels=None, prompt_format="plain", tokenizer_hash="sha256:0",
+                    chat_template_hash=None, metrics={})["max_input_chars"] is None
 
 
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:

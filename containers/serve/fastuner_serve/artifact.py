@@ -53,6 +53,7 @@ class AdapterArtifact:
     base_model: str
     base_model_revision: str | None
     tokenizer_hash: str | None
+    max_input_chars: int | None  # the limit of the dataset it was trained on (None: an older artifact)
     targets: tuple[LoraTarget, ...]
     saved_modules: Mapping[str, Mapping[str, tuple[int, ...]]]  # module -> parameter -> shape
     weights_file: Path
@@ -66,7 +67,7 @@ class AdapterArtifact:
         return {
             "task": self.task, "labels": list(self.labels) if self.labels else None,
             "prompt_format": self.prompt_format, "base_model": self.base_model,
-            "lora_modules": len(self.targets), "max_rank": max((t.rank for t in self.targets), default=0),
+            "max_input_chars": self.max_input_chars, "lora_modules": len(self.targets), "max_rank": max((t.rank for t in self.targets), default=0),
             "size_bytes": self.size_bytes,
         }
 
@@ -99,6 +100,11 @@ def read_artifact(path: str | Path) -> AdapterArtifact:
     if prompt_format not in PROMPT_FORMATS:
         raise ArtifactError(f"{path / 'fastuner.json'}: unknown prompt_format {prompt_format!r}")
 
+    max_input_chars = meta.get("max_input_chars")
+    if max_input_chars is not None and (type(max_input_chars) is not int or max_input_chars < 1):
+        raise ArtifactError(f"{path / 'fastuner.json'}: max_input_chars must be a positive integer, "
+                            f"got {max_input_chars!r}")
+
     server_task = "classification" if task == "classification" else "generation"
     check_config(config, path / "adapter_config.json", server_task)
     targets, saved = classify_tensors(header, config, path / "adapter_model.safetensors")
@@ -114,7 +120,7 @@ def read_artifact(path: str | Path) -> AdapterArtifact:
         path=path, task=task, labels=tuple(labels) if task == "classification" else None,
         prompt_format=prompt_format, base_model=base_model,
         base_model_revision=meta.get("base_model_revision"), tokenizer_hash=meta.get("tokenizer_hash"),
-        targets=tuple(targets), saved_modules=saved, weights_file=weights_file,
+        max_input_chars=max_input_chars, targets=tuple(targets), saved_modules=saved, weights_file=weights_file,
         size_bytes=weights_file.stat().st_size,
     )
 

@@ -27,7 +27,7 @@ from .artifact import PREFIX, AdapterArtifact, base_model_names
 from .errors import EXIT_BASE_MODEL, ApiError, StartupError
 from .lora_bank import MultiLoraLinear, RoutedModule, Routing, install
 from .metrics import Metrics
-from .protocol import GenerationParams, Invocation
+from .protocol import GenerationParams, Invocation, check_texts
 from .settings import Settings
 
 
@@ -181,6 +181,7 @@ class Engine:
                 raise ApiError(400, "adapter_required",
                                f"the base model '{self.base.identity.model}' has no trained classification "
                                "head; name an adapter (GET /adapters lists them)")
+        check_texts(invocation, max_chars=artifact.max_input_chars if artifact else None, adapter=invocation.adapter)
         rows = [self._encode(text, artifact) for text in invocation.inputs]
         limit = self.base.max_length
         extra = invocation.params.max_new_tokens if self.task == "generation" else 0

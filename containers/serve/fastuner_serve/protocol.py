@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +78,30 @@ def parse_invocation(body: bytes, headers: Mapping[str, str], *, max_inputs: int
         inputs=tuple(items), batched=batched,
         params=parse_generation(params, max_new_tokens_limit), generation_keys=tuple(params),
     )
+
+
+def check_texts(invocation: Invocation, *, max_chars: int | None, adapter: str | None) -> None:
+    """The dataset rules (fastuner/data/rules.py; this program keeps its own copy) for each input: after
+    NFC normalisation and stripping, an input must not be empty and must not be longer than the
+    `max_input_chars` of the dataset the adapter was trained on (`None`: no limit known). The
+    whole request is refused, naming the first bad input, as for every per-input error."""
+    for i, text in enumerate(invocation.inputs):
+        where = f"inputs[{i}]" if invocation.batched else "the input"
+        problem = text_problem(text, max_chars, adapter)
+        if problem is not None:
+            status, code, message = problem
+            raise ApiError(status, code, f"{where} {message}")
+
+
+def text_problem(text: str, max_chars: int | None, adapter: str | None) -> tuple[int, str, str] | None:
+    """(status, code, message after "the input") for an input the dataset rules would refuse."""
+    normal = (text if text.isascii() else unicodedata.normalize("NFC", text)).strip()
+    if not normal:
+        return 400, "empty_input", "is empty or only whitespace"
+    if max_chars is not None and len(normal) > max_chars:
+        return (422, "input_too_long", f"is {len(normal):,} characters; adapter '{adapter}' accepts at most "
+                f"{max_chars:,} (the max_input_chars of the dataset it was trained on)")
+    return None
 
 
 def select_adapter(body_value: Any, headers: Mapping[str, str]) -> str | None:

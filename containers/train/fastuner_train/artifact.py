@@ -28,6 +28,7 @@ def describe(hp: Hyperparameters, *, labels: list[str] | None, prompt_format: st
         "lora_alpha": int(hp.lora_alpha) if float(hp.lora_alpha).is_integer() else hp.lora_alpha,
         "target_modules": hp.target_modules if isinstance(hp.target_modules, str) else list(hp.target_modules),
         "method": hp.method,
+        "max_input_chars": hp.max_input_chars,
         "metrics": metrics,
     }
 

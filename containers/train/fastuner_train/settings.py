@@ -50,6 +50,7 @@ class Hyperparameters:
     checkpoint_dir: str = "/opt/ml/checkpoints"
     max_steps: int | None = None
     packing: bool = True
+    max_input_chars: int | None = None  # the dataset's limit; recorded in fastuner.json for the server
     # This program's own keys (documented in containers/train/README.md).
     log_every: int = 10
     compile: str = "auto"
@@ -117,6 +118,8 @@ def _validate(hp: Hyperparameters) -> None:
     need(hp.grad_accum >= 1, f"grad_accum must be >= 1, got {hp.grad_accum}")
     need(hp.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {hp.checkpoint_every}")
     need(hp.max_steps is None or hp.max_steps >= 1, f"max_steps must be >= 1, got {hp.max_steps}")
+    need(hp.max_input_chars is None or hp.max_input_chars >= 1,
+         f"max_input_chars must be >= 1, got {hp.max_input_chars}")
     need(hp.log_every >= 1, f"log_every must be >= 1, got {hp.log_every}")
     need(hp.loss_chunk_tokens >= 1, f"loss_chunk_tokens must be >= 1, got {hp.loss_chunk_tokens}")
     need(hp.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {hp.max_new_tokens}")

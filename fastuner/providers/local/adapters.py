@@ -53,12 +53,14 @@ def resolve_model(value: str, spec_dir: Path) -> str:
     return value
 
 
-def hyperparameters(inputs: dict[str, Any], task: str, labels: list[str] | None, spec_dir: Path,
+def hyperparameters(inputs: dict[str, Any], dataset_inputs: dict[str, Any], labels: list[str] | None, spec_dir: Path,
                     checkpoint_dir: Path) -> dict[str, Any]:
-    """The training program's config (containers/README.md) from an adapter's resolved inputs."""
+    """The training program's config (containers/README.md) from an adapter's resolved inputs and its
+    dataset's. The dataset's `max_input_chars` goes into the artifact's fastuner.json, so the server
+    refuses inputs the adapter was never trained on (wherever the artifact is served)."""
     lora, training = inputs["lora"], inputs["training"]
     config: dict[str, Any] = {
-        "task": task,
+        "task": dataset_inputs["task"],
         "base_model": resolve_model(inputs["base_model"], spec_dir),
         "base_model_revision": inputs.get("base_model_revision"),
         "method": inputs["method"],
@@ -71,6 +73,7 @@ def hyperparameters(inputs: dict[str, Any], task: str, labels: list[str] | None,
         "seed": training["seed"], "checkpoint_every": training["checkpoint_every"],
         "max_steps": training.get("max_steps"),
         "checkpoint_dir": str(checkpoint_dir),
+        "max_input_chars": (dataset_inputs.get("checks") or {}).get("max_input_chars"),
     }
     if labels:
         config["labels"] = sorted(labels)
@@ -221,7 +224,7 @@ class LocalAdapters:
         if "train" not in channels:
             raise ProviderError(f"{dataset_address} has an empty train split")
         labels = list((dataset.outputs.get("labels") or {}).keys()) or None
-        config = hyperparameters(inputs, dataset.inputs["task"], labels, self.spec_dir, run / "checkpoints")
+        config = hyperparameters(inputs, dataset.inputs, labels, self.spec_dir, run / "checkpoints")
         config_dir = run / "input" / "config"
         config_dir.mkdir(parents=True, exist_ok=True)
         (config_dir / "hyperparameters.json").write_text(json.dumps(config, indent=2) + "\n")

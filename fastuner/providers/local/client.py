@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastuner.data.rules import text_length
 from fastuner.providers.local.http import HttpError, request
 
 # Codes that blame one input of a list: a list that gets them is retried row by row.
@@ -121,6 +122,7 @@ class Row:
     number: int
     data: dict[str, Any] | None
     problem: str = ""
+    code: str = "bad_row"  # of the problem
 
 
 def read_rows(lines: Iterable[str | bytes]) -> list[Row]:
@@ -145,8 +147,31 @@ def read_rows(lines: Iterable[str | bytes]) -> list[Row]:
     return rows
 
 
+def input_problem(text: str, max_chars: int | None, adapter: str | None) -> tuple[str, str] | None:
+    """(code, message after "the input") for an input the server refuses by the dataset rules
+    (containers/serve/README.md, *Input rules*), worded as the server words it, so that it is caught
+    before sending. `max_chars`: the `max_input_chars` of the adapter's dataset (None: no limit)."""
+    length = text_length(text)
+    if length == 0:
+        return "empty_input", "is empty or only whitespace"
+    if max_chars is not None and length > max_chars:
+        return ("input_too_long", f"is {length:,} characters; adapter '{adapter}' accepts at most {max_chars:,} "
+                "(the max_input_chars of the dataset it was trained on)")
+    return None
+
+
+def screen_rows(rows: list[Row], max_chars: int | None, adapter: str | None) -> list[Row]:
+    """Rows whose input the server would refuse carry that problem instead (and are never sent)."""
+    out = []
+    for row in rows:
+        problem = None if row.problem else input_problem(row.data["input"], max_chars, adapter)  # type: ignore[index]
+        out.append(row if problem is None else Row(row.number, row.data, f"line {row.number}: the input {problem[1]}",
+                                                    problem[0]))
+    return out
+
+
 def error_line(row: Row, error: InvokeError | str) -> dict[str, Any]:
-    err = error if isinstance(error, InvokeError) else InvokeError(error, code="bad_row")
+    err = error if isinstance(error, InvokeError) else InvokeError(error, code=row.code)
     return {**(row.data or {}), **err.to_dict(), "row": row.number}
 
 
