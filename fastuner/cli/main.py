@@ -11,7 +11,7 @@ import sys
 from typing import Annotated
 
 import typer
-from typer.core import TyperArgument, TyperCommand
+from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from fastuner import __version__
 
@@ -54,13 +54,25 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON out
 
 class _Command(TyperCommand):
     """Help that names an argument by its metavar alone (`ADDRESS`), without typer's Python type
-    (`<list[str]>`) beside it."""
+    (`<list[str]>`) beside it, and gives every option that takes a value a word for it (`--out FILE`,
+    `--seed N`) instead of `<str>` or `<int range>`."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         for param in self.params:
             if isinstance(param, TyperArgument) and param.metavar:
                 param.display_type_rich = lambda ctx: None
+            elif isinstance(param, TyperOption) and not param.is_flag and not param.metavar:
+                param.metavar = _value_word(param)
+
+
+def _value_word(option: TyperOption) -> str:
+    kind = option.bare_type()
+    if kind == "int":
+        return "N"
+    if kind == "float":
+        return "NUMBER"
+    return max(option.opts, key=len).lstrip("-").replace("-", "_").upper()
 
 
 def _console(no_color: bool = False, stderr: bool = False):
@@ -84,7 +96,7 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=version_ca
 # --- validate ------------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(cls=_Command)
 def validate(file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
              no_color: NoColorOpt = False, json_out: JsonOpt = False) -> None:
     """Check the spec and every dataset (rows, duplicates, splits) without changing anything."""
@@ -96,7 +108,7 @@ def validate(file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt =
 # --- plan / show / apply / destroy ---------------------------------------------------------------
 
 
-@app.command()
+@app.command(cls=_Command)
 def plan(
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     out: Annotated[str | None, typer.Option("--out", "-o", metavar="FILE",
@@ -150,7 +162,7 @@ def apply(
                                console=_console(no_color)))
 
 
-@app.command()
+@app.command(cls=_Command)
 def destroy(
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
@@ -167,7 +179,7 @@ def destroy(
                                lock_timeout=lock_timeout, console=_console(no_color)))
 
 
-@app.command()
+@app.command(cls=_Command)
 def reap(
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
@@ -184,7 +196,7 @@ def reap(
 # --- state ---------------------------------------------------------------------------------------
 
 
-@state_app.command("list")
+@state_app.command("list", cls=_Command)
 def state_list(file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
                no_color: NoColorOpt = False, json_out: JsonOpt = False) -> None:
     """List the addresses in state."""
@@ -244,11 +256,11 @@ def logs(
 @app.command(cls=_Command)
 def invoke(
     address: Annotated[str, typer.Argument(metavar="ADDRESS", help="deployment.NAME")],
-    adapter: Annotated[str | None, typer.Option("--adapter", "-a", help="Adapter to use (default: the "
+    adapter: Annotated[str | None, typer.Option("--adapter", "-a", metavar="NAME", help="Adapter to use (default: the "
                                                 "deployment's only adapter, else the base model).")] = None,
-    input_text: Annotated[str | None, typer.Option("--input", "-i", help="One input; prints the answer.")] = None,
-    batch: Annotated[str | None, typer.Option("--batch", help="JSONL file, an object with `input` a line.")] = None,
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Where --batch writes (default: stdout).")] = None,
+    input_text: Annotated[str | None, typer.Option("--input", "-i", metavar="TEXT", help="One input; prints the answer.")] = None,
+    batch: Annotated[str | None, typer.Option("--batch", metavar="FILE", help="JSONL file, an object with `input` a line.")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", metavar="FILE", help="Where --batch writes (default: stdout).")] = None,
     evaluate: Annotated[bool, typer.Option("--evaluate", help="Score the adapter on its dataset's test split "
                                            "next to the base model.")] = False,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", min=1)] = None,
@@ -275,7 +287,7 @@ def invoke(
                                 err_console=_console(no_color, stderr=True)))
 
 
-@ci_app.command("github")
+@ci_app.command("github", cls=_Command)
 def ci_github(
     out: Annotated[str, typer.Option("--out", "-o", help="Where to write ('-': stdout).")]
         = ".github/workflows/fastuner.yml",
@@ -296,7 +308,7 @@ def ci_github(
                                    runs_on=runs_on, install=install, force=force, console=_console()))
 
 
-@app.command()
+@app.command(cls=_Command)
 def schema(
     check: Annotated[bool, typer.Option("--check", help="Fail if the files in specs/ and state/ are stale.")] = False,
     root: Annotated[str, typer.Option("--root", help="Repository root to write into.")] = ".",

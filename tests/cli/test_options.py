@@ -112,7 +112,7 @@ def test_state_commands_need_no_value_for_a_resource_variable(project: Path, cli
 def test_help_shows_no_python_types(name: str, cli) -> None:
     run = cli(*name.split(), "--help")
     assert run.code == 0
-    for needle in (r"list\[", r"str\]", r"(?<!-)-out\b"):
+    for needle in (r"list\[", r"str\]", r"<(str|int|float|path)\b", r"(?<!-)-out\b"):
         assert not re.search(needle, run.out), f"`fastuner {name} --help` shows {needle!r}:\n{run.out}"
 
 
