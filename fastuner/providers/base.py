@@ -92,6 +92,7 @@ class Provider:
     priced: bool = False
     unsupported: Mapping[str, str] = field(default_factory=dict)
     training_code_hash: Callable[[], str] = lambda: ""
+    keep_previous: int = 3  # earlier trained versions of each adapter kept restorable (the adapter cache)
     checks: Callable[[], list[Diagnostic]] = list  # what this machine lacks to apply the spec (validate, plan)
 
     def for_kind(self, kind: str) -> ResourceProvider:

@@ -39,4 +39,5 @@ def local_provider(spec: Spec, workspace: str) -> Provider:
         priced=False,
         training_code_hash=lambda: code_hash("train"),
         checks=lambda: check_base_models(spec),
+        keep_previous=settings.keep_previous,
     )
