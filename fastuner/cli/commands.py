@@ -25,13 +25,14 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _checked(project: Project) -> list[Diagnostic]:
-    """Graph and cross-resource checks; errors raise, warnings are returned."""
+def _checked(project: Project, *, local_inputs: bool = True) -> list[Diagnostic]:
+    """Graph and cross-resource checks, and (with `local_inputs`) the provider's checks of what this
+    machine must have to apply (base models); errors raise, warnings are returned."""
     from fastuner.config.checks import check_spec
     from fastuner.graph import build_graph
 
     build_graph(project.spec)
-    diags = check_spec(project.spec)
+    diags = check_spec(project.spec) + (project.provider.checks() if local_inputs else [])
     errors = [d for d in diags if d.severity is Severity.ERROR]
     if errors:
         raise DiagnosticsError(errors)
@@ -95,7 +96,7 @@ def make_project_plan(project: Project, *, destroy: bool, replace: list[str], re
     if refresh_only and (destroy or replace or renew):
         raise UserError("--refresh-only records what exists; it cannot be combined with --destroy, --replace "
                         "or --renew")
-    warnings = _checked(project)
+    warnings = _checked(project, local_inputs=hash_sources and not destroy)  # reap and destroy need neither
     state = project.store.read() or empty_state(project.spec.config.project, project.workspace)
     _check_addresses(project, replace, "--replace")
     _check_addresses(project, renew, "--renew", state)

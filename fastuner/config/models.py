@@ -84,6 +84,12 @@ class LocalProvider(Strict):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where local training and serving run.")
     training_slots: int = Field(1, ge=1, le=64, description="Adapters trained at the same time on this machine.")
+    keep_previous: int = Field(
+        3, ge=0, le=100,
+        description="Earlier trained versions of each adapter whose files stay in the object store besides "
+        "the current one: changing a setting back to one of them restores it in seconds instead of "
+        "retraining. 0 keeps none; an adapter removed from the spec (or destroyed) keeps none.",
+    )
 
 
 class SageMakerProvider(Strict):

@@ -10,6 +10,7 @@ set (the first Ctrl-C) nothing new starts; running operations see `ctx.cancelled
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import traceback
@@ -25,7 +26,7 @@ from fastuner.engine.ledger import Ledger
 from fastuner.errors import UserError
 from fastuner.plan.model import Action, Change, Plan, Reason
 from fastuner.providers.base import Context, Outcome, Provider, ProviderError, utcnow
-from fastuner.state.model import Deposed, Operation, ResourceState, State, Status, empty_state
+from fastuner.state.model import Deposed, Operation, ResourceState, State, Status, Trained, empty_state
 from fastuner.state.store import StateStore
 
 FORWARD = (Action.CREATE, Action.UPDATE, Action.REPLACE)
@@ -279,7 +280,7 @@ class _Run:
         return Context(address=change.address, spec_dir=self.spec_dir, upstream=upstream,
                        progress=lambda text: self.reporter.progress(change.address, text),
                        cancelled=self.cancel, wait=self.wait_for, now=self.clock,
-                       referenced=lambda: _referenced_keys(self.ledger.state, change.address))
+                       referenced=lambda: _referenced_keys(self.ledger.state, change.address, change.deposed))
 
     def _dependents_unsettled(self, address: str) -> bool:
         for c in self.plan.changes:
@@ -301,7 +302,7 @@ class _Run:
             except ProviderError as exc:
                 self._record_failure(change, str(exc))
                 raise
-            self.ledger.mutate(lambda s: _record_outcome(s, change, outcome, self.clock()))
+            self._record(change, outcome)
             return Result(change.address, str(change.action), "done", "", time.monotonic() - start)
 
         self.ledger.mutate(lambda s: _mark_pending(s, change, "create", now))
@@ -310,7 +311,7 @@ class _Run:
         except ProviderError as exc:
             self._record_failure(change, str(exc))
             raise
-        self.ledger.mutate(lambda s: _record_outcome(s, change, outcome, self.clock()))
+        self._record(change, outcome)
         if change.action is Action.REPLACE:
             self.replaced.append(change.address)
         if outcome.status == "pending":
@@ -318,6 +319,25 @@ class _Run:
                           outcome.detail or "started; the next plan or apply picks up the result",
                           time.monotonic() - start)
         return Result(change.address, str(change.action), "done", "", time.monotonic() - start)
+
+    def _record(self, change: Change, outcome: Outcome) -> None:
+        """Record the outcome; then delete the kept results it pushed out of the adapter cache."""
+        evicted: list[Trained] = []
+        self.ledger.mutate(lambda s: evicted.extend(
+            _record_outcome(s, change, outcome, self.clock(), keep=self.provider.keep_previous)))
+        rs = self.ledger.state.get(change.address)
+        live = {rs.physical_name, *(d.physical_name for d in rs.deposed)} if rs else set()
+        provider = self.provider.for_kind(change.kind)
+        for old in evicted:
+            if old.physical_name in live:
+                continue  # still an instance: its own deletion removes it, once nothing uses it
+            gone = ResourceState(address=change.address, kind=change.kind, name=change.name, identity=old.identity,
+                                 physical_name=old.physical_name, outputs={"artifact": old.artifact})
+            ctx = dataclasses.replace(self._ctx(change), referenced=lambda: _referenced_keys(self.ledger.state))
+            try:
+                provider.delete(gone, ctx)
+            except ProviderError as exc:  # a leftover file, not a failed resource
+                self.reporter.notice(f"{change.address}: could not delete the kept run {old.physical_name}: {exc}")
 
     def _delete_one(self, change: Change) -> Result:
         start = time.monotonic()
@@ -369,7 +389,10 @@ def _mark_pending(state: State, change: Change, op: str, now: datetime) -> None:
         elif rs.physical_name and rs.physical_name != change.physical_name and rs.status is not Status.EXPIRED:
             rs.deposed.append(Deposed(physical_name=rs.physical_name, identity=rs.identity, inputs=rs.inputs,
                                       outputs=rs.outputs, created_at=rs.created_at))
+            _keep(rs)
             rs.outputs = {}
+        # an old instance awaiting deletion under this very name is this instance again (a revert): keep it
+        rs.deposed = [d for d in rs.deposed if d.physical_name != change.physical_name]
         rs.created_at = None  # a new instance (replaced, recreated, renewed): its ttl starts when it is ready
         rs.status = Status.PENDING
         rs.identity = change.identity
@@ -386,7 +409,10 @@ def _mark_pending(state: State, change: Change, op: str, now: datetime) -> None:
     rs.updated_at = now
 
 
-def _record_outcome(state: State, change: Change, outcome: Outcome, now: datetime) -> None:
+def _record_outcome(state: State, change: Change, outcome: Outcome, now: datetime, *,
+                    keep: int = 3) -> list[Trained]:
+    """Record what the operation produced; returns the kept results pushed out of the history (the
+    current instance is never in it, and at most `keep` earlier ones are)."""
     rs = state.resources[change.address]
     rs.outputs = {**(rs.outputs if change.action is Action.UPDATE else {}), **outcome.outputs}
     rs.updated_at = now
@@ -405,6 +431,19 @@ def _record_outcome(state: State, change: Change, outcome: Outcome, now: datetim
             rs.pending.detail = dict(outcome.outputs)
     ttl = (change.after or {}).get("ttl") if change.kind == "deployment" else None
     rs.expires_at = (rs.created_at + parse_duration(ttl)) if ttl and rs.created_at else None
+    rs.history = [t for t in rs.history if t.identity != rs.identity or rs.status is not Status.READY]
+    evicted, rs.history = rs.history[keep:], rs.history[:keep]
+    return evicted
+
+
+def _keep(rs: ResourceState) -> None:
+    """Put the instance being replaced at the head of the history if its result is in the store."""
+    artifact = rs.outputs.get("artifact")
+    if rs.status is not Status.READY or not artifact or not rs.physical_name:
+        return
+    rs.history = [Trained(identity=rs.identity, generation=rs.generation, physical_name=rs.physical_name,
+                          artifact=dict(artifact), outputs=dict(rs.outputs), created_at=rs.created_at),
+                  *(t for t in rs.history if t.identity != rs.identity)]
 
 
 def _mark_failed(state: State, change: Change, message: str, now: datetime) -> None:
@@ -439,17 +478,21 @@ def _drop_deposed(state: State, address: str, physical_name: str) -> None:
         rs.deposed = [d for d in rs.deposed if (d.physical_name or "") != physical_name]
 
 
-def _referenced_keys(state: State, exclude: str) -> set[str]:
-    """Object-store keys that resources other than `exclude` still point at."""
+def _referenced_keys(state: State, exclude: str | None = None, deposed: str | None = None) -> set[str]:
+    """Object-store keys that state still points at: current outputs, old instances awaiting deletion,
+    kept earlier results (history) and operations in flight. `exclude` leaves out one resource being
+    deleted, or with `deposed` only that old instance of it."""
     keys: set[str] = set()
     for address, rs in state.resources.items():
-        if address == exclude:
+        if address == exclude and deposed is None:
             continue
-        for value in (rs.outputs or {}).values():
-            _collect_keys(value, keys)
+        _collect_keys(rs.outputs, keys)
+        _collect_keys(rs.pending.detail if rs.pending else {}, keys)
         for old in rs.deposed:
-            for value in old.outputs.values():
-                _collect_keys(value, keys)
+            if address != exclude or (old.physical_name or "") != deposed:
+                _collect_keys(old.outputs, keys)
+        for kept in rs.history:
+            _collect_keys(kept.artifact, keys)
     return keys
 
 

@@ -72,6 +72,7 @@ class Change:
     blocked: str | None = None  # why the provider cannot carry this out yet
     deposed: str | None = None  # for DELETE_BECAUSE_DEPOSED: the old instance's physical name
     generation: int = 0  # forced rebuilds of the same inputs (part of the physical name)
+    restore: dict[str, Any] | None = None  # a kept earlier result to restore instead of redoing the work
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +95,7 @@ class Change:
             "blocked": self.blocked,
             "deposed": self.deposed,
             "generation": self.generation,
+            "restore": self.restore,
         }
 
     @classmethod
@@ -106,6 +108,7 @@ class Change:
             depends_on=tuple(d.get("depends_on", ())), identity=d.get("identity", ""),
             physical_name=d.get("physical_name"), expires_at=d.get("expires_at"), cost=d.get("cost") or {},
             blocked=d.get("blocked"), deposed=d.get("deposed"), generation=int(d.get("generation", 0)),
+            restore=d.get("restore"),
         )
 
 

@@ -20,6 +20,7 @@ class Observation:
     outputs: Mapping[str, Any] = field(default_factory=dict)
     detail: str = ""
     last_activity: datetime | None = None  # deployments: time of the last invocation
+    stored: frozenset[str] = frozenset()  # identities whose kept result is whole in the store (restorable)
 
     @property
     def exists(self) -> bool:

@@ -28,6 +28,9 @@ from fastuner.plan.pricing import endpoint_cost, training_cost
 from fastuner.state.model import ResourceState, State, Status
 
 UPSTREAM_PATHS = {"dataset_identity", "adapter_identities"}
+# work that a kept earlier result can stand in for (not a rebuild asked for, not work being adopted)
+RESTORABLE = {Reason.CREATE_BECAUSE_MISSING, Reason.REPLACE_BECAUSE_CANNOT_UPDATE,
+              Reason.REPLACE_BECAUSE_UPSTREAM_REPLACED, Reason.REPLACE_BECAUSE_TAINTED}
 
 
 def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, destroy: bool = False,
@@ -194,6 +197,11 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
             kw.setdefault("after_unknown", ("outputs",))
         if kind == "deployment":
             kw.setdefault("expires_at", _expiry_text(model, rs, action, now))
+        kept = _restorable(rs, obs, ident) if reason in RESTORABLE else None
+        if kept is not None:
+            detail = "; ".join(filter(None, (detail, f"restored from a previous run ({kept['physical_name']}): "
+                                                     "no training")))
+            kw.update(restore=kept, physical_name=kept["physical_name"], generation=kept["generation"], cost={})
         return Change(**{**base, "action": action, "reason": reason, "detail": detail, **kw})
 
     if rs is None:
@@ -265,6 +273,22 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
         return change(Action.UPDATE, reason, "", before=before, changed_paths=changed,
                       physical_name=rs.physical_name, identity=rs.identity)
     return change(Action.NOOP, Reason.NONE, before=before, physical_name=rs.physical_name)
+
+
+def _restorable(rs: ResourceState | None, obs: Observation | None, ident: str) -> dict[str, Any] | None:
+    """The kept result of an earlier instance with this identity, if refresh found it whole in the store:
+    from the history of replaced instances, or the current instance's own (its run was deleted)."""
+    if rs is None or obs is None or ident not in obs.stored:
+        return None
+    kept = next((t for t in rs.history if t.identity == ident), None)
+    if kept is not None:
+        name, generation, artifact, outputs = kept.physical_name, kept.generation, kept.artifact, kept.outputs
+    elif rs.identity == ident and rs.physical_name and rs.outputs.get("artifact"):
+        name, generation, artifact, outputs = rs.physical_name, rs.generation, rs.outputs["artifact"], rs.outputs
+    else:
+        return None
+    return {"physical_name": name, "generation": generation, "artifact": dict(artifact),
+            "duration_s": outputs.get("duration_s")}
 
 
 def _depends_on(kind: str, model: Any) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from fastuner.errors import Diagnostic
 from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation
 from fastuner.state.model import ResourceState
@@ -91,6 +92,8 @@ class Provider:
     priced: bool = False
     unsupported: Mapping[str, str] = field(default_factory=dict)
     training_code_hash: Callable[[], str] = lambda: ""
+    keep_previous: int = 3  # earlier trained versions of each adapter kept restorable (the adapter cache)
+    checks: Callable[[], list[Diagnostic]] = list  # what this machine lacks to apply the spec (validate, plan)
 
     def for_kind(self, kind: str) -> ResourceProvider:
         try:

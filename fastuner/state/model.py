@@ -46,6 +46,20 @@ class Deposed(BaseModel):
     created_at: datetime | None = None
 
 
+class Trained(BaseModel):
+    """An earlier instance whose result is kept in the object store (the adapter cache): planning the
+    same identity again restores it from `artifact` instead of redoing the work."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    identity: str
+    generation: int = 0
+    physical_name: str
+    artifact: dict[str, str] = Field(description="Object-store key of each file of the result, by relative path.")
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+
+
 class ResourceState(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +79,8 @@ class ResourceState(BaseModel):
     pending: Operation | None = None
     error: str | None = None
     deposed: list[Deposed] = Field(default_factory=list)
+    history: list[Trained] = Field(
+        default_factory=list, description="Earlier instances kept restorable, newest first (adapters).")
 
     def deposed_state(self, old: Deposed) -> ResourceState:
         """The deposed instance as a resource, for the provider to delete."""

@@ -10,7 +10,7 @@ import pytest
 from fastuner.plan.model import PLAN_FORMAT_VERSION, Action, Change, Plan, Reason
 from fastuner.plan.observed import Observation, Observed
 from fastuner.plan.planner import make_plan
-from fastuner.state.model import Deposed, Operation, ResourceState, State, Status
+from fastuner.state.model import Deposed, Operation, ResourceState, State, Status, Trained
 
 SHA = "a" * 64
 SHA2 = "b" * 64
@@ -280,6 +280,59 @@ def test_a_ready_resource_observed_failed_is_replaced(spec, applied, now) -> Non
     assert (ep.action, ep.reason) == (Action.REPLACE, Reason.REPLACE_BECAUSE_TAINTED)
     assert ep.detail == "endpoint status Failed"
     assert plan.has_changes
+
+
+# --- the adapter cache: an identity trained before is restored, not retrained ---------------------------
+
+LR = SPEC.replace("ad: {base_model: base/model, dataset: ds}",
+                  "ad: {base_model: base/model, dataset: ds, training: {learning_rate: 0.001}}")
+KEPT = {"model/adapter_model.safetensors": "sha256/ab/" + "ab" * 32}
+
+
+def _kept(state: State, earlier: ResourceState) -> State:
+    """adapter.ad as the engine leaves it after replacing `earlier`: that result kept in the history."""
+    state.resources["adapter.ad"].history = [Trained(identity=earlier.identity, physical_name=earlier.physical_name,
+                                                     artifact=KEPT, outputs={"duration_s": 61.0})]
+    return state
+
+
+def test_reverting_to_a_kept_identity_restores_it(load, spec, applied, now) -> None:
+    old = applied.resources["adapter.ad"]
+    changed = settle(make_plan(load(LR), applied, observed(applied), now), applied, now)
+    prior = _kept(changed, old)  # the history holds the run trained with the default learning rate
+    kept = observed(prior, adapter__ad=Observation("ready", stored=frozenset({old.identity})))
+    plan = make_plan(spec, prior, kept, now)
+    ad = plan.change("adapter.ad")
+    assert (ad.action, ad.reason) == (Action.REPLACE, Reason.REPLACE_BECAUSE_CANNOT_UPDATE)
+    assert ad.identity == old.identity and ad.physical_name == old.physical_name
+    assert ad.restore == {"physical_name": old.physical_name, "generation": 0, "artifact": KEPT, "duration_s": 61.0}
+    assert ad.detail.endswith(f"restored from a previous run ({old.physical_name}): no training")
+    assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))).change("adapter.ad").restore == ad.restore
+
+
+def test_a_kept_identity_whose_files_are_gone_is_retrained(load, spec, applied, now) -> None:
+    prior = _kept(settle(make_plan(load(LR), applied, observed(applied), now), applied, now),
+                  applied.resources["adapter.ad"])
+    plan = make_plan(spec, prior, observed(prior), now)  # refresh did not find it whole in the store
+    ad = plan.change("adapter.ad")
+    assert ad.action is Action.REPLACE and ad.restore is None and "restored" not in ad.detail
+
+
+def test_replace_by_request_never_restores(spec, applied, now) -> None:
+    rs = applied.resources["adapter.ad"]
+    prior = _kept(applied.model_copy(deep=True), rs)
+    plan = make_plan(spec, prior, observed(prior, adapter__ad=Observation("ready", stored=frozenset({rs.identity}))),
+                     now, replace=["adapter.ad"])
+    assert plan.change("adapter.ad").restore is None
+
+
+def test_a_deleted_run_is_restored_from_its_own_kept_files(spec, applied, now) -> None:
+    rs = applied.resources["adapter.ad"]
+    rs.outputs = {"artifact": KEPT, "duration_s": 5.0}
+    obs = observed(applied, adapter__ad=Observation("missing", detail="no trained adapter", stored=frozenset({rs.identity})))
+    ad = make_plan(spec, applied, obs, now).change("adapter.ad")
+    assert (ad.action, ad.reason) == (Action.CREATE, Reason.CREATE_BECAUSE_MISSING)
+    assert ad.restore is not None and ad.restore["physical_name"] == rs.physical_name
 
 
 # --- drift and work in flight ----------------------------------------------------------------------------

