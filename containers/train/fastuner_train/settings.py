@@ -3,11 +3,14 @@
 Priority, lowest first: a JSON config file (`--config PATH` or the `config` key; relative paths resolve
 against SM_CHANNEL_CONFIG when set), `SM_HPS` (a JSON object), then `--key value` arguments (SageMaker
 passes every hyperparameter this way, as strings). Strings are parsed: "true"/"false", "null",
-numbers, JSON lists, and comma-separated lists for list keys.
+numbers, JSON lists, comma-separated lists for list keys, and lists as the SageMaker training toolkit
+renders them on the command line (Python's `str()`: `['a', 'b']`; a null arrives as "", a boolean as
+`True`/`False`).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import json
@@ -186,8 +189,17 @@ def _parse_string(text: str, key: str) -> Any:
             return json.loads(stripped)
         except json.JSONDecodeError:
             if stripped[:1] in "[{":
-                raise TrainError(f"hyperparameter '{key}' is not valid JSON: {text!r}") from None
+                return _parse_python_literal(stripped, key)
     return stripped
+
+
+def _parse_python_literal(text: str, key: str) -> Any:
+    """A list or dict as the SageMaker training toolkit puts it on the command line: `str()` of the
+    JSON-decoded hyperparameter, e.g. `['q_proj', 'v_proj']`."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise TrainError(f"hyperparameter '{key}' is not valid JSON: {text!r}") from None
 
 
 def _looks_numeric(text: str) -> bool:

@@ -4,6 +4,7 @@ in a SageMaker-like folder tree, so the very same program runs unchanged as a Sa
     <work>/runs/<run name>/            the run name is the adapter's deterministic physical name
         input/data/{train,validation,test}/<split>.jsonl   (hard links into the object store)
         input/config/hyperparameters.json                  (the full config; passed as --config)
+        input/config/{inputdataconfig,resourceconfig}.json (as SageMaker writes them: sagemaker_tree.py)
         model/        SM_MODEL_DIR: adapter_config.json, adapter_model.safetensors, fastuner.json
         output/       SM_OUTPUT_DIR (failure), output/data: SM_OUTPUT_DATA_DIR
         checkpoints/  resumed from when the run is restarted
@@ -39,6 +40,7 @@ from fastuner.plan.observed import Observation
 from fastuner.providers.base import Context, Outcome, ProviderError
 from fastuner.providers.local import processes
 from fastuner.providers.local.programs import program
+from fastuner.providers.local.sagemaker_tree import write_input_config
 from fastuner.state.model import ResourceState
 
 STEP_LINE = re.compile(r"^\[fastuner\] step=(\d+) total_steps=(\d+)(.*)$")
@@ -285,8 +287,7 @@ class LocalAdapters:
         labels = list((dataset.outputs.get("labels") or {}).keys()) or None
         config = hyperparameters(inputs, dataset.inputs, labels, self.spec_dir, run / "checkpoints")
         config_dir = run / "input" / "config"
-        config_dir.mkdir(parents=True, exist_ok=True)
-        (config_dir / "hyperparameters.json").write_text(json.dumps(config, indent=2) + "\n")
+        config_file = write_input_config(config_dir, config, channels)
         env = dict(os.environ)
         env.update({
             "SM_MODEL_DIR": str(run / "model"),
@@ -300,7 +301,7 @@ class LocalAdapters:
         if self.device == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""
         (run / "output" / "failure").unlink(missing_ok=True)
-        argv = [self.python, str(program("train")), "--config", str(config_dir / "hyperparameters.json")]
+        argv = [self.python, str(program("train")), "--config", str(config_file)]
         resumed = any((run / "checkpoints").iterdir())
         ctx.progress("resuming from the last checkpoint" if resumed else "starting")
         return processes.launch(argv, cwd=run, env=env, log=run / "train.log")
