@@ -55,7 +55,7 @@ class Hyperparameters:
     packing: bool = True
     max_input_chars: int | None = None  # the dataset's limit; recorded in fastuner.json for the server
     # This program's own keys (documented in containers/train/README.md).
-    log_every: int = 10
+    log_every: int | None = None  # None: every step, or every 1 % of the steps for runs over 200
     compile: str = "auto"
     attention: str = "auto"
     loss_chunk_tokens: int = 4096
@@ -123,7 +123,7 @@ def _validate(hp: Hyperparameters) -> None:
     need(hp.max_steps is None or hp.max_steps >= 1, f"max_steps must be >= 1, got {hp.max_steps}")
     need(hp.max_input_chars is None or hp.max_input_chars >= 1,
          f"max_input_chars must be >= 1, got {hp.max_input_chars}")
-    need(hp.log_every >= 1, f"log_every must be >= 1, got {hp.log_every}")
+    need(hp.log_every is None or hp.log_every >= 1, f"log_every must be >= 1, got {hp.log_every}")
     need(hp.loss_chunk_tokens >= 1, f"loss_chunk_tokens must be >= 1, got {hp.loss_chunk_tokens}")
     need(hp.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {hp.max_new_tokens}")
     need(hp.compile in SWITCHES, f"compile must be one of {', '.join(SWITCHES)}, got '{hp.compile}'")
