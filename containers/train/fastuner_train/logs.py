@@ -74,7 +74,9 @@ def setup_logging(rank: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(OneLine(rank))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in [h for h in root.handlers if isinstance(h.formatter, OneLine)]:
+        root.removeHandler(old)  # a job run twice in one process (the tests) logs each line once
+    root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("fastuner").setLevel(logging.INFO if rank == 0 else logging.WARNING)
     if rank:
