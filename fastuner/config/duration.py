@@ -45,6 +45,16 @@ def format_duration(value: timedelta) -> str:
     return "".join(out)
 
 
+def format_elapsed(seconds: float) -> str:
+    """Elapsed times and ETAs in the spec's own duration format, the one format a user reads anywhere:
+    whole seconds under an hour ("45s", "2m47s"), whole minutes above ("1h5m": a live estimate that
+    long needs no seconds)."""
+    total = max(0, round(seconds))
+    if total >= 3600:
+        total = round(total / 60) * 60
+    return format_duration(timedelta(seconds=total))
+
+
 Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),

@@ -279,6 +279,7 @@ class _Run:
         upstream = {d: state.resources[d] for d in change.depends_on if d in state.resources}
         return Context(address=change.address, spec_dir=self.spec_dir, upstream=upstream,
                        progress=lambda text: self.reporter.progress(change.address, text),
+                       warning=lambda text: self.reporter.notice(f"{change.address}: warning: {text}"),
                        cancelled=self.cancel, wait=self.wait_for, now=self.clock,
                        referenced=lambda: _referenced_keys(self.ledger.state, change.address, change.deposed))
 

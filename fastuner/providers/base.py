@@ -65,6 +65,7 @@ class Context:
     spec_dir: Path
     upstream: Mapping[str, ResourceState] = field(default_factory=dict)
     progress: Callable[[str], None] = lambda _text: None
+    warning: Callable[[str], None] = lambda _text: None  # a line apply prints and keeps (not transient)
     cancelled: threading.Event = field(default_factory=threading.Event)
     wait: bool = True
     now: Callable[[], datetime] = utcnow

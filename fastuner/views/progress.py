@@ -1,5 +1,7 @@
 """Live progress of apply: one line per finished operation, and a live panel of running ones with
-elapsed time and their latest progress text (step, loss, ETA). Plain lines when not a terminal (CI)."""
+elapsed time and their latest progress text (step, loss, ETA). Plain lines when not a terminal (CI):
+each new progress text is printed as it comes (the provider reports only news, e.g. a logged step), so a
+CI log reads like the live panel, step by step."""
 
 from __future__ import annotations
 
@@ -12,19 +14,10 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
+from fastuner.config.duration import format_elapsed
+
 VERBS = {"create": "Creating", "update": "Updating", "replace": "Replacing", "delete": "Destroying"}
 DONE = {"create": "Created", "update": "Updated", "replace": "Replaced", "delete": "Destroyed"}
-
-
-def _fmt_elapsed(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    m, s = divmod(seconds, 60)
-    if m < 60:
-        return f"{m}m{s:02d}s"
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m"
 
 
 class ProgressView:
@@ -36,7 +29,6 @@ class ProgressView:
         self._running: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._live: Live | None = None
-        self._last_plain: dict[str, float] = {}
 
     def __enter__(self) -> ProgressView:
         if self.live_enabled:
@@ -55,7 +47,7 @@ class ProgressView:
         with self._lock:
             lines = [Text.from_markup(
                 f"[cyan]⠿[/cyan] {escape(a)}: {VERBS.get(info['action'], info['action'])}… "
-                f"[dim]{_fmt_elapsed(now - info['start'])} elapsed[/dim]"
+                f"[dim]{format_elapsed(now - info['start'])} elapsed[/dim]"
                 + (f"  {escape(info['text'])}" if info.get("text") else ""))
                 for a, info in sorted(self._running.items())]
         return Group(*lines)
@@ -72,22 +64,20 @@ class ProgressView:
     def progress(self, address: str, text: str) -> None:
         with self._lock:
             info = self._running.get(address)
-            if info is not None:
-                info["text"] = text
-                elapsed = time.monotonic() - info["start"]
-        if not self.live_enabled and info is not None:
-            last = self._last_plain.get(address, 0.0)
-            if time.monotonic() - last >= 10:  # keep CI logs readable
-                self._last_plain[address] = time.monotonic()
-                self.console.print(f"{escape(address)}: still {VERBS.get(info['action'], '').lower()}… "
-                                   f"[{_fmt_elapsed(elapsed)} elapsed] {escape(text)}", highlight=False)
+            if info is None or info["text"] == text:
+                return
+            info["text"] = text
+            elapsed = time.monotonic() - info["start"]
+        if not self.live_enabled:
+            self.console.print(f"{escape(address)}: still {VERBS.get(info['action'], '').lower()}… "
+                               f"[{format_elapsed(elapsed)} elapsed] {escape(text)}", highlight=False)
 
     def finished(self, change: Any, result: Any) -> None:
         with self._lock:
             self._running.pop(change.address, None)
         action = str(change.action)
         label = change.address + (f" (old {result.deposed})" if getattr(result, "deposed", None) else "")
-        took = f" after {_fmt_elapsed(result.elapsed)}" if result.elapsed >= 1 else ""
+        took = f" after {format_elapsed(result.elapsed)}" if result.elapsed >= 1 else ""
         if result.status == "done":
             line = f"[green]{escape(label)}: {DONE.get(action, action)}{took}[/green]"
             if result.message:

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from fastuner.config.duration import Duration, format_duration, parse_duration
+from fastuner.config.duration import Duration, format_duration, format_elapsed, parse_duration
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -60,6 +60,17 @@ def test_zero_refused(text: str) -> None:
 ])
 def test_format_shortest_exact_form(seconds: int, text: str) -> None:
     assert format_duration(timedelta(seconds=seconds)) == text
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0, "0s"), (0.4, "0s"), (59.6, "1m"), (80, "1m20s"), (167, "2m47s"), (3599, "59m59s"), (3600, "1h"),
+    (3725, "1h2m"), (5399, "1h30m"), (90061, "1d1h1m"), (-3, "0s"),
+])
+def test_elapsed_and_eta_use_the_spec_format(seconds: float, text: str) -> None:
+    """One format a user reads everywhere ("2m47s", never "80s" beside it), parseable as a duration."""
+    assert format_elapsed(seconds) == text
+    if seconds > 0.5:
+        parse_duration(text)
 
 
 @pytest.mark.parametrize("text", ["90s", "90m", "8h", "2d", "1w", "1h30m", "36h", "1d2h3m4s"])

@@ -38,6 +38,16 @@ def test_sagemaker_strings_are_parsed() -> None:
     assert hp.max_steps is None and hp.learning_rate == 1e-3
 
 
+def test_values_as_the_sagemaker_training_toolkit_renders_them() -> None:
+    """The toolkit JSON-decodes each hyperparameter, then passes `str()` of it: Python lists, True/False,
+    and "" for a null (Hugging Face training images start the program this way)."""
+    hp = parse_hyperparameters(
+        [*BASE, "--labels", "['a', 'b']", "--target_modules", "['q_proj', 'v_proj']", "--packing", "True",
+         "--base_model_revision", "", "--max_steps", ""], {})
+    assert hp.labels == ("a", "b") and hp.target_modules == ("q_proj", "v_proj") and hp.packing is True
+    assert hp.base_model_revision is None and hp.max_steps is None
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--task", "qa"], "'base_model' is required"),
     ([*BASE, "--learnig_rate", "1"], "did you mean 'learning_rate'"),

@@ -27,32 +27,33 @@ def run_job(hp: Hyperparameters, paths: Paths, progress: dict[str, str]) -> None
 
 def _run(hp: Hyperparameters, paths: Paths, progress: dict[str, str], stop: Any) -> None:
     from . import data
+    from .logs import emit, route_library_logs, setup_logging
 
+    setup_logging(int(os.environ.get("RANK", "0")))  # before any library is imported
     progress["phase"] = "reading the dataset"  # before torch is imported: bad data fails in milliseconds
     train = data.read_split("train", paths.train, hp.task, required=True)
     validation = data.read_split("validation", paths.validation, hp.task, required=False)
     test = data.read_split("test", paths.test, hp.task, required=False)
     others = [s for s in (validation, test) if s is not None]
     labels = data.resolve_labels(train, others, hp.labels) if hp.task == "classification" else None
+    log.info("dataset: %s examples; importing torch and transformers", ", ".join(
+        f"{len(s.records)} {s.name}" for s in (train, validation, test) if s is not None))
 
     import torch
 
     from . import artifact, attention, checkpoint, evaluation, loss, modeling
     from .distributed import broadcast_parameters, close_world, init_world
-    from .logs import emit, setup_logging
     from .loop import TrainData, Trainer, make_optimizer, make_schedule
 
     world = init_world()
-    setup_logging(world.rank)
     try:
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()
+        route_library_logs()
         runtime = modeling.pick_runtime(world.local_rank)
         random.seed(hp.seed)
         torch.manual_seed(hp.seed)
 
         progress["phase"] = "loading the base model"
+        log.info("loading the tokenizer of %s", hp.base_model)
         name = modeling.resolve_base_model(hp.base_model)
         config = modeling.load_config(name, hp.base_model_revision)
         tokenizer = modeling.load_tokenizer(name, hp.base_model_revision)
@@ -60,6 +61,7 @@ def _run(hp: Hyperparameters, paths: Paths, progress: dict[str, str], stop: Any)
         kind = data.prompt_format(tokenizer)
 
         progress["phase"] = "tokenizing"
+        log.info("tokenizing (max_seq_len %d)", max_len)
         stats = data.EncodeStats()
 
         def encode(split: data.Split | None) -> list[data.Example] | None:
@@ -71,9 +73,12 @@ def _run(hp: Hyperparameters, paths: Paths, progress: dict[str, str], stop: Any)
 
         train_ex, val_ex, test_ex = encode(train), encode(validation), encode(test)
         if stats.truncated:
-            log.warning("%d examples were longer than %d tokens and were truncated", stats.truncated, max_len)
+            total = sum(len(s.records) for s in (train, validation, test) if s is not None)
+            log.warning("%d of %d examples are longer than max_seq_len (%d tokens) and were truncated; "
+                        "raise training.max_seq_len to train on all of them", stats.truncated, total, max_len)
 
         progress["phase"] = "loading the base model"
+        log.info("loading the base model %s", hp.base_model)
         model = modeling.load_model(hp, name, runtime, tokenizer, labels)
         model = modeling.add_adapter(model, hp)
         backend = "sdpa"
@@ -112,6 +117,7 @@ def _run(hp: Hyperparameters, paths: Paths, progress: dict[str, str], stop: Any)
         test_batches = batches(test_ex)
         if not resumed and labels is not None and test_batches is not None:
             progress["phase"] = "evaluating the base model"
+            log.info("evaluating the base model on %d test examples", len(test_ex or ()))
             base = evaluation.evaluate(model, test_batches, causal=False, n_labels=n_labels, world=world,
                                        runtime=runtime, chunk_tokens=hp.loss_chunk_tokens)
             trainer.state.base_metrics = {f"base_test_{k}": v for k, v in base.items()}
@@ -124,6 +130,8 @@ def _run(hp: Hyperparameters, paths: Paths, progress: dict[str, str], stop: Any)
         elapsed = time.perf_counter() - started
 
         progress["phase"] = "final evaluation"
+        if test_batches is not None:
+            log.info("evaluating the adapter on %d test examples", len(test_ex or ()))
         if state.best_weights is not None:
             checkpoint.load_trainable_state(model, state.best_weights)
         metrics: dict[str, Any] = {

@@ -150,6 +150,7 @@ class Trainer:
     stop: StopFlag
     state: TrainState = field(default_factory=TrainState)
     progress: dict[str, str] = field(default_factory=dict)
+    _pace_from: tuple[float, int] = (0.0, 0)  # (time, step) this process started training at
 
     def resume(self) -> bool:
         found = checkpoint.latest_checkpoint(self.checkpoint_dir)
@@ -162,7 +163,11 @@ class Trainer:
 
     def run(self) -> TrainState:
         hp, schedule, state = self.hp, self.schedule, self.state
+        log_every = hp.log_every or max(1, schedule.total_steps // 100)
+        log.info("training steps %d to %d (%d per epoch), logging every %d", state.step + 1,
+                 schedule.total_steps, schedule.steps_per_epoch, log_every)
         self.model.train()
+        self._pace_from = (time.perf_counter(), state.step)
         window_loss = torch.zeros(2, dtype=torch.float64, device=self.runtime.device)
         window_tokens, window_start = 0, time.perf_counter()
         while state.step < schedule.total_steps:
@@ -179,7 +184,7 @@ class Trainer:
             state.step += 1
             state.train_tokens += sum(b.real_tokens for b in batches)
             last = state.step == schedule.total_steps
-            if state.step % hp.log_every == 0 or last:
+            if state.step % log_every == 0 or last:
                 window_loss = self._log_train(window_loss, window_tokens, window_start)
                 window_tokens, window_start = 0, time.perf_counter()
             if state.step % schedule.steps_per_epoch == 0 or last:
@@ -199,12 +204,20 @@ class Trainer:
         if not math.isfinite(loss):
             raise TrainError(f"training diverged: the loss is {loss} at step {self.state.step}; "
                              "lower learning_rate")
-        elapsed = max(time.perf_counter() - started, 1e-9)
+        now = time.perf_counter()
+        elapsed = max(now - started, 1e-9)
         if self.world.is_main:
             emit(self.state.step, self.schedule.total_steps, self.schedule.epoch_at(self.state.step),
-                 train_loss=loss, lr=float(self.scheduler.get_last_lr()[0]), tokens_per_s=tokens_all / elapsed)
+                 train_loss=loss, lr=float(self.scheduler.get_last_lr()[0]), tokens_per_s=tokens_all / elapsed,
+                 eta_s=self._eta(now))
         self.state.history.append({"step": self.state.step, "train_loss": loss})
         return torch.zeros_like(window_loss)
+
+    def _eta(self, now: float) -> float:
+        """Seconds left at the pace of this run's steps so far (evaluations included)."""
+        since, first = self._pace_from
+        done = max(1, self.state.step - first)
+        return (now - since) / done * (self.schedule.total_steps - self.state.step)
 
     def evaluate_and_keep_best(self) -> None:
         if self.eval_batches is None:

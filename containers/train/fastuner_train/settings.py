@@ -3,11 +3,14 @@
 Priority, lowest first: a JSON config file (`--config PATH` or the `config` key; relative paths resolve
 against SM_CHANNEL_CONFIG when set), `SM_HPS` (a JSON object), then `--key value` arguments (SageMaker
 passes every hyperparameter this way, as strings). Strings are parsed: "true"/"false", "null",
-numbers, JSON lists, and comma-separated lists for list keys.
+numbers, JSON lists, comma-separated lists for list keys, and lists as the SageMaker training toolkit
+renders them on the command line (Python's `str()`: `['a', 'b']`; a null arrives as "", a boolean as
+`True`/`False`).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import json
@@ -52,7 +55,7 @@ class Hyperparameters:
     packing: bool = True
     max_input_chars: int | None = None  # the dataset's limit; recorded in fastuner.json for the server
     # This program's own keys (documented in containers/train/README.md).
-    log_every: int = 10
+    log_every: int | None = None  # None: every step, or every 1 % of the steps for runs over 200
     compile: str = "auto"
     attention: str = "auto"
     loss_chunk_tokens: int = 4096
@@ -120,7 +123,7 @@ def _validate(hp: Hyperparameters) -> None:
     need(hp.max_steps is None or hp.max_steps >= 1, f"max_steps must be >= 1, got {hp.max_steps}")
     need(hp.max_input_chars is None or hp.max_input_chars >= 1,
          f"max_input_chars must be >= 1, got {hp.max_input_chars}")
-    need(hp.log_every >= 1, f"log_every must be >= 1, got {hp.log_every}")
+    need(hp.log_every is None or hp.log_every >= 1, f"log_every must be >= 1, got {hp.log_every}")
     need(hp.loss_chunk_tokens >= 1, f"loss_chunk_tokens must be >= 1, got {hp.loss_chunk_tokens}")
     need(hp.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {hp.max_new_tokens}")
     need(hp.compile in SWITCHES, f"compile must be one of {', '.join(SWITCHES)}, got '{hp.compile}'")
@@ -186,8 +189,17 @@ def _parse_string(text: str, key: str) -> Any:
             return json.loads(stripped)
         except json.JSONDecodeError:
             if stripped[:1] in "[{":
-                raise TrainError(f"hyperparameter '{key}' is not valid JSON: {text!r}") from None
+                return _parse_python_literal(stripped, key)
     return stripped
+
+
+def _parse_python_literal(text: str, key: str) -> Any:
+    """A list or dict as the SageMaker training toolkit puts it on the command line: `str()` of the
+    JSON-decoded hyperparameter, e.g. `['q_proj', 'v_proj']`."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise TrainError(f"hyperparameter '{key}' is not valid JSON: {text!r}") from None
 
 
 def _looks_numeric(text: str) -> bool:

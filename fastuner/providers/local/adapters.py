@@ -4,6 +4,7 @@ in a SageMaker-like folder tree, so the very same program runs unchanged as a Sa
     <work>/runs/<run name>/            the run name is the adapter's deterministic physical name
         input/data/{train,validation,test}/<split>.jsonl   (hard links into the object store)
         input/config/hyperparameters.json                  (the full config; passed as --config)
+        input/config/{inputdataconfig,resourceconfig}.json (as SageMaker writes them: sagemaker_tree.py)
         model/        SM_MODEL_DIR: adapter_config.json, adapter_model.safetensors, fastuner.json
         output/       SM_OUTPUT_DIR (failure), output/data: SM_OUTPUT_DATA_DIR
         checkpoints/  resumed from when the run is restarted
@@ -23,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import sys
 import threading
@@ -31,7 +31,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fastuner.config.duration import parse_duration
+from fastuner.config.duration import format_elapsed, parse_duration
 from fastuner.data.store import LocalObjectStore, materialize
 from fastuner.errors import DiagnosticsError
 from fastuner.plan.model import Change
@@ -39,10 +39,10 @@ from fastuner.plan.observed import Observation
 from fastuner.providers.base import Context, Outcome, ProviderError
 from fastuner.providers.local import processes
 from fastuner.providers.local.programs import program
+from fastuner.providers.local.sagemaker_tree import write_input_config
+from fastuner.providers.local.trainlog import LogFollower, last_step
 from fastuner.state.model import ResourceState
 
-STEP_LINE = re.compile(r"^\[fastuner\] step=(\d+) total_steps=(\d+)(.*)$")
-PAIR = re.compile(r"(\w+)=(\S+)")
 SPLITS = ("train", "validation", "test")
 KEPT = ("model", "input/config/hyperparameters.json", "train.log")  # what a restored run needs
 
@@ -84,24 +84,6 @@ def hyperparameters(inputs: dict[str, Any], dataset_inputs: dict[str, Any], labe
     return config
 
 
-def parse_progress(line: str) -> dict[str, str] | None:
-    m = STEP_LINE.match(line.strip())
-    if not m:
-        return None
-    out = dict(PAIR.findall(m.group(3)))
-    out["step"], out["total_steps"] = m.group(1), m.group(2)
-    return out
-
-
-def _fmt_eta(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 90:
-        return f"{seconds}s"
-    if seconds < 5400:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-
-
 class LocalAdapters:
     kind = "adapter"
 
@@ -131,7 +113,7 @@ class LocalAdapters:
             return Observation("failed", detail=self._failure(run, code), stored=stored)
         info = processes.recorded(run)
         if info and processes.alive(int(info["pid"])):
-            progress = self._last_progress(run)
+            progress = last_step(run / "train.log")
             return Observation("pending", detail=f"training (pid {info['pid']}){progress}", stored=stored)
         if rs.status == "pending" or (rs.pending is not None):
             return Observation("pending", detail="the training process is gone; apply restarts it from its "
@@ -192,20 +174,6 @@ class LocalAdapters:
         if not reason:
             reason = f"the training program exited with code {code}"
         return f"{reason} (log: {run / 'train.log'})"
-
-    @staticmethod
-    def _last_progress(run: Path) -> str:
-        last = None
-        try:
-            with open(run / "train.log", "rb") as f:
-                f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
-                for raw in f.read().decode("utf-8", "replace").splitlines():
-                    p = parse_progress(raw)
-                    if p and "train_loss" in p:
-                        last = p
-        except FileNotFoundError:
-            return ""
-        return f", step {last['step']}/{last['total_steps']}" if last else ""
 
     # --- creating ----------------------------------------------------------------------------------
 
@@ -285,8 +253,7 @@ class LocalAdapters:
         labels = list((dataset.outputs.get("labels") or {}).keys()) or None
         config = hyperparameters(inputs, dataset.inputs, labels, self.spec_dir, run / "checkpoints")
         config_dir = run / "input" / "config"
-        config_dir.mkdir(parents=True, exist_ok=True)
-        (config_dir / "hyperparameters.json").write_text(json.dumps(config, indent=2) + "\n")
+        config_file = write_input_config(config_dir, config, channels)
         env = dict(os.environ)
         env.update({
             "SM_MODEL_DIR": str(run / "model"),
@@ -300,7 +267,7 @@ class LocalAdapters:
         if self.device == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""
         (run / "output" / "failure").unlink(missing_ok=True)
-        argv = [self.python, str(program("train")), "--config", str(config_dir / "hyperparameters.json")]
+        argv = [self.python, str(program("train")), "--config", str(config_file)]
         resumed = any((run / "checkpoints").iterdir())
         ctx.progress("resuming from the last checkpoint" if resumed else "starting")
         return processes.launch(argv, cwd=run, env=env, log=run / "train.log")
@@ -309,10 +276,9 @@ class LocalAdapters:
         max_runtime = parse_duration(inputs.get("compute", {}).get("max_runtime", "4h")).total_seconds()
         started = float((processes.recorded(run) or {}).get("started_at", time.time()))
         log = run / "train.log"
-        offset = 0
-        last: dict[str, str] | None = None
+        follower = LogFollower(log)
         while True:
-            offset, last = self._follow(log, offset, last, ctx, started)
+            self._report(follower, ctx)
             code = processes.exit_code(run)
             if code is not None:
                 processes.reap(pid)
@@ -343,25 +309,11 @@ class LocalAdapters:
             time.sleep(self.poll)
 
     @staticmethod
-    def _follow(log: Path, offset: int, last: dict[str, str] | None, ctx: Context,
-                started: float) -> tuple[int, dict[str, str] | None]:
-        try:
-            with open(log, "rb") as f:
-                f.seek(offset)
-                data = f.read()
-        except FileNotFoundError:
-            return offset, last
-        cut = data.rfind(b"\n") + 1
-        for raw in data[:cut].decode("utf-8", "replace").splitlines():
-            p = parse_progress(raw)
-            if p and "train_loss" in p:
-                last = p
-        if last:
-            step, total = int(last["step"]), max(1, int(last["total_steps"]))
-            elapsed = time.time() - started
-            eta = f" · ETA {_fmt_eta(elapsed / step * (total - step))}" if step else ""
-            ctx.progress(f"step {step}/{total} · loss {last['train_loss']}{eta}")
-        return offset + cut, last
+    def _report(follower: LogFollower, ctx: Context) -> None:
+        """What the log says since the last poll: its warnings kept in apply's output, its latest
+        phase or step as progress. Only news is reported, so a CI log gets each logged step once."""
+        for kind, text in follower.poll():
+            (ctx.warning if kind == "warning" else ctx.progress)(text)
 
     def log_file(self, rs: ResourceState) -> tuple[Path, bool]:
         """The run's log and whether the run is still going (for `fastuner logs -f`)."""
@@ -411,7 +363,7 @@ def _safe(rel: str) -> bool:
 
 
 def summarize(task: str | None, metrics: dict[str, Any], duration: float) -> str:
-    took = _fmt_eta(duration)
+    took = format_elapsed(duration)
     steps = metrics.get("steps")
     head = f"{steps} steps in {took}" if steps is not None else f"trained in {took}"
     if task == "classification" and "test_accuracy" in metrics:
