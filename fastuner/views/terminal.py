@@ -103,21 +103,23 @@ def plan_lines(plan: dict[str, Any], *, show_noop: bool = False) -> Lines:
             out.add("  ", (f"# {c['address']} {reason_text(c)}", "dim"))
         if expired:
             out.add()
-        out.add(("No changes.", "bold green"), " Your infrastructure matches the configuration.")
+        out.add(("No changes.", "bold green"), " No objects need to be destroyed." if plan["mode"] == "destroy"
+                else " Your infrastructure matches the configuration.")
         _diagnostics(plan, out)
         return out
     out.add("fastuner will perform the following actions:")
     out.add()
+    by_address = {c["address"]: c for c in plan["changes"]}
     for change in changes:
-        _render_change(change, out)
+        _render_change(change, out, by_address)
     _footer(plan, out)
     return out
 
 
-def _render_change(change: dict[str, Any], out: Lines) -> None:
+def _render_change(change: dict[str, Any], out: Lines, by_address: dict[str, dict[str, Any]]) -> None:
     action = change["action"]
     style = STYLES[action]
-    why = reason_text(change)
+    why = reason_text(change, by_address)
     deposed = f" (old instance {change['deposed']})" if change.get("deposed") else ""
     if why and action == "no-op":
         out.add("  ", (f"# {change['address']} {why}", "dim"))
