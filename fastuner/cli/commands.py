@@ -131,8 +131,9 @@ def run_plan(file, var, workspace, *, out, detailed_exitcode, destroy, replace, 
     else:
         render_plan(data, console)
         if out:
-            console.print(f"\nSaved the plan to: {escape(out)}\nTo carry out exactly these actions, run:\n"
-                          f"  fastuner apply {escape(out)}")
+            console.print(f"\nSaved the plan to: {escape(out)}")
+        if out and (plan.has_changes or plan.refresh):
+            console.print(f"To carry out exactly these actions, run:\n  fastuner apply {escape(out)}")
     if detailed_exitcode and plan.has_changes:
         return EXIT_CHANGES
     return EXIT_OK
@@ -245,10 +246,11 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
         if not plan.has_changes and not plan.refresh:
             return EXIT_OK
         if plan.has_changes and not plan.blocked and not auto_approve and not _confirm(console, destroy):
-            console.print("Apply cancelled.")
+            console.print(f"{_operation(destroy)} cancelled.")
             return EXIT_ERROR
+    destroy = destroy or plan.mode == "destroy"  # `fastuner apply` of a `plan --destroy` file too
     if not plan.has_changes and not plan.refresh:
-        console.print("[bold green]No changes.[/bold green] Nothing to apply.")
+        console.print(f"[bold green]No changes.[/bold green] Nothing to {'destroy' if destroy else 'apply'}.")
         return EXIT_OK
     with _Interrupts(console) as interrupts, ProgressView(console) as view:
         result = apply_plan(plan, project.store, project.provider, spec_dir=project.spec_dir,
@@ -258,10 +260,15 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
         console.print(f"\n[bold green]Refresh complete![/bold green] Recorded {len(plan.refresh)} change(s) in state; "
                       "nothing was created, updated or destroyed.")
         return EXIT_OK
-    return _report(result, plan, console)
+    return _report(result, plan, console, destroy)
 
 
-def _report(result, plan, console: Console) -> int:
+def _operation(destroy: bool) -> str:
+    """The word a user reads in apply's verdicts: "Destroy complete!" after `fastuner destroy`."""
+    return "Destroy" if destroy else "Apply"
+
+
+def _report(result, plan, console: Console, destroy: bool) -> int:
     done = {r.address: r for r in result.results if r.status == "done" and not r.deposed}
     counts = {"create": 0, "update": 0, "replace": 0, "delete": 0}
     for r in done.values():
@@ -276,19 +283,21 @@ def _report(result, plan, console: Console) -> int:
     line = (f"{counts['create']} created, {counts['update']} updated, {counts['replace']} replaced, "
             f"{counts['delete']} destroyed")
     if failed or skipped or result.bugs:
-        console.print(f"\n[bold red]Apply failed.[/bold red] Resources: {line}; {len(failed)} failed, "
+        console.print(f"\n[bold red]{_operation(destroy)} failed.[/bold red] Resources: {line}; {len(failed)} failed, "
                       f"{len(skipped)} skipped.")
         for r in failed:
             console.print(f"  [red]✗ {escape(r.address)}[/red]: {escape(r.message)}")
         for r in skipped:
             console.print(f"  [yellow]- {escape(r.address)}[/yellow]: {escape(r.message)}")
-        console.print("Fix the cause and run `fastuner apply` again: completed work is kept in state.")
+        console.print(f"Fix the cause and run `fastuner {'destroy' if destroy else 'apply'}` again: completed work is "
+                      "kept in state.")
         return EXIT_ERROR
     if result.cancelled or cancelled:
-        console.print(f"\n[bold yellow]Apply interrupted.[/bold yellow] Resources: {line}; "
-                      f"{len(cancelled)} not started. State is saved; run `fastuner apply` to continue.")
+        console.print(f"\n[bold yellow]{_operation(destroy)} interrupted.[/bold yellow] Resources: {line}; "
+                      f"{len(cancelled)} not started. State is saved; run `fastuner {'destroy' if destroy else 'apply'}` "
+                      "to continue.")
         return EXIT_INTERRUPTED
-    console.print(f"\n[bold green]Apply complete![/bold green] Resources: {line}.")
+    console.print(f"\n[bold green]{_operation(destroy)} complete![/bold green] Resources: {line}.")
     if pending:
         console.print(f"{len(pending)} still running: " + ", ".join(escape(r.address) for r in pending)
                       + ". Run `fastuner apply` later to pick up their results"

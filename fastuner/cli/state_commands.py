@@ -8,12 +8,10 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from fastuner.cli.project import Project, open_project
 from fastuner.errors import UserError
-
-STATUS_STYLE = {"ready": "green", "pending": "cyan", "failed": "red", "expired": "dim"}
+from fastuner.views.state import STATUS_STYLE, render_state_overview
 
 
 def _state(project: Project):
@@ -76,16 +74,14 @@ def run_state_overview(file, var, workspace, console: Console, json_out: bool) -
     if state is None or not state.resources:
         console.print("The state is empty.")
         return 0
-    table = Table(title=f"{state.project} ({state.workspace}) — serial {state.serial}", title_justify="left")
-    for col in ("address", "status", "physical name", "expires", "summary"):
-        table.add_column(col)
+    rows = []
     for address in sorted(state.resources):
         rs = state.resources[address]
-        style = STATUS_STYLE.get(str(rs.status), "white")
         summary = str((rs.outputs or {}).get("summary", "")) or (rs.error or "")
-        table.add_row(escape(address), f"[{style}]{rs.status}[/{style}]", escape(rs.physical_name or ""),
-                      rs.expires_at.isoformat(timespec="minutes") if rs.expires_at else "", escape(summary))
-    console.print(table)
+        rows.append({"address": address, "status": str(rs.status), "physical_name": rs.physical_name or "",
+                     "expires": rs.expires_at.isoformat(timespec="minutes") if rs.expires_at else "",
+                     "summary": summary})
+    render_state_overview(f"{state.project} ({state.workspace}) — serial {state.serial}", rows, console)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from fastuner.config.duration import format_duration
 from fastuner.config.loader import Spec
 from fastuner.config.models import PROVIDER_ONLY, SECTION
 from fastuner.errors import Diagnostic
@@ -37,7 +38,8 @@ def check_spec(spec: Spec) -> list[Diagnostic]:
                 source=spec.source(("deployments", name, "adapters")), address=f"deployment.{name}"))
         if dep.ttl is not None and dep.idle_ttl is not None and dep.idle_ttl > dep.ttl:
             out.append(Diagnostic.warning(
-                f"deployment.{name}: idle_ttl ({dep.idle_ttl}) is longer than ttl ({dep.ttl}) and never applies",
+                f"deployment.{name}: idle_ttl ({format_duration(dep.idle_ttl)}) is longer than ttl "
+                f"({format_duration(dep.ttl)}) and never applies",
                 source=spec.source(("deployments", name, "idle_ttl")), address=f"deployment.{name}"))
     for name, adapter in config.adapters.items():
         dataset = config.datasets.get(adapter.dataset)

@@ -6,7 +6,10 @@ training can cost up to about 70 % less than the figure shown. Unknown instance 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
+
+from fastuner.config.duration import format_duration
 
 HOURLY_USD: dict[str, float] = {
     "ml.m5.large": 0.115, "ml.m5.xlarge": 0.23, "ml.m5.2xlarge": 0.461,
@@ -38,5 +41,5 @@ def endpoint_cost(instance_type: str, count: int, ttl_hours: float | None) -> di
     out: dict[str, Any] = {"hourly_usd": round(price * count, 4), "note": f"{count} × {instance_type}"}
     if ttl_hours is not None:
         out["max_one_time_usd"] = round(price * count * ttl_hours, 2)
-        out["note"] += f", at most {ttl_hours:g} h (ttl)"
+        out["note"] += f", at most {format_duration(timedelta(hours=ttl_hours))} (ttl)"  # as the spec writes it
     return out

@@ -47,8 +47,9 @@ def _diff_rows(change: dict[str, Any]) -> list[str]:
 
 def render_markdown(plan: dict[str, Any], *, limit: int = LIMIT) -> str:
     changes = [c for c in plan["changes"] if c["action"] != "no-op"]
+    by_address = {c["address"]: c for c in plan["changes"]}
     rows = [{"symbol": SYMBOLS[c["action"]], "address": c["address"], "action": c["action"],
-             "why": reason_text(c) or "—", "deposed": c.get("deposed")} for c in changes]
+             "why": reason_text(c, by_address) or "—", "deposed": c.get("deposed")} for c in changes]
     detailed = [{"symbol": SYMBOLS[c["action"]], "address": c["address"], "heading": HEADINGS[c["action"]],
                  "rows": _diff_rows(c), "expires_at": c.get("expires_at")} for c in changes]
     expired = [{"address": c["address"], "why": reason_text(c)} for c in plan["changes"]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from fastuner.plan.kinds import leaf_paths
+from fastuner.plan.kinds import DERIVED, leaf_paths
 
 HEADINGS = {
     "create": "will be created",
@@ -29,21 +30,45 @@ REASONS = {
     "delete_because_no_resource_config": "it is no longer in the spec",
     "delete_because_ttl_expired": "its ttl expired",
     "delete_because_idle_ttl_expired": "its idle_ttl expired",
-    "delete_because_destroy": "destroy",
+    "delete_because_destroy": "",  # the heading already says "will be destroyed"
     "delete_because_deposed": "an old instance left by a replacement",
     "noop_because_expired": "expired; stays down until renewed",
 }
 
+DERIVED_PATHS = frozenset(p for paths in DERIVED.values() for p in paths)  # inputs fastuner adds, not the spec
+
 SYMBOLS = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "no-op": " "}
 
 
-def reason_text(change: dict[str, Any]) -> str:
-    """The reason sentence, then the change's own detail, e.g. "its ttl expired: ttl 8h ended ..."."""
+def reason_text(change: dict[str, Any], changes: Mapping[str, dict[str, Any]] | None = None) -> str:
+    """The reason sentence, then the change's own detail, e.g. "its ttl expired: ttl 8h ended ...".
+
+    `changes` (the plan's changes by address) lets an update caused upstream say which adapters are
+    retrained and why, from their own changes: the planner records only that one is."""
     base = REASONS.get(change["reason"], change["reason"])
     detail = change.get("detail") or ""
+    upstream = _retrained(change, changes or {}) if change["action"] == "update" and not detail else ""
+    if upstream:
+        if change["reason"] == "update_because_upstream_replaced":
+            return upstream
+        spec = [p for p in change.get("changed_paths") or [] if p.split(".")[0] not in DERIVED_PATHS]
+        return upstream + (f"; {', '.join(spec)} changed in the spec" if spec else "")
     if base and detail:
         return f"{base}: {detail}"
     return base or detail
+
+
+def _retrained(change: dict[str, Any], changes: Mapping[str, dict[str, Any]]) -> str:
+    """"adapter.a is retrained: dataset.d gets a new version" for each adapter whose identity changed."""
+    before = (change.get("before") or {}).get("adapter_identities") or {}
+    after = (change.get("after") or {}).get("adapter_identities") or {}
+    parts = []
+    for name in sorted(a for a in after if a in before and before[a] != after[a]):
+        address = f"adapter.{name}"
+        upstream = changes.get(address)
+        why = (upstream.get("detail") or REASONS.get(upstream["reason"], "")) if upstream else ""
+        parts.append(f"{address} is retrained" + (f": {why}" if why else ""))
+    return "; ".join(parts)
 
 
 def summary_line(summary: dict[str, int], mode: str = "normal") -> str:

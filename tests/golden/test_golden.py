@@ -8,6 +8,7 @@ The expected renderings live in `<case>/expected/`. Rewrite them after an intend
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from datetime import datetime
@@ -63,6 +64,15 @@ def _terminal(plan: dict) -> str:
     return console.export_text()
 
 
+def _terminal_colours(plan: dict) -> str:
+    """What a colour terminal receives, escape codes included (the view writes ready segments, so
+    its bytes are checked as well as its text)."""
+    buffer = io.StringIO()
+    render_plan(plan, Console(file=buffer, width=100, force_terminal=True, color_system="standard",
+                              highlight=False, soft_wrap=True))
+    return buffer.getvalue()
+
+
 def _check(path: Path, actual: str) -> None:
     if UPDATE or not path.exists():
         if not UPDATE:
@@ -80,6 +90,7 @@ def test_golden(case: str, tmp_path: Path) -> None:
     out = HERE / case / "expected"
     _check(out / "plan.json", json.dumps(plan, indent=2, sort_keys=True) + "\n")
     _check(out / "terminal.txt", _terminal(plan))
+    _check(out / "terminal.ansi", _terminal_colours(plan))
     _check(out / "plan.md", render_markdown(plan))
 
 
