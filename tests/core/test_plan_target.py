@@ -103,3 +103,18 @@ def test_a_saved_targeted_plan_round_trips(load, now) -> None:
     again = Plan.from_dict(plan.to_dict())
     assert again.targets == ("adapter.ad2",) and addresses(again) == {"dataset.other", "adapter.ad2"}
     assert again.diagnostics == plan.diagnostics
+
+
+def test_refresh_only_markdown_lists_the_drift(load, now) -> None:
+    """The pull-request comment of a refresh-only plan names each drifted resource and what changed,
+    and says nothing will be created (not "Plan: 0 to create ..." followed by "No changes")."""
+    from fastuner.views.markdown import render_markdown
+
+    spec = load(SPEC)
+    prior = settle(make_plan(spec, State(project="demo"), observed(), now), State(project="demo"), now)
+    quiet = render_markdown(make_plan(spec, prior, observed(prior), now, refresh_only=True).to_dict())
+    assert "No changes." in quiet and "Plan:" not in quiet and "nothing changed outside fastuner" in quiet
+    seen = observed(prior, dataset__ds=Observation("missing", detail="2 stored object(s) are gone"))
+    text = render_markdown(make_plan(spec, prior, seen, now, refresh_only=True).to_dict())
+    assert "Refresh-only: 1 to record in state." in text and "Plan:" not in text
+    assert "| `dataset.ds` | 2 stored object(s) are gone; removed from state on apply |" in text
