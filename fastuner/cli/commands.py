@@ -9,7 +9,8 @@ import os
 import signal
 import sys
 import threading
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -19,10 +20,6 @@ from fastuner.cli.project import Project, open_project
 from fastuner.errors import Diagnostic, DiagnosticsError, Severity, UserError
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _checked(project: Project) -> list[Diagnostic]:
@@ -86,7 +83,7 @@ def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
 # --- plan ------------------------------------------------------------------------------------------
 
 
-def make_project_plan(project: Project, *, destroy: bool, replace: list[str], renew: list[str],
+def make_project_plan(project: Project, *, destroy: bool, replace: list[str], renew: list[str], now: datetime,
                       hash_sources: bool = True):
     from fastuner.engine.refresh import refresh
     from fastuner.plan.planner import make_plan
@@ -97,7 +94,7 @@ def make_project_plan(project: Project, *, destroy: bool, replace: list[str], re
     _check_addresses(project, replace, "--replace")
     _check_addresses(project, renew, "--renew", state)
     observed = refresh(project.spec if not destroy else None, state, project.provider, hash_sources=hash_sources)
-    plan = make_plan(project.spec, state, observed, _now(), destroy=destroy, replace=replace, renew=renew)
+    plan = make_plan(project.spec, state, observed, now, destroy=destroy, replace=replace, renew=renew)
     return dataclasses.replace(plan, diagnostics=tuple(w.to_dict() for w in warnings))
 
 
@@ -111,11 +108,11 @@ def write_plan_file(plan, out: str) -> Path:
 
 
 def run_plan(file, var, workspace, *, out, detailed_exitcode, destroy, replace, renew, json_out,
-             console: Console) -> int:
+             console: Console, clock: Callable[[], datetime]) -> int:
     from fastuner.views.terminal import render_plan
 
     project = open_project(file, var, workspace)
-    plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew)
+    plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, now=clock())
     data = plan.to_dict()
     if out:
         write_plan_file(plan, out)
@@ -216,7 +213,7 @@ class _Interrupts:
 
 
 def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait, replace, renew, destroy,
-              console: Console) -> int:
+              console: Console, clock: Callable[[], datetime]) -> int:
     from fastuner.engine.apply import apply_plan
     from fastuner.views.progress import ProgressView
     from fastuner.views.terminal import render_plan
@@ -229,7 +226,7 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
         if plan.project != project.spec.config.project:
             raise UserError(f"{planfile} is a plan for project {plan.project}, not {project.spec.config.project}")
     else:
-        plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew)
+        plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, now=clock())
         render_plan(plan.to_dict(), console)
         if not plan.has_changes and not plan.refresh:
             return EXIT_OK
@@ -242,7 +239,7 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
     with _Interrupts(console) as interrupts, ProgressView(console) as view:
         result = apply_plan(plan, project.store, project.provider, spec_dir=project.spec_dir,
                             parallelism=parallelism, reporter=view, cancel=interrupts.cancel, wait_for=wait,
-                            operation="destroy" if destroy else "apply")
+                            clock=clock, operation="destroy" if destroy else "apply")
     return _report(result, plan, console)
 
 

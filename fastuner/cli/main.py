@@ -8,6 +8,9 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -34,6 +37,23 @@ WorkspaceOpt = Annotated[str | None, typer.Option("--workspace", "-w", help="Wor
                                                   "default from FASTUNER_WORKSPACE or 'default'.")]
 NoColorOpt = Annotated[bool, typer.Option("--no-color", help="Plain output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What the composition root is handed rather than reading globally: the current time (tests pass a
+    clock they move, so TTL behaviour is tested without waiting)."""
+
+    clock: Callable[[], datetime]
+
+
+def _clock(ctx: typer.Context) -> Callable[[], datetime]:
+    runtime = ctx.find_object(Runtime)
+    if runtime is not None:
+        return runtime.clock
+    from fastuner.providers.base import utcnow
+
+    return utcnow
 
 
 def _console(no_color: bool = False, stderr: bool = False):
@@ -71,6 +91,7 @@ def validate(file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt =
 
 @app.command()
 def plan(
+    ctx: typer.Context,
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     out: Annotated[str | None, typer.Option("--out", "-out", "-o", help="Save the plan (JSON) for apply.")] = None,
     detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="Exit 0: no changes, 1: error, "
@@ -85,7 +106,7 @@ def plan(
 
     raise typer.Exit(run_plan(file, var, workspace, out=out, detailed_exitcode=detailed_exitcode, destroy=destroy,
                               replace=replace or [], renew=renew or [], json_out=json_out,
-                              console=_console(no_color)))
+                              console=_console(no_color), clock=_clock(ctx)))
 
 
 @app.command()
@@ -105,6 +126,7 @@ def show(
 
 @app.command()
 def apply(
+    ctx: typer.Context,
     planfile: Annotated[str | None, typer.Argument(help="Apply exactly this saved plan.")] = None,
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
@@ -121,11 +143,12 @@ def apply(
 
     raise typer.Exit(run_apply(planfile, file, var, workspace, auto_approve=auto_approve, parallelism=parallelism,
                                wait=not no_wait, replace=replace or [], renew=renew or [], destroy=False,
-                               console=_console(no_color)))
+                               console=_console(no_color), clock=_clock(ctx)))
 
 
 @app.command()
 def destroy(
+    ctx: typer.Context,
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
     parallelism: Annotated[int, typer.Option("--parallelism", min=1, max=256)] = 10,
@@ -135,11 +158,13 @@ def destroy(
     from fastuner.cli.commands import run_apply
 
     raise typer.Exit(run_apply(None, file, var, workspace, auto_approve=auto_approve, parallelism=parallelism,
-                               wait=True, replace=[], renew=[], destroy=True, console=_console(no_color)))
+                               wait=True, replace=[], renew=[], destroy=True, console=_console(no_color),
+                               clock=_clock(ctx)))
 
 
 @app.command()
 def reap(
+    ctx: typer.Context,
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be reaped.")] = False,
@@ -149,7 +174,7 @@ def reap(
     from fastuner.cli.reap import run_reap
 
     raise typer.Exit(run_reap(file, var, workspace, auto_approve=auto_approve, dry_run=dry_run, json_out=json_out,
-                              console=_console(no_color)))
+                              console=_console(no_color), clock=_clock(ctx)))
 
 
 # --- state ---------------------------------------------------------------------------------------
@@ -205,6 +230,7 @@ def logs(
 
 @app.command()
 def invoke(
+    ctx: typer.Context,
     address: Annotated[str, typer.Argument(help="deployment.NAME")],
     adapter: Annotated[str | None, typer.Option("--adapter", "-a", help="Adapter to use (default: the base "
                                                 "model; for --evaluate, the only adapter).")] = None,
@@ -234,7 +260,7 @@ def invoke(
                       concurrency=concurrency, rows_per_request=rows_per_request, retries=retries,
                       timeout=timeout, json_out=json_out)
     raise typer.Exit(run_invoke(address, options, file, var, workspace, console=_console(no_color),
-                                err_console=_console(no_color, stderr=True)))
+                                err_console=_console(no_color, stderr=True), clock=_clock(ctx)))
 
 
 @ci_app.command("github")
@@ -269,13 +295,14 @@ def schema(
     raise typer.Exit(run_schema(check, root, _console()))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, clock: Callable[[], datetime] | None = None) -> int:
     """Console-script entry point: user errors become diagnostics and exit 1; bugs keep their traceback.
 
     Usage errors also exit 1 (not click's 2), so that `plan --detailed-exitcode` keeps 2 for "changes".
+    `clock` is the current time for every decision a command makes (expiry, idleness); default: the system's.
     """
     try:
-        rc = app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False, obj=Runtime(clock) if clock is not None else None)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except typer.Abort:
