@@ -1,8 +1,8 @@
 """`fastuner reap`: destroy every deployment past its ttl or idle_ttl, and nothing else.
 
 Meant for a schedule (the CI workflow template runs it hourly), so it needs no dataset files: source
-hashes are taken from state. Reaped deployments stay recorded as expired and do not come back on the
-next apply until renewed (`fastuner apply --renew deployment.NAME`) or given a new ttl.
+hashes are taken from state. What is expired is the planner's decision (its docstring states the rule);
+reaped deployments stay recorded as expired until renewed.
 """
 
 from __future__ import annotations
