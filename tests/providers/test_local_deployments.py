@@ -16,7 +16,7 @@ import pytest
 
 from fastuner.providers.local.http import request
 from fastuner.state.local import LocalStateStore
-from tests.cli.helpers import fastuner_subprocess, intents_rows, write_jsonl
+from tests.cli.helpers import intents_rows, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -64,20 +64,19 @@ def state_of(root: Path):
     return LocalStateStore(root / "state" / "dep.json").read()
 
 
-def apply(root: Path, *args: str) -> subprocess.CompletedProcess:
-    proc = fastuner_subprocess("apply", "--auto-approve", *args, cwd=root, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
+def applied(cli, root: Path) -> None:
+    result = cli("apply", "--auto-approve", cwd=root)
+    assert result.code == 0, result.text
 
 
 def classify(url: str, adapter: str, text: str = "where is my order") -> dict:
     return request("POST", f"{url}/invocations", {"inputs": text, "adapter": adapter}, timeout=60)
 
 
-def test_lifecycle_update_in_place_drift_and_destroy(tmp_path: Path, tiny_models) -> None:
+def test_lifecycle_update_in_place_drift_and_destroy(tmp_path: Path, tiny_models, cli) -> None:
     root = write_project(tmp_path / "p", tiny_models["bert"], adapters=["a1", "a2"], deployed=["a1"])
     try:
-        apply(root)
+        applied(cli, root)
         dep = state_of(root).resources["deployment.api"]
         url, pid = dep.outputs["url"], dep.outputs["pid"]
         assert request("GET", f"{url}/ping")["status"] == "healthy"
@@ -86,17 +85,17 @@ def test_lifecycle_update_in_place_drift_and_destroy(tmp_path: Path, tiny_models
         assert set(classify(url, "a1")["scores"]) == labels
         # adding an adapter to a running deployment is an in-place update without a restart
         write_project(root, tiny_models["bert"], adapters=["a1", "a2"], deployed=["a1", "a2"])
-        plan = json.loads(fastuner_subprocess("plan", "--json", cwd=root).stdout)
+        plan = json.loads(cli("plan", "--json", cwd=root).out)
         change = next(c for c in plan["changes"] if c["address"] == "deployment.api")
         assert (change["action"], change["reason"]) == ("update", "update_because_changed")
-        apply(root)
+        applied(cli, root)
         dep = state_of(root).resources["deployment.api"]
         assert dep.outputs["pid"] == pid and dep.outputs["url"] == url
         assert set(dep.outputs["adapters"]) == {"a1", "a2"}
         assert set(classify(url, "a2")["scores"]) == labels
         # removing one goes through the management API too
         write_project(root, tiny_models["bert"], adapters=["a1", "a2"], deployed=["a2"])
-        apply(root)
+        applied(cli, root)
         adapters = request("GET", f"{url}/adapters")
         assert [a["name"] for a in adapters["adapters"]] == ["a2"]
         assert state_of(root).resources["deployment.api"].outputs["pid"] == pid
@@ -105,16 +104,16 @@ def test_lifecycle_update_in_place_drift_and_destroy(tmp_path: Path, tiny_models
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
             time.sleep(0.05)
-        plan = json.loads(fastuner_subprocess("plan", "--json", cwd=root).stdout)
+        plan = json.loads(cli("plan", "--json", cwd=root).out)
         change = next(c for c in plan["changes"] if c["address"] == "deployment.api")
         assert (change["action"], change["reason"]) == ("create", "create_because_missing")
         assert "not running" in change["detail"]
-        apply(root)
+        applied(cli, root)
         new = state_of(root).resources["deployment.api"].outputs
         assert new["pid"] != pid and classify(new["url"], "a2")["label"] in labels
         assert servers_of(root) != []
     finally:
-        fastuner_subprocess("destroy", "--auto-approve", cwd=root, timeout=300)
+        cli("destroy", "--auto-approve", cwd=root)
     assert servers_of(root) == []
     assert state_of(root).resources == {}
 
@@ -186,7 +185,7 @@ def test_ttl_expiry_reap_and_renew(tmp_path: Path, tiny_models, cli, clock) -> N
     assert servers_of(root) == []
 
 
-def test_port_in_use_and_corrupt_adapter_are_explained(tmp_path: Path, tiny_models) -> None:
+def test_port_in_use_and_corrupt_adapter_are_explained(tmp_path: Path, tiny_models, cli) -> None:
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
@@ -194,22 +193,22 @@ def test_port_in_use_and_corrupt_adapter_are_explained(tmp_path: Path, tiny_mode
     root = write_project(tmp_path / "p", tiny_models["bert"], adapters=["a1"], deployed=["a1"],
                          extra=f"    port: {port}\n")
     try:
-        proc = fastuner_subprocess("apply", "--auto-approve", cwd=root, timeout=600)
-        assert proc.returncode == 1
-        assert f"127.0.0.1:{port} is already in use" in proc.stdout, proc.stdout
-        assert "choose another `port:`" in proc.stdout
-        assert "Traceback" not in proc.stdout + proc.stderr
+        proc = cli("apply", "--auto-approve", cwd=root)  # a bug would raise here, not return 1
+        assert proc.code == 1
+        assert f"127.0.0.1:{port} is already in use" in proc.out, proc.out
+        assert "choose another `port:`" in proc.out
+        assert "Traceback" not in proc.text
         assert state_of(root).resources["deployment.api"].status == "failed"
         assert state_of(root).resources["adapter.a1"].status == "ready"  # the adapter is kept
         busy.close()
         # a corrupt artifact: the server refuses it at start, and says which file
         artifact = Path(state_of(root).resources["adapter.a1"].outputs["artifact_dir"])
         (artifact / "adapter_model.safetensors").write_bytes(b"not safetensors")
-        proc = fastuner_subprocess("apply", "--auto-approve", cwd=root, timeout=600)
-        assert proc.returncode == 1
-        assert "adapter_model.safetensors" in proc.stdout or "corrupt" in proc.stdout, proc.stdout
+        proc = cli("apply", "--auto-approve", cwd=root)
+        assert proc.code == 1
+        assert "adapter_model.safetensors" in proc.out or "corrupt" in proc.out, proc.out
         assert servers_of(root) == []
     finally:
         busy.close()
-        fastuner_subprocess("destroy", "--auto-approve", cwd=root, timeout=300)
+        cli("destroy", "--auto-approve", cwd=root)
     assert servers_of(root) == []
