@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fastuner.providers.local import processes
 from fastuner.providers.local.http import request
 from fastuner.state.local import LocalStateStore
 from tests.cli.helpers import intents_rows, write_jsonl
@@ -102,7 +103,7 @@ def test_lifecycle_update_in_place_drift_and_destroy(tmp_path: Path, tiny_models
         # a dead server is drift: the plan recreates it
         os.killpg(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        while time.monotonic() < deadline and processes.alive(pid):  # launched in-process: a zombie until reaped
             time.sleep(0.05)
         plan = json.loads(cli("plan", "--json", cwd=root).out)
         change = next(c for c in plan["changes"] if c["address"] == "deployment.api")
