@@ -9,7 +9,8 @@ import os
 import signal
 import sys
 import threading
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -19,10 +20,6 @@ from fastuner.cli.project import Project, open_project
 from fastuner.errors import Diagnostic, DiagnosticsError, Severity, UserError
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _checked(project: Project, *, local_inputs: bool = True) -> list[Diagnostic]:
@@ -87,7 +84,7 @@ def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
 # --- plan ------------------------------------------------------------------------------------------
 
 
-def make_project_plan(project: Project, *, destroy: bool, replace: list[str], renew: list[str],
+def make_project_plan(project: Project, *, destroy: bool, replace: list[str], renew: list[str], now: datetime,
                       hash_sources: bool = True, target: list[str] = (), refresh_only: bool = False):
     from fastuner.engine.refresh import refresh
     from fastuner.plan.planner import make_plan
@@ -102,7 +99,7 @@ def make_project_plan(project: Project, *, destroy: bool, replace: list[str], re
     _check_addresses(project, renew, "--renew", state)
     _check_addresses(project, list(target), "--target", state)
     observed = refresh(project.spec if not destroy else None, state, project.provider, hash_sources=hash_sources)
-    plan = make_plan(project.spec, state, observed, _now(), destroy=destroy, replace=replace, renew=renew,
+    plan = make_plan(project.spec, state, observed, now, destroy=destroy, replace=replace, renew=renew,
                      target=target, refresh_only=refresh_only)
     return dataclasses.replace(plan, diagnostics=(*(w.to_dict() for w in warnings), *plan.diagnostics))
 
@@ -117,11 +114,12 @@ def write_plan_file(plan, out: str) -> Path:
 
 
 def run_plan(file, var, workspace, *, out, detailed_exitcode, destroy, replace, renew, json_out,
-             console: Console, target: list[str] = (), refresh_only: bool = False) -> int:
+             console: Console, clock: Callable[[], datetime], target: list[str] = (),
+             refresh_only: bool = False) -> int:
     from fastuner.views.terminal import render_plan
 
     project = open_project(file, var, workspace)
-    plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, target=target,
+    plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, now=clock(), target=target,
                              refresh_only=refresh_only)
     data = plan.to_dict()
     if out:
@@ -224,8 +222,8 @@ class _Interrupts:
 
 
 def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait, replace, renew, destroy,
-              console: Console, target: list[str] = (), refresh_only: bool = False,
-              lock_timeout: str | None = None) -> int:
+              console: Console, clock: Callable[[], datetime], target: list[str] = (),
+              refresh_only: bool = False, lock_timeout: str | None = None) -> int:
     from fastuner.engine.apply import apply_plan
     from fastuner.views.progress import ProgressView
     from fastuner.views.terminal import render_plan
@@ -240,8 +238,8 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
         if plan.project != project.spec.config.project:
             raise UserError(f"{planfile} is a plan for project {plan.project}, not {project.spec.config.project}")
     else:
-        plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, target=target,
-                                 refresh_only=refresh_only)
+        plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, now=clock(),
+                                 target=target, refresh_only=refresh_only)
         render_plan(plan.to_dict(), console)
         if not plan.has_changes and not plan.refresh:
             return EXIT_OK
@@ -255,7 +253,7 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
     with _Interrupts(console) as interrupts, ProgressView(console) as view:
         result = apply_plan(plan, project.store, project.provider, spec_dir=project.spec_dir,
                             parallelism=parallelism, reporter=view, cancel=interrupts.cancel, wait_for=wait,
-                            operation="destroy" if destroy else "apply")
+                            clock=clock, operation="destroy" if destroy else "apply")
     if plan.mode == "refresh-only":
         console.print(f"\n[bold green]Refresh complete![/bold green] Recorded {len(plan.refresh)} change(s) in state; "
                       "nothing was created, updated or destroyed.")

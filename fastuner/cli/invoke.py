@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def generation_params(max_new_tokens, temperature, top_p, stop, seed) -> dict[st
 
 
 def run_invoke(address: str, options: Options, file, var, workspace, *, console: Console,
-               err_console: Console) -> int:
+               err_console: Console, clock: Callable[[], datetime]) -> int:
     modes = [m for m, on in (("--input", options.text is not None), ("--batch", options.batch is not None),
                              ("--evaluate", options.evaluate)) if on]
     if len(modes) != 1:
@@ -72,7 +73,7 @@ def run_invoke(address: str, options: Options, file, var, workspace, *, console:
     url = deployment.outputs["url"]
     adapters = dict(deployment.outputs.get("adapters") or {})
     adapter = pick_adapter(address, options, adapters, err_console)
-    if deployment.expires_at is not None and deployment.expires_at < datetime.now(UTC):
+    if deployment.expires_at is not None and deployment.expires_at < clock():
         err_console.print(f"[yellow]Warning:[/yellow] {escape(address)} is past its ttl (since "
                           f"{deployment.expires_at.isoformat(timespec='minutes')}); the next `fastuner apply` or "
                           "`fastuner reap` tears it down.")

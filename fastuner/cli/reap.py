@@ -1,8 +1,8 @@
 """`fastuner reap`: destroy every deployment past its ttl or idle_ttl, and nothing else.
 
 Meant for a schedule (the CI workflow template runs it hourly), so it needs no dataset files: source
-hashes are taken from state. Reaped deployments stay recorded as expired and do not come back on the
-next apply until renewed (`fastuner apply --renew deployment.NAME`) or given a new ttl.
+hashes are taken from state. What is expired is the planner's decision (its docstring states the rule);
+reaped deployments stay recorded as expired until renewed.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 
 from rich.console import Console
 from rich.markup import escape
@@ -27,16 +28,16 @@ def _hours(seconds: float) -> str:
 
 
 def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_out: bool, console: Console,
-             lock_timeout: str | None = None) -> int:
+             clock: Callable[[], datetime], lock_timeout: str | None = None) -> int:
     from fastuner.engine.apply import apply_plan
     from fastuner.views.progress import ProgressView
     from fastuner.views.terminal import render_plan
 
     project = open_project(file, var, workspace, notice=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]"),
                            lock_timeout=lock_timeout)
-    plan = make_project_plan(project, destroy=False, replace=[], renew=[], hash_sources=False)
+    now = clock()
+    plan = make_project_plan(project, destroy=False, replace=[], renew=[], now=now, hash_sources=False)
     expired = tuple(c for c in plan.changes if c.reason in EXPIRY)
-    now = datetime.now(UTC)
     state = project.store.read()
     if not expired:
         if json_out:
@@ -61,7 +62,7 @@ def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_ou
         return EXIT_ERROR
     with ProgressView(console, live=False if json_out else None) as view:
         result = apply_plan(plan, project.store, project.provider, spec_dir=project.spec_dir, reporter=view,
-                            operation="reap")
+                            clock=clock, operation="reap")
     report = []
     for c in expired:
         rs = state.get(c.address) if state else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -48,8 +49,9 @@ def run_state_show(address, file, var, workspace, console: Console, json_out: bo
     style = STATUS_STYLE.get(data["status"], "white")
     console.print(f"[bold]# {escape(address)}[/bold]  [{style}]{data['status']}[/{style}]")
     for key in ("physical_name", "identity", "created_at", "updated_at", "expires_at", "error"):
-        if data.get(key):
-            console.print(f"  {key:<14} = {escape(str(data[key]))}")
+        value = getattr(rs, key)
+        if value:  # times as plan and show write them
+            console.print(f"  {key:<14} = {escape(value.isoformat() if isinstance(value, datetime) else str(value))}")
     if data.get("pending"):
         console.print(f"  pending        = {escape(json.dumps(data['pending']))}")
     if data.get("depends_on"):

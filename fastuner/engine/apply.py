@@ -24,6 +24,7 @@ from fastuner.config.duration import parse_duration
 from fastuner.engine.events import NullReporter, Reporter, Result
 from fastuner.engine.ledger import Ledger
 from fastuner.errors import UserError
+from fastuner.plan.kinds import LIFETIME
 from fastuner.plan.model import Action, Change, Plan, Reason
 from fastuner.providers.base import Context, Outcome, Provider, ProviderError, utcnow
 from fastuner.state.model import Deposed, Operation, ResourceState, State, Status, Trained, empty_state
@@ -462,13 +463,15 @@ def _record_deleted(state: State, change: Change, expire: bool, now: datetime) -
     rs = state.resources.get(change.address)
     if rs is None:
         return
-    if expire:
+    if expire:  # the planner decided it: keep when it ended and the lifetime it ended under
         rs.status = Status.EXPIRED
         rs.pending = None
         rs.outputs = {"expired_at": now.isoformat()}
         rs.deposed = []
         rs.updated_at = now
-        rs.expires_at = rs.expires_at or now
+        after = change.after or {}
+        rs.inputs = {**rs.inputs, **{k: after[k] for k in LIFETIME.get(change.kind, ()) if k in after}}
+        rs.expires_at = datetime.fromisoformat(change.expires_at) if change.expires_at else now
     else:
         del state.resources[change.address]
 

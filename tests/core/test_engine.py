@@ -620,6 +620,75 @@ def test_a_renewed_deployment_gets_a_fresh_ttl(harness) -> None:
     assert not harness.plan().has_changes  # not deleted again as expired
 
 
+def test_ttl_transitions_shortened_expired_reaped_restored_renewed(harness) -> None:
+    """Every step of a deployment's lifetime with the clock moved by hand (issue 7, bug 2)."""
+    harness.converge()  # running, ttl 8h from NOW
+    base, created = harness.spec.text, harness.now
+    harness.tick(seconds=30)
+    harness.load(base.replace("ttl: 8h", "ttl: 1m"))  # shortened while young: an in-place update
+    plan = harness.plan()
+    assert plan.change("deployment.ep").reason is Reason.UPDATE_BECAUSE_CHANGED
+    assert harness.apply(plan).ok
+    assert harness.state().resources["deployment.ep"].expires_at == created + timedelta(minutes=1)
+    harness.tick(minutes=5)
+    plan = harness.plan()
+    assert [(c.address, c.reason) for c in plan.changes if c.action is not Action.NOOP] == \
+        [("deployment.ep", Reason.DELETE_BECAUSE_TTL_EXPIRED)]
+    assert harness.apply(plan).ok  # reaped
+    ep = harness.state().resources["deployment.ep"]
+    assert ep.status is Status.EXPIRED and ep.inputs["ttl"] == "1m"
+    assert ep.expires_at == created + timedelta(minutes=1) < harness.now  # when it really ended
+    for days in (0, 3):  # stays down: the change that made it expire is not a renewal
+        harness.tick(days=days)
+        later = harness.plan()
+        assert later.change("deployment.ep").reason is Reason.NOOP_BECAUSE_EXPIRED and not later.has_changes
+    harness.load(base)  # ttl back to 8h, after the expiry: renews it
+    plan = harness.plan()
+    ep_change = plan.change("deployment.ep")
+    assert (ep_change.reason, ep_change.detail) == (Reason.CREATE_BECAUSE_RENEWED, "ttl changed from 1m to 8h")
+    assert harness.apply(plan).ok
+    ep = harness.state().resources["deployment.ep"]
+    assert ep.status is Status.READY and ep.expires_at == harness.now + timedelta(hours=8)
+    assert not harness.plan().has_changes
+    harness.tick(hours=9)  # expires again under 8h, and --renew brings it back
+    assert harness.apply(harness.plan()).ok
+    assert harness.state().resources["deployment.ep"].expires_at == harness.now - timedelta(hours=1)
+    assert not harness.plan().has_changes
+    plan = harness.plan(renew=["deployment.ep"])
+    assert plan.change("deployment.ep").detail == "requested with --renew"
+    assert harness.apply(plan).ok
+    assert harness.state().resources["deployment.ep"].expires_at == harness.now + timedelta(hours=8)
+
+
+def test_a_ttl_shortened_past_its_end_expires_and_stays_down(harness) -> None:
+    harness.converge()
+    base, created = harness.spec.text, harness.now
+    harness.tick(hours=2)
+    harness.load(base.replace("ttl: 8h", "ttl: 1m"))  # already over: the same plan expires it
+    plan = harness.plan()
+    assert plan.change("deployment.ep").reason is Reason.DELETE_BECAUSE_TTL_EXPIRED
+    assert harness.apply(plan).ok
+    ep = harness.state().resources["deployment.ep"]
+    assert ep.inputs["ttl"] == "1m" and ep.expires_at == created + timedelta(minutes=1)
+    later = harness.plan()
+    assert later.change("deployment.ep").reason is Reason.NOOP_BECAUSE_EXPIRED and not later.has_changes
+
+
+def test_idle_ttl_expiry_records_when_it_went_idle(harness) -> None:
+    idle = harness.load().text.replace("ttl: 8h", "idle_ttl: 1h")
+    harness.converge(idle)
+    created = harness.now
+    harness.tick(hours=3)
+    plan = harness.plan()
+    assert plan.change("deployment.ep").reason is Reason.DELETE_BECAUSE_IDLE_TTL_EXPIRED
+    assert harness.apply(plan).ok
+    ep = harness.state().resources["deployment.ep"]
+    assert ep.status is Status.EXPIRED and ep.expires_at == created + timedelta(hours=1)
+    assert not harness.plan().has_changes
+    harness.load(idle.replace("idle_ttl: 1h", "idle_ttl: 2h"))
+    assert harness.plan().change("deployment.ep").reason is Reason.CREATE_BECAUSE_RENEWED
+
+
 def test_a_recreated_deployment_gets_a_fresh_ttl(harness) -> None:
     harness.converge()
     phys = harness.state().resources["deployment.ep"].physical_name

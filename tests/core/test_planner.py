@@ -447,6 +447,8 @@ def test_deposed_instances_are_deleted(spec, applied, now) -> None:
 
 
 # --- ttl ---------------------------------------------------------------------------------------------------
+# The rule (planner docstring, README "TTLs"): past its ttl or idle_ttl a deployment is deleted and kept as
+# expired with the lifetime it ended under; it stays down until `--renew` or a lifetime changed after that.
 
 
 def test_ttl_expiry_deletes_the_deployment(spec, applied, now) -> None:
@@ -455,10 +457,21 @@ def test_ttl_expiry_deletes_the_deployment(spec, applied, now) -> None:
     ep = plan.change("deployment.ep")
     assert (ep.action, ep.reason) == (Action.DELETE, Reason.DELETE_BECAUSE_TTL_EXPIRED)
     assert "ttl 8h" in ep.detail and (created + timedelta(hours=8)).isoformat() in ep.detail
+    assert ep.expires_at == (created + timedelta(hours=8)).isoformat()
+    assert ep.after is not None and ep.after["ttl"] == "8h"  # the lifetime it expires under, for the engine
     assert ep.physical_name == applied.resources["deployment.ep"].physical_name
     assert [c.address for c in plan.changes if c.action is not Action.NOOP] == ["deployment.ep"]
     just_before = make_plan(spec, applied, observed(applied), created + timedelta(hours=8, seconds=-1))
     assert actions(just_before)["deployment.ep"] == NOOP
+
+
+def test_a_shortened_ttl_expires_at_the_spec_time_not_the_recorded_one(load, applied, now) -> None:
+    applied.resources["deployment.ep"].expires_at = now + timedelta(hours=8)  # recorded under ttl 8h
+    plan = make_plan(load(SPEC.replace("ttl: 8h", "ttl: 1m")), applied, observed(applied), now + timedelta(hours=2))
+    ep = plan.change("deployment.ep")
+    assert (ep.action, ep.reason) == (Action.DELETE, Reason.DELETE_BECAUSE_TTL_EXPIRED)
+    assert ep.expires_at == (now + timedelta(minutes=1)).isoformat()  # in the past, when it really ended
+    assert ep.before["ttl"] == "8h" and ep.after["ttl"] == "1m"
 
 
 def test_ttl_expiry_wins_over_other_changes(load, applied, now) -> None:
@@ -481,6 +494,7 @@ def test_idle_ttl_uses_the_last_activity(load, now) -> None:
     ep = plan.change("deployment.ep")
     assert (ep.action, ep.reason) == (Action.DELETE, Reason.DELETE_BECAUSE_IDLE_TTL_EXPIRED)
     assert (later - timedelta(hours=2)).isoformat() in ep.detail and "idle_ttl 1h" in ep.detail
+    assert ep.expires_at == (later - timedelta(hours=1)).isoformat()  # idle for 1h from the last invocation
 
 
 def test_idle_ttl_without_activity_counts_from_creation(load, now) -> None:
@@ -489,13 +503,16 @@ def test_idle_ttl_without_activity_counts_from_creation(load, now) -> None:
     assert actions(make_plan(spec, state, observed(state), now + timedelta(minutes=59)))["deployment.ep"] == NOOP
     plan = make_plan(spec, state, observed(state), now + timedelta(hours=1))
     assert actions(plan)["deployment.ep"] == (Action.DELETE, Reason.DELETE_BECAUSE_IDLE_TTL_EXPIRED)
+    assert plan.change("deployment.ep").expires_at == (now + timedelta(hours=1)).isoformat()
 
 
-def _expire(state: State, now: datetime) -> State:
+def _expire(state: State, ended: datetime, **lifetime: str | None) -> State:
+    """The record the engine leaves for an expiry at `ended` (optionally under another ttl/idle_ttl)."""
     rs = state.resources["deployment.ep"]
     rs.status = Status.EXPIRED
-    rs.expires_at = now
-    rs.outputs = {"expired_at": now.isoformat()}
+    rs.expires_at = ended
+    rs.outputs = {"expired_at": ended.isoformat()}
+    rs.inputs.update(lifetime)
     return state
 
 
@@ -505,9 +522,20 @@ def test_expired_tombstone_stays_down(spec, applied, now) -> None:
     ep = plan.change("deployment.ep")
     assert (ep.action, ep.reason) == (Action.NOOP, Reason.NOOP_BECAUSE_EXPIRED)
     assert "fastuner apply --renew deployment.ep" in ep.detail
+    assert f"ended at {(now + timedelta(hours=8)).isoformat()}" in ep.detail
+    assert "stays down" not in ep.detail  # the reason says it; the detail adds only what is new
     assert ep.expires_at == (now + timedelta(hours=8)).isoformat()
     assert ep.cost == {}
     assert not plan.has_changes and plan.refresh == {}
+
+
+def test_the_ttl_change_that_made_it_expire_is_not_a_renewal(load, applied, now) -> None:
+    _expire(applied, now + timedelta(minutes=1), ttl="1m")  # shortened to 1m, then expired under it
+    short = load(SPEC.replace("ttl: 8h", "ttl: 1m"))
+    for later in (timedelta(minutes=2), timedelta(days=3)):
+        plan = make_plan(short, applied, observed(applied), now + later)
+        assert actions(plan)["deployment.ep"] == (Action.NOOP, Reason.NOOP_BECAUSE_EXPIRED)
+        assert not plan.has_changes
 
 
 def test_expired_tombstone_comes_back_when_renewed(spec, applied, now) -> None:
@@ -516,16 +544,33 @@ def test_expired_tombstone_comes_back_when_renewed(spec, applied, now) -> None:
     plan = make_plan(spec, applied, observed(applied), later, renew=["deployment.ep"])
     ep = plan.change("deployment.ep")
     assert (ep.action, ep.reason) == (Action.CREATE, Reason.CREATE_BECAUSE_RENEWED)
-    assert "renewed with --renew" in ep.detail
+    assert ep.detail == "requested with --renew"
     assert ep.expires_at == (later + timedelta(hours=8)).isoformat()
 
 
-def test_expired_tombstone_comes_back_when_its_ttl_changes(load, applied, now) -> None:
-    _expire(applied, now + timedelta(hours=8))
-    plan = make_plan(load(SPEC.replace("ttl: 8h", "ttl: 2d")), applied, observed(applied), now + timedelta(days=3))
+def test_a_ttl_changed_after_the_expiry_renews(load, applied, now) -> None:
+    _expire(applied, now + timedelta(minutes=1), ttl="1m")
+    later = now + timedelta(days=3)
+    plan = make_plan(load(SPEC), applied, observed(applied), later)  # ttl back to 8h
     ep = plan.change("deployment.ep")
     assert (ep.action, ep.reason) == (Action.CREATE, Reason.CREATE_BECAUSE_RENEWED)
-    assert "its ttl changed" in ep.detail
+    assert ep.detail == "ttl changed from 1m to 8h"
+    assert ep.expires_at == (later + timedelta(hours=8)).isoformat()  # a new lifetime from now
+
+
+def test_an_idle_ttl_changed_after_the_expiry_renews(load, now) -> None:
+    spec = load(IDLE)
+    state = settle(make_plan(spec, State(project="demo"), observed(), now), State(project="demo"), now)
+    _expire(state, now + timedelta(hours=1))
+    assert actions(make_plan(spec, state, observed(state), now + timedelta(hours=3)))["deployment.ep"] == \
+        (Action.NOOP, Reason.NOOP_BECAUSE_EXPIRED)
+    plan = make_plan(load(IDLE.replace("idle_ttl: 1h", "idle_ttl: 2h")), state, observed(state), now + timedelta(hours=3))
+    ep = plan.change("deployment.ep")
+    assert (ep.action, ep.reason, ep.detail) == (Action.CREATE, Reason.CREATE_BECAUSE_RENEWED,
+                                                 "idle_ttl changed from 1h to 2h")
+    plan = make_plan(load(IDLE.replace("idle_ttl: 1h", "idle_ttl: 1h\n    ttl: 1d")), state, observed(state),
+                     now + timedelta(hours=3))
+    assert plan.change("deployment.ep").detail == "ttl changed from none to 1d"
 
 
 def test_expired_tombstone_ignores_other_changes(load, applied, now) -> None:

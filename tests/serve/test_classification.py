@@ -6,9 +6,13 @@ import json
 import shutil
 import threading
 
+import pytest
+
 from tests.serve.factory import make_adapter
 from tests.serve.harness import histogram_quantile
 from tests.serve.helpers import LABELS3, LABELS5, TEXTS
+
+pytestmark = pytest.mark.slow  # starts the inference server as a process
 
 BASE_LABELS = ["base-a", "base-b", "base-c"]
 
