@@ -24,7 +24,7 @@ def local_provider(spec: Spec, workspace: str) -> Provider:
     from fastuner.providers.local.base_models import check_base_models
     from fastuner.providers.local.datasets import LocalDatasets
     from fastuner.providers.local.deployments import LocalDeployments
-    from fastuner.providers.local.programs import code_hash
+    from fastuner.providers.programs import code_hash
 
     root = work_dir(spec)
     settings = spec.config.provider.local

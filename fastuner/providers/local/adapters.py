@@ -38,50 +38,14 @@ from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation
 from fastuner.providers.base import Context, Outcome, ProviderError
 from fastuner.providers.local import processes
-from fastuner.providers.local.programs import program
 from fastuner.providers.local.sagemaker_tree import write_input_config
 from fastuner.providers.local.trainlog import LogFollower, last_step
+from fastuner.providers.programs import program
+from fastuner.providers.training import training_config
 from fastuner.state.model import ResourceState
 
 SPLITS = ("train", "validation", "test")
 KEPT = ("model", "input/config/hyperparameters.json", "train.log")  # what a restored run needs
-
-
-def resolve_model(value: str, spec_dir: Path) -> str:
-    """A local folder (absolute, or relative to fastuner.yaml) becomes an absolute path; anything else
-    is a hub id for transformers (HF_HOME and HF_HUB_OFFLINE are honoured by the program)."""
-    p = Path(value).expanduser()
-    candidate = p if p.is_absolute() else spec_dir / p
-    if candidate.exists():
-        return str(candidate.resolve())
-    return value
-
-
-def hyperparameters(inputs: dict[str, Any], dataset_inputs: dict[str, Any], labels: list[str] | None, spec_dir: Path,
-                    checkpoint_dir: Path) -> dict[str, Any]:
-    """The training program's config (containers/README.md) from an adapter's resolved inputs and its
-    dataset's. The dataset's `max_input_chars` goes into the artifact's fastuner.json, so the server
-    refuses inputs the adapter was never trained on (wherever the artifact is served)."""
-    lora, training = inputs["lora"], inputs["training"]
-    config: dict[str, Any] = {
-        "task": dataset_inputs["task"],
-        "base_model": resolve_model(inputs["base_model"], spec_dir),
-        "base_model_revision": inputs.get("base_model_revision"),
-        "method": inputs["method"],
-        "lora_r": lora["r"], "lora_alpha": lora["alpha"], "lora_dropout": lora["dropout"],
-        "target_modules": lora["target_modules"],
-        "epochs": training["epochs"], "learning_rate": training["learning_rate"],
-        "warmup_ratio": training["warmup_ratio"], "weight_decay": training["weight_decay"],
-        "batch_tokens": training["batch_tokens"], "max_seq_len": training["max_seq_len"],
-        "grad_accum": training["grad_accum"], "gradient_checkpointing": training["gradient_checkpointing"],
-        "seed": training["seed"], "checkpoint_every": training["checkpoint_every"],
-        "max_steps": training.get("max_steps"),
-        "checkpoint_dir": str(checkpoint_dir),
-        "max_input_chars": (dataset_inputs.get("checks") or {}).get("max_input_chars"),
-    }
-    if labels:
-        config["labels"] = sorted(labels)
-    return config
 
 
 class LocalAdapters:
@@ -251,7 +215,7 @@ class LocalAdapters:
         if "train" not in channels:
             raise ProviderError(f"{dataset_address} has an empty train split")
         labels = list((dataset.outputs.get("labels") or {}).keys()) or None
-        config = hyperparameters(inputs, dataset.inputs, labels, self.spec_dir, run / "checkpoints")
+        config = training_config(inputs, dataset.inputs, labels, self.spec_dir, run / "checkpoints")
         config_dir = run / "input" / "config"
         config_file = write_input_config(config_dir, config, channels)
         env = dict(os.environ)

@@ -26,9 +26,9 @@ from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation
 from fastuner.providers.base import Context, Outcome, ProviderError
 from fastuner.providers.local import processes
-from fastuner.providers.local.adapters import resolve_model
 from fastuner.providers.local.http import HttpError, metric, request
-from fastuner.providers.local.programs import program
+from fastuner.providers.programs import program
+from fastuner.providers.training import resolve_model
 from fastuner.state.model import ResourceState
 
 EXIT_REASONS = {2: "bad settings", 3: "the base model cannot be loaded", 4: "an adapter is missing, corrupt or "
