@@ -28,14 +28,16 @@ def local_provider(spec: Spec, workspace: str) -> Provider:
 
     root = work_dir(spec)
     settings = spec.config.provider.local
+    datasets = LocalDatasets(root, spec.base_dir)
+    adapters = LocalAdapters(root, spec.base_dir, python=settings.python, device=settings.device,
+                             slots=settings.training_slots)
+    deployments = LocalDeployments(root, spec.base_dir, python=settings.python, device=settings.device)
     return Provider(
         name="local",
-        resources={
-            "dataset": LocalDatasets(root, spec.base_dir),
-            "adapter": LocalAdapters(root, spec.base_dir, python=settings.python, device=settings.device,
-                                     slots=settings.training_slots),
-            "deployment": LocalDeployments(root, spec.base_dir, python=settings.python, device=settings.device),
-        },
+        resources={"dataset": datasets, "adapter": adapters, "deployment": deployments},
+        logs={"adapter": adapters, "deployment": deployments},
+        endpoints=deployments,
+        splits=datasets,
         priced=False,
         training_code_hash=lambda: code_hash("train"),
         checks=lambda: check_base_models(spec),

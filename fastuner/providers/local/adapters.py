@@ -28,6 +28,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -36,7 +37,7 @@ from fastuner.data.store import LocalObjectStore, materialize
 from fastuner.errors import DiagnosticsError
 from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation
-from fastuner.providers.base import Context, Outcome, ProviderError
+from fastuner.providers.base import Context, Outcome, ProviderError, ResourceProvider
 from fastuner.providers.local import processes
 from fastuner.providers.local.sagemaker_tree import write_input_config
 from fastuner.providers.local.trainlog import LogFollower, last_step
@@ -48,7 +49,7 @@ SPLITS = ("train", "validation", "test")
 KEPT = ("model", "input/config/hyperparameters.json", "train.log")  # what a restored run needs
 
 
-class LocalAdapters:
+class LocalAdapters(ResourceProvider):
     kind = "adapter"
 
     def __init__(self, work_dir: Path, spec_dir: Path, *, python: str | None = None, device: str = "auto",
@@ -279,12 +280,15 @@ class LocalAdapters:
         for kind, text in follower.poll():
             (ctx.warning if kind == "warning" else ctx.progress)(text)
 
-    def log_file(self, rs: ResourceState) -> tuple[Path, bool]:
-        """The run's log and whether the run is still going (for `fastuner logs -f`)."""
+    def read_log(self, rs: ResourceState, *, follow: bool) -> Iterator[str]:
+        """The run's train.log; followed while the training process lives."""
         run = self.run_dir(rs.physical_name or "")
+        return processes.read_log(rs.address, run / "train.log", lambda: self._running(run), follow=follow)
+
+    @staticmethod
+    def _running(run: Path) -> bool:
         info = processes.recorded(run)
-        running = bool(info) and processes.exit_code(run) is None and processes.alive(int(info["pid"]))
-        return run / "train.log", running
+        return bool(info) and processes.exit_code(run) is None and processes.alive(int(info["pid"]))
 
     # --- updating and deleting ----------------------------------------------------------------------
 
