@@ -77,7 +77,8 @@ class Context:
     cancelled: threading.Event = field(default_factory=threading.Event)
     wait: bool = True
     now: Callable[[], datetime] = utcnow
-    referenced: Callable[[], set[str]] = set  # object keys other resources still use (garbage safety)
+    # every string state still points at, object keys among them: a delete spares the keys in it
+    referenced: Callable[[], set[str]] = set
 
 
 READ_WORKERS = 10  # reads at once in the default `read_many` (a local server's /ping, a Describe call)

@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fastuner.config.duration import format_elapsed, parse_duration
-from fastuner.data.store import LocalObjectStore, materialize
+from fastuner.data.store import LocalObjectStore, ObjectStore
 from fastuner.errors import DiagnosticsError
 from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation
@@ -55,7 +55,7 @@ class LocalAdapters(ResourceProvider):
     def __init__(self, work_dir: Path, spec_dir: Path, *, python: str | None = None, device: str = "auto",
                  slots: int = 1, poll: float = 0.25) -> None:
         self.runs = work_dir / "runs"
-        self.store = LocalObjectStore(work_dir / "objects")
+        self.store: ObjectStore = LocalObjectStore(work_dir / "objects")
         self.spec_dir = spec_dir
         self.python = python or sys.executable
         self.device = device
@@ -184,7 +184,7 @@ class LocalAdapters(ResourceProvider):
         shutil.rmtree(run, ignore_errors=True)
         for rel, key in artifact.items():
             target = run / rel
-            materialize(self.store, key, target.parent, target.name)
+            self.store.materialize(key, target.parent, target.name)
         _write_json(run / "artifact.json", artifact)
         _write_json(run / "restored.json", {"from": restore.get("physical_name"),
                                             "duration_s": restore.get("duration_s"), "restored_at": time.time()})
@@ -208,7 +208,7 @@ class LocalAdapters(ResourceProvider):
             folder = run / "input" / "data" / split
             shutil.rmtree(folder, ignore_errors=True)
             try:
-                materialize(self.store, entry["key"], folder, f"{split}.jsonl")
+                self.store.materialize(entry["key"], folder, f"{split}.jsonl")
             except DiagnosticsError as exc:
                 raise ProviderError(exc.diagnostics[0].summary, f"Re-create {dataset_address}: "
                                     f"fastuner apply --replace {dataset_address}") from None
@@ -308,7 +308,7 @@ class LocalAdapters(ResourceProvider):
         artifacts = [rs.outputs.get("artifact") or {}, *(t.artifact for t in rs.history)]
         for key in {k for artifact in artifacts for k in artifact.values()} - keep:
             with contextlib.suppress(ValueError):
-                self.store.path(key).unlink(missing_ok=True)
+                self.store.delete(key)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastuner.data.store import LocalObjectStore
+from fastuner.data.store import LocalObjectStore, ObjectStore
 from fastuner.data.write import write_splits
 from fastuner.errors import DiagnosticsError
 from fastuner.plan.model import Change
@@ -34,7 +34,7 @@ class LocalDatasets(ResourceProvider):
     kind = "dataset"
 
     def __init__(self, work_dir: Path, spec_dir: Path) -> None:
-        self.store = LocalObjectStore(work_dir / "objects")
+        self.store: ObjectStore = LocalObjectStore(work_dir / "objects")
         self.spec_dir = spec_dir
 
     def _keys(self, outputs: dict[str, Any]) -> list[str]:
@@ -91,4 +91,4 @@ class LocalDatasets(ResourceProvider):
         for key in self._keys(rs.outputs):
             if key in keep:
                 continue
-            self.store.path(key).unlink(missing_ok=True)
+            self.store.delete(key)
