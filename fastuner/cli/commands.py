@@ -54,7 +54,7 @@ def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
     project = open_project(file, var, workspace)
     warnings = _checked(project)
     from fastuner.engine.refresh import dataset_sources
-    from fastuner.providers.local.datasets import describe_scan, scan_inputs
+    from fastuner.providers.datasets import describe_scan, scan_inputs
 
     dataset_sources(project.spec)  # every file exists (errors point at its `path:`)
     reports, errors = [], []

@@ -282,7 +282,7 @@ class _Run:
                        progress=lambda text: self.reporter.progress(change.address, text),
                        warning=lambda text: self.reporter.notice(f"{change.address}: warning: {text}"),
                        cancelled=self.cancel, wait=self.wait_for, now=self.clock,
-                       referenced=lambda: _referenced_keys(self.ledger.state, change.address, change.deposed))
+                       referenced=lambda: referenced_values(self.ledger.state, change.address, change.deposed))
 
     def _dependents_unsettled(self, address: str) -> bool:
         for c in self.plan.changes:
@@ -335,7 +335,7 @@ class _Run:
                 continue  # still an instance: its own deletion removes it, once nothing uses it
             gone = ResourceState(address=change.address, kind=change.kind, name=change.name, identity=old.identity,
                                  physical_name=old.physical_name, outputs={"artifact": old.artifact})
-            ctx = dataclasses.replace(self._ctx(change), referenced=lambda: _referenced_keys(self.ledger.state))
+            ctx = dataclasses.replace(self._ctx(change), referenced=lambda: referenced_values(self.ledger.state))
             try:
                 provider.delete(gone, ctx)
             except ProviderError as exc:  # a leftover file, not a failed resource
@@ -482,30 +482,32 @@ def _drop_deposed(state: State, address: str, physical_name: str) -> None:
         rs.deposed = [d for d in rs.deposed if (d.physical_name or "") != physical_name]
 
 
-def _referenced_keys(state: State, exclude: str | None = None, deposed: str | None = None) -> set[str]:
-    """Object-store keys that state still points at: current outputs, old instances awaiting deletion,
-    kept earlier results (history) and operations in flight. `exclude` leaves out one resource being
-    deleted, or with `deposed` only that old instance of it."""
-    keys: set[str] = set()
+def referenced_values(state: State, exclude: str | None = None, deposed: str | None = None) -> set[str]:
+    """Every string that state still points at: in current outputs, old instances awaiting deletion,
+    kept earlier results (history) and operations in flight. Among them are the object-store keys still
+    in use; which strings are keys is the store's business, so a provider deletes only its own keys that
+    are not in this set. `exclude` leaves out one resource being deleted, or with `deposed` only that
+    old instance of it."""
+    values: set[str] = set()
     for address, rs in state.resources.items():
         if address == exclude and deposed is None:
             continue
-        _collect_keys(rs.outputs, keys)
-        _collect_keys(rs.pending.detail if rs.pending else {}, keys)
+        _collect_strings(rs.outputs, values)
+        _collect_strings(rs.pending.detail if rs.pending else {}, values)
         for old in rs.deposed:
             if address != exclude or (old.physical_name or "") != deposed:
-                _collect_keys(old.outputs, keys)
+                _collect_strings(old.outputs, values)
         for kept in rs.history:
-            _collect_keys(kept.artifact, keys)
-    return keys
+            _collect_strings(kept.artifact, values)
+    return values
 
 
-def _collect_keys(value, keys: set[str]) -> None:
-    if isinstance(value, str) and value.startswith("sha256/"):
-        keys.add(value)
+def _collect_strings(value, values: set[str]) -> None:
+    if isinstance(value, str):
+        values.add(value)
     elif isinstance(value, dict):
         for v in value.values():
-            _collect_keys(v, keys)
+            _collect_strings(v, values)
     elif isinstance(value, list):
         for v in value:
-            _collect_keys(v, keys)
+            _collect_strings(v, values)

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation
-from fastuner.providers.base import Context, Outcome, Provider, ProviderError
+from fastuner.providers.base import Context, Outcome, Provider, ProviderError, ResourceProvider
 from fastuner.state.model import ResourceState
 
 
@@ -55,7 +55,7 @@ class MemoryWorld:
             self.running.pop(address, None)
 
 
-class MemoryResources:
+class MemoryResources(ResourceProvider):
     def __init__(self, kind: str, world: MemoryWorld) -> None:
         self.kind = kind
         self.world = world

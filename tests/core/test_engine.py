@@ -18,8 +18,8 @@ from fastuner.engine.ledger import Ledger
 from fastuner.engine.refresh import refresh
 from fastuner.errors import DiagnosticsError, UserError
 from fastuner.plan.model import Action, Change, Plan, Reason
-from fastuner.providers.base import Provider, ProviderError
-from fastuner.providers.memory import memory_provider
+from fastuner.providers.base import Provider, ProviderError, ResourceProvider
+from fastuner.providers.memory import MemoryResources, memory_provider
 from fastuner.state.model import Status, empty_state
 
 WIDE = """\
@@ -739,7 +739,7 @@ def test_plan_for_another_project_or_workspace_is_refused(harness) -> None:
         harness.apply(dataclasses.replace(plan, workspace="staging"))
 
 
-class _Unreadable:
+class _Unreadable(ResourceProvider):
     kind = "adapter"
 
     def read(self, rs):
@@ -754,6 +754,30 @@ def test_refresh_reports_a_provider_read_error_per_resource(harness) -> None:
     [d] = info.value.diagnostics
     assert d.summary == "adapter.ad: cannot read it: access denied to training jobs"
     assert d.detail == "allow sagemaker:ListTrainingJobs" and d.address == "adapter.ad"
+
+
+class _Listing(MemoryResources):
+    """Reads every resource of its kind with one call, as a cloud provider's List call does."""
+
+    def __init__(self, kind, world) -> None:
+        super().__init__(kind, world)
+        self.batches: list[list[str]] = []
+
+    def read(self, rs):
+        raise AssertionError("refresh reads a kind with read_many")
+
+    def read_many(self, states):
+        self.batches.append([rs.address for rs in states])
+        return {rs.address: MemoryResources.read(self, rs) for rs in states}
+
+
+def test_refresh_reads_each_kind_with_one_read_many(harness) -> None:
+    harness.converge()
+    listing = {k: _Listing(k, harness.world) for k in ("dataset", "adapter", "deployment")}
+    observed = refresh(harness.spec, harness.state(), Provider(name="memory", resources=listing))
+    assert [b for r in listing.values() for b in r.batches] == [["dataset.ds"], ["adapter.ad"], ["deployment.ep"]]
+    assert list(observed.resources) == list(harness.state().resources)  # in state's order
+    assert {o.status for o in observed.resources.values()} == {"ready"}
 
 
 def test_refresh_hashes_sources_and_skips_tombstones(harness) -> None:

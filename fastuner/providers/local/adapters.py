@@ -28,69 +28,34 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fastuner.config.duration import format_elapsed, parse_duration
-from fastuner.data.store import LocalObjectStore, materialize
+from fastuner.data.store import LocalObjectStore, ObjectStore
 from fastuner.errors import DiagnosticsError
 from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation
-from fastuner.providers.base import Context, Outcome, ProviderError
+from fastuner.providers.base import Context, Outcome, ProviderError, ResourceProvider
 from fastuner.providers.local import processes
-from fastuner.providers.local.programs import program
 from fastuner.providers.local.sagemaker_tree import write_input_config
 from fastuner.providers.local.trainlog import LogFollower, last_step
+from fastuner.providers.programs import program
+from fastuner.providers.training import training_config
 from fastuner.state.model import ResourceState
 
 SPLITS = ("train", "validation", "test")
 KEPT = ("model", "input/config/hyperparameters.json", "train.log")  # what a restored run needs
 
 
-def resolve_model(value: str, spec_dir: Path) -> str:
-    """A local folder (absolute, or relative to fastuner.yaml) becomes an absolute path; anything else
-    is a hub id for transformers (HF_HOME and HF_HUB_OFFLINE are honoured by the program)."""
-    p = Path(value).expanduser()
-    candidate = p if p.is_absolute() else spec_dir / p
-    if candidate.exists():
-        return str(candidate.resolve())
-    return value
-
-
-def hyperparameters(inputs: dict[str, Any], dataset_inputs: dict[str, Any], labels: list[str] | None, spec_dir: Path,
-                    checkpoint_dir: Path) -> dict[str, Any]:
-    """The training program's config (containers/README.md) from an adapter's resolved inputs and its
-    dataset's. The dataset's `max_input_chars` goes into the artifact's fastuner.json, so the server
-    refuses inputs the adapter was never trained on (wherever the artifact is served)."""
-    lora, training = inputs["lora"], inputs["training"]
-    config: dict[str, Any] = {
-        "task": dataset_inputs["task"],
-        "base_model": resolve_model(inputs["base_model"], spec_dir),
-        "base_model_revision": inputs.get("base_model_revision"),
-        "method": inputs["method"],
-        "lora_r": lora["r"], "lora_alpha": lora["alpha"], "lora_dropout": lora["dropout"],
-        "target_modules": lora["target_modules"],
-        "epochs": training["epochs"], "learning_rate": training["learning_rate"],
-        "warmup_ratio": training["warmup_ratio"], "weight_decay": training["weight_decay"],
-        "batch_tokens": training["batch_tokens"], "max_seq_len": training["max_seq_len"],
-        "grad_accum": training["grad_accum"], "gradient_checkpointing": training["gradient_checkpointing"],
-        "seed": training["seed"], "checkpoint_every": training["checkpoint_every"],
-        "max_steps": training.get("max_steps"),
-        "checkpoint_dir": str(checkpoint_dir),
-        "max_input_chars": (dataset_inputs.get("checks") or {}).get("max_input_chars"),
-    }
-    if labels:
-        config["labels"] = sorted(labels)
-    return config
-
-
-class LocalAdapters:
+class LocalAdapters(ResourceProvider):
     kind = "adapter"
 
     def __init__(self, work_dir: Path, spec_dir: Path, *, python: str | None = None, device: str = "auto",
                  slots: int = 1, poll: float = 0.25) -> None:
         self.runs = work_dir / "runs"
-        self.store = LocalObjectStore(work_dir / "objects")
+        self.store: ObjectStore = LocalObjectStore(work_dir / "objects")
         self.spec_dir = spec_dir
         self.python = python or sys.executable
         self.device = device
@@ -219,7 +184,7 @@ class LocalAdapters:
         shutil.rmtree(run, ignore_errors=True)
         for rel, key in artifact.items():
             target = run / rel
-            materialize(self.store, key, target.parent, target.name)
+            self.store.materialize(key, target.parent, target.name)
         _write_json(run / "artifact.json", artifact)
         _write_json(run / "restored.json", {"from": restore.get("physical_name"),
                                             "duration_s": restore.get("duration_s"), "restored_at": time.time()})
@@ -243,7 +208,7 @@ class LocalAdapters:
             folder = run / "input" / "data" / split
             shutil.rmtree(folder, ignore_errors=True)
             try:
-                materialize(self.store, entry["key"], folder, f"{split}.jsonl")
+                self.store.materialize(entry["key"], folder, f"{split}.jsonl")
             except DiagnosticsError as exc:
                 raise ProviderError(exc.diagnostics[0].summary, f"Re-create {dataset_address}: "
                                     f"fastuner apply --replace {dataset_address}") from None
@@ -251,7 +216,7 @@ class LocalAdapters:
         if "train" not in channels:
             raise ProviderError(f"{dataset_address} has an empty train split")
         labels = list((dataset.outputs.get("labels") or {}).keys()) or None
-        config = hyperparameters(inputs, dataset.inputs, labels, self.spec_dir, run / "checkpoints")
+        config = training_config(inputs, dataset.inputs, labels, self.spec_dir, run / "checkpoints")
         config_dir = run / "input" / "config"
         config_file = write_input_config(config_dir, config, channels)
         env = dict(os.environ)
@@ -315,12 +280,15 @@ class LocalAdapters:
         for kind, text in follower.poll():
             (ctx.warning if kind == "warning" else ctx.progress)(text)
 
-    def log_file(self, rs: ResourceState) -> tuple[Path, bool]:
-        """The run's log and whether the run is still going (for `fastuner logs -f`)."""
+    def read_log(self, rs: ResourceState, *, follow: bool) -> Iterator[str]:
+        """The run's train.log; followed while the training process lives."""
         run = self.run_dir(rs.physical_name or "")
+        return processes.read_log(rs.address, run / "train.log", lambda: self._running(run), follow=follow)
+
+    @staticmethod
+    def _running(run: Path) -> bool:
         info = processes.recorded(run)
-        running = bool(info) and processes.exit_code(run) is None and processes.alive(int(info["pid"]))
-        return run / "train.log", running
+        return bool(info) and processes.exit_code(run) is None and processes.alive(int(info["pid"]))
 
     # --- updating and deleting ----------------------------------------------------------------------
 
@@ -340,7 +308,7 @@ class LocalAdapters:
         artifacts = [rs.outputs.get("artifact") or {}, *(t.artifact for t in rs.history)]
         for key in {k for artifact in artifacts for k in artifact.values()} - keep:
             with contextlib.suppress(ValueError):
-                self.store.path(key).unlink(missing_ok=True)
+                self.store.delete(key)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

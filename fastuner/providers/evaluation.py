@@ -1,7 +1,7 @@
 """Scoring a served adapter on its dataset's test split (`fastuner invoke --evaluate`).
 
-The test split is read from the local object store by the key the dataset recorded in state
-(`splits.test.key`; `store` is the store's folder), so what is scored is exactly what training held out.
+The test split is read back through the provider that stored it (`Provider.splits`), so what is scored is
+exactly what training held out; the deployment is invoked through its provider's `Endpoint`.
 Metrics are defined as the training program defines them (containers/train evaluation.py): accuracy,
 macro-F1 averaged over the labels present in the truth or the predictions, and exact match of the
 generated text against the target after `strip()`.
@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from fastuner.data.store import LocalObjectStore
 from fastuner.errors import UserError
-from fastuner.providers.local.client import Client, Row, run_rows
+from fastuner.providers.base import ProviderError, SplitSource
+from fastuner.providers.endpoint import Endpoint, Row, run_rows
 from fastuner.state.model import State
 
 
@@ -35,7 +34,7 @@ class EvalSplit:
         return "label" if self.task == "classification" else "target"
 
 
-def read_test_split(state: State, adapter_address: str) -> EvalSplit:
+def read_test_split(state: State, adapter_address: str, splits: SplitSource) -> EvalSplit:
     adapter = state.get(adapter_address)
     if adapter is None:
         raise UserError(f"{adapter_address} is not in state; --evaluate needs the adapter's dataset",
@@ -49,14 +48,10 @@ def read_test_split(state: State, adapter_address: str) -> EvalSplit:
     if not split.get("rows") or not split.get("key"):
         raise UserError(f"{dataset.address} has no test split to evaluate on",
                         "Give it one in fastuner.yaml (split: {train: 0.8, validation: 0.1, test: 0.1}).")
-    store = dataset.outputs.get("store")
-    if not store:
-        raise UserError(f"{dataset.address} records no object store (not stored by the local provider)")
-    objects = LocalObjectStore(Path(store))
-    if not objects.exists(split["key"]):
-        raise UserError(f"{dataset.address}'s test split ({split['key']}) is missing from {store}",
-                        f"Re-create it: fastuner apply --replace {dataset.address}")
-    data = objects.get(split["key"])
+    try:
+        data = splits.read_split(dataset, "test")
+    except ProviderError as exc:
+        raise UserError(exc.message, exc.hint) from None
     records = [orjson.loads(line) for line in data.splitlines() if line.strip()]
     task = (adapter.outputs or {}).get("task") or (dataset.inputs or {}).get("task") or "classification"
     return EvalSplit(adapter_address, dataset.address, task, records)
@@ -82,7 +77,7 @@ def exact_match(truth: list[str], generated: list[str | None]) -> float:
     return hits / len(truth) if truth else 0.0
 
 
-def evaluate(client: Client, split: EvalSplit, adapter: str, training_metrics: dict[str, Any], *, deployment: str,
+def evaluate(client: Endpoint, split: EvalSplit, adapter: str, training_metrics: dict[str, Any], *, deployment: str,
              params: dict[str, Any] | None = None, concurrency: int = 8, rows_per_request: int = 8,
              on_done: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Score the adapter as served. The base model is invoked on the same inputs for generation; for
