@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fastuner.config.duration import format_elapsed, parse_duration
+from fastuner.config.tasks import Task
 from fastuner.data.store import LocalObjectStore, materialize
 from fastuner.errors import DiagnosticsError
 from fastuner.plan.model import Change
@@ -366,7 +367,7 @@ def summarize(task: str | None, metrics: dict[str, Any], duration: float) -> str
     took = format_elapsed(duration)
     steps = metrics.get("steps")
     head = f"{steps} steps in {took}" if steps is not None else f"trained in {took}"
-    if task == "classification" and "test_accuracy" in metrics:
+    if task is not None and Task(task).definition.classifies and "test_accuracy" in metrics:
         base = metrics.get("base_test_accuracy")
         base_text = f" (base model, untrained head: {base:.1%})" if isinstance(base, int | float) else ""
         return f"test accuracy {metrics['test_accuracy']:.1%}{base_text}; {head}"
