@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from fastuner.cli.project import Project, open_project
 from fastuner.errors import Diagnostic, DiagnosticsError, Severity, UserError
+from fastuner.plan.status import ResultStatus
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -267,17 +268,17 @@ def _operation(destroy: bool) -> str:
 
 
 def _report(result, plan, console: Console, destroy: bool) -> int:
-    done = {r.address: r for r in result.results if r.status == "done" and not r.deposed}
+    done = {r.address: r for r in result.results if r.status is ResultStatus.DONE and not r.deposed}
     counts = {"create": 0, "update": 0, "replace": 0, "delete": 0}
     for r in done.values():
         counts[r.action] = counts.get(r.action, 0) + 1
     for address, _exc, tb in result.bugs:
         console.print(f"[bold red]Bug while applying {escape(address)}[/bold red] — please report it:\n{escape(tb)}")
-    failed = [r for r in result.results if r.status == "failed"]
-    skipped = [r for r in result.results if r.status == "skipped"]
-    pending = [r for r in result.results if r.status == "pending"]
-    deferred = [r for r in result.results if r.status == "deferred"]
-    cancelled = [r for r in result.results if r.status == "cancelled"]
+    failed = [r for r in result.results if r.status is ResultStatus.FAILED]
+    skipped = [r for r in result.results if r.status is ResultStatus.SKIPPED]
+    pending = [r for r in result.results if r.status is ResultStatus.PENDING]
+    deferred = [r for r in result.results if r.status is ResultStatus.DEFERRED]
+    cancelled = [r for r in result.results if r.status is ResultStatus.CANCELLED]
     line = (f"{counts['create']} created, {counts['update']} updated, {counts['replace']} replaced, "
             f"{counts['delete']} destroyed")
     if failed or skipped or result.bugs:
@@ -303,7 +304,7 @@ def _report(result, plan, console: Console, destroy: bool) -> int:
                          if deferred else "") + ".")
     state = result.state
     if state is not None:
-        for address in [r.address for r in result.results if r.status == "done" and r.action != "delete"]:
+        for address in [r.address for r in result.results if r.status is ResultStatus.DONE and r.action != "delete"]:
             rs = state.get(address)
             summary = (rs.outputs or {}).get("summary") if rs else None
             if summary:

@@ -237,7 +237,7 @@ def _evaluate(client: Endpoint, provider: Provider, state: State, address: str, 
     split = read_test_split(state, f"adapter.{adapter}", splits)
     adapter_rs = state.get(f"adapter.{adapter}")
     metrics = (adapter_rs.outputs.get("metrics") or {}) if adapter_rs else {}
-    passes = 1 if split.task == "classification" else 2
+    passes = 2 if split.task.definition.base_model_answers else 1
     with BatchProgress(err_console, len(split.records) * passes, label=f"evaluating {adapter}") as progress:
         result = evaluate(client, split, adapter, metrics, deployment=address, params=options.params,
                           concurrency=options.concurrency, rows_per_request=options.rows_per_request,

@@ -19,6 +19,8 @@ from rich.markup import escape
 from fastuner.cli.commands import EXIT_ERROR, EXIT_OK, _confirm, make_project_plan
 from fastuner.cli.project import open_project
 from fastuner.plan.model import Reason
+from fastuner.plan.status import ResultStatus
+from fastuner.state.model import Status
 
 EXPIRY = (Reason.DELETE_BECAUSE_TTL_EXPIRED, Reason.DELETE_BECAUSE_IDLE_TTL_EXPIRED)
 
@@ -46,7 +48,7 @@ def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_ou
         console.print("Nothing to reap: no deployment is past its ttl or idle_ttl.")
         for c in plan.changes:
             if c.kind == "deployment" and c.expires_at and state and (rs := state.get(c.address)) \
-                    and rs.status == "ready":
+                    and rs.status is Status.READY:
                 left = datetime.fromisoformat(c.expires_at) - now
                 console.print(f"  {escape(c.address)} expires in {_hours(left.total_seconds())} ({c.expires_at})")
         return EXIT_OK
@@ -68,7 +70,7 @@ def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_ou
         rs = state.get(c.address) if state else None
         ran = (now - rs.created_at).total_seconds() if rs and rs.created_at else 0.0
         late = (now - rs.expires_at).total_seconds() if rs and rs.expires_at and rs.expires_at < now else 0.0
-        done = any(r.address == c.address and r.status == "done" for r in result.results)
+        done = any(r.address == c.address and r.status is ResultStatus.DONE for r in result.results)
         hourly = float(c.cost.get("hourly_usd", 0.0))
         report.append({"address": c.address, "reaped": done, "reason": str(c.reason), "detail": c.detail,
                        "ran_hours": round(ran / 3600, 2), "past_expiry_hours": round(late / 3600, 2),
@@ -80,7 +82,7 @@ def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_ou
         sys.stdout.write(json.dumps({"reaped": report}, indent=2) + "\n")
     if not result.ok:
         for r in result.results:
-            if r.status != "done":
+            if r.status is not ResultStatus.DONE:
                 console.print(f"[red]{escape(r.address)}: {escape(r.message)}[/red]")
         return EXIT_ERROR
     total = sum(x["hourly_usd_saved"] for x in report if x["reaped"])

@@ -29,7 +29,7 @@ from fastuner.errors import Diagnostic
 from fastuner.graph import build_graph, graph_from_dependencies
 from fastuner.plan.kinds import LIFETIME, REPLACE, diff_flat, flatten, identity_flat, mode_of, physical_name
 from fastuner.plan.model import Action, Change, Plan, Reason
-from fastuner.plan.observed import Observation, Observed
+from fastuner.plan.observed import Observation, ObservationStatus, Observed
 from fastuner.plan.pricing import endpoint_cost, training_cost
 from fastuner.state.model import ResourceState, State, Status
 
@@ -145,11 +145,11 @@ def _drift(prior: State, observed: Observed) -> dict[str, dict[str, Any]]:
             continue
         if not obs.exists:
             if rs.status is Status.READY:
-                drift[address] = {"status": "missing", "forget": True,
+                drift[address] = {"status": ObservationStatus.MISSING, "forget": True,
                                   "detail": (obs.detail or "no longer exists") + "; removed from state on apply"}
             continue
-        if obs.status == "failed" and rs.status is not Status.FAILED:
-            drift[address] = {"status": "failed", "outputs": {**rs.outputs, **obs.outputs},
+        if obs.status is ObservationStatus.FAILED and rs.status is not Status.FAILED:
+            drift[address] = {"status": ObservationStatus.FAILED, "outputs": {**rs.outputs, **obs.outputs},
                               "error": obs.detail or "it failed", "detail": f"{rs.status} -> failed"}
             continue
         rec = _refresh_record(rs, obs)
@@ -234,10 +234,10 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
             return change(Action.REPLACE, Reason.REPLACE_BECAUSE_CANNOT_UPDATE,
                           "inputs changed while an operation was in flight", before=before,
                           changed_paths=changed, replace_paths=forcing)
-        if obs is not None and obs.status == "failed":
+        if obs is not None and obs.status is ObservationStatus.FAILED:
             return change(Action.REPLACE, Reason.REPLACE_BECAUSE_TAINTED, obs.detail or "the pending operation failed",
                           before=before, changed_paths=changed, **same)
-        if obs is not None and obs.status == "ready":
+        if obs is not None and obs.status is ObservationStatus.READY:
             return change(Action.NOOP, Reason.NONE, "the pending operation finished", before=before)
         op = rs.pending.action if rs.pending else "create"
         return change(Action.CREATE, Reason.CREATE_BECAUSE_PENDING,
@@ -259,7 +259,7 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
     if obs is not None and not obs.exists:
         return change(Action.CREATE, Reason.CREATE_BECAUSE_MISSING,
                       obs.detail or "recorded in state but no longer exists", before=before, changed_paths=changed)
-    if obs is not None and obs.status == "failed":
+    if obs is not None and obs.status is ObservationStatus.FAILED:
         return change(Action.REPLACE, Reason.REPLACE_BECAUSE_TAINTED, obs.detail or "it failed after it was created",
                       before=before, changed_paths=changed, replace_paths=forcing, **same)
     if replace:
@@ -375,7 +375,7 @@ def _state_cost(rs: ResourceState, observed: Observed) -> dict[str, Any]:
 
 
 def _refresh_record(rs: ResourceState, obs: Observation) -> dict[str, Any] | None:
-    status = "ready" if obs.status == "ready" else None
+    status = ObservationStatus.READY if obs.status is ObservationStatus.READY else None
     merged = {**rs.outputs, **obs.outputs}
     if merged == rs.outputs and (status is None or rs.status is Status.READY):
         return None

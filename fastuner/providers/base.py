@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,19 +47,24 @@ class ProviderError(Exception):
         return f"{self.message} — {self.hint}" if self.hint else self.message
 
 
+class OutcomeStatus(StrEnum):
+    READY = "ready"  # the work is finished
+    PENDING = "pending"  # the work was started and left running
+
+
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # "ready" | "pending"
+    status: OutcomeStatus
     outputs: Mapping[str, Any] = field(default_factory=dict)
     detail: str = ""
 
     @classmethod
     def ready(cls, outputs: Mapping[str, Any]) -> Outcome:
-        return cls("ready", dict(outputs))
+        return cls(OutcomeStatus.READY, dict(outputs))
 
     @classmethod
     def pending(cls, outputs: Mapping[str, Any], detail: str = "") -> Outcome:
-        return cls("pending", dict(outputs), detail)
+        return cls(OutcomeStatus.PENDING, dict(outputs), detail)
 
 
 def utcnow() -> datetime:

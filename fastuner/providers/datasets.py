@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastuner.data.rules import Rules, SplitSpec
+from fastuner.config.models import DatasetChecks, Split
 from fastuner.data.scan import DatasetScan, scan_dataset
 
 
@@ -14,8 +14,8 @@ def scan_inputs(spec_dir: Path, inputs: dict[str, Any], address: str | None = No
     """Validate the dataset described by resolved inputs (the spec's dataset fields)."""
     path = Path(inputs["path"])
     path = path if path.is_absolute() else spec_dir / path
-    split = SplitSpec(**inputs.get("split", {}))
-    rules = Rules(**inputs.get("checks", {}))
+    split = Split(**inputs.get("split", {}))
+    rules = DatasetChecks(**inputs.get("checks", {}))
     return scan_dataset(path, inputs["task"], split=split, rules=rules, address=address)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from fastuner.config.tasks import Task
 from fastuner.errors import UserError
 from fastuner.providers.base import ProviderError, SplitSource
 from fastuner.providers.endpoint import Endpoint, Row, run_rows
@@ -26,12 +27,12 @@ from fastuner.state.model import State
 class EvalSplit:
     adapter: str  # address
     dataset: str  # address
-    task: str  # classification | text_generation | qa
-    records: list[dict[str, Any]]  # {"input", "label"} or {"input", "target"}
+    task: Task
+    records: list[dict[str, Any]]  # the task's row fields
 
     @property
     def answer_field(self) -> str:
-        return "label" if self.task == "classification" else "target"
+        return self.task.definition.target_field
 
 
 def read_test_split(state: State, adapter_address: str, splits: SplitSource) -> EvalSplit:
@@ -53,8 +54,8 @@ def read_test_split(state: State, adapter_address: str, splits: SplitSource) -> 
     except ProviderError as exc:
         raise UserError(exc.message, exc.hint) from None
     records = [orjson.loads(line) for line in data.splitlines() if line.strip()]
-    task = (adapter.outputs or {}).get("task") or (dataset.inputs or {}).get("task") or "classification"
-    return EvalSplit(adapter_address, dataset.address, task, records)
+    task = (adapter.outputs or {}).get("task") or (dataset.inputs or {}).get("task") or Task.CLASSIFICATION
+    return EvalSplit(adapter_address, dataset.address, Task(task), records)
 
 
 def classification_metrics(truth: list[str], predicted: list[str | None]) -> dict[str, float]:
@@ -85,9 +86,10 @@ def evaluate(client: Endpoint, split: EvalSplit, adapter: str, training_metrics:
     untrained head (`base_test_*`) stands in for it."""
     rows = [Row(i + 1, {"input": r["input"]}) for i, r in enumerate(split.records)]
     truth = [str(r[split.answer_field]) for r in split.records]
-    classification = split.task == "classification"
-    field, names = ("label", ("accuracy", "macro_f1")) if classification else ("generated_text", ("exact_match",))
-    runs = {"adapter": adapter} if classification else {"adapter": adapter, "base model": None}
+    definition = split.task.definition
+    classification = definition.classifies
+    field, names = definition.answer_field, definition.metrics
+    runs = {"adapter": adapter, "base model": None} if definition.base_model_answers else {"adapter": adapter}
     predictions: dict[str, list[str | None]] = {}
     failed: dict[str, int] = {}
     first_errors: dict[str, str] = {}
@@ -107,7 +109,7 @@ def evaluate(client: Endpoint, split: EvalSplit, adapter: str, training_metrics:
 
     trained = {n: training_metrics.get(f"test_{n}") for n in names}
     notes = []
-    if classification:
+    if not definition.base_model_answers:
         base = {n: training_metrics.get(f"base_test_{n}") for n in names}
         base_source = "training"
     else:

@@ -33,11 +33,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fastuner.config.duration import format_elapsed, parse_duration
+from fastuner.config.tasks import Task
 from fastuner.data.store import LocalObjectStore, ObjectStore
 from fastuner.errors import DiagnosticsError
 from fastuner.plan.model import Change
-from fastuner.plan.observed import Observation
-from fastuner.providers.base import Context, Outcome, ProviderError, ResourceProvider
+from fastuner.plan.observed import Observation, ObservationStatus
+from fastuner.providers.base import Context, Outcome, OutcomeStatus, ProviderError, ResourceProvider
 from fastuner.providers.local import processes
 from fastuner.providers.local.sagemaker_tree import write_input_config
 from fastuner.providers.local.trainlog import LogFollower, last_step
@@ -72,18 +73,18 @@ class LocalAdapters(ResourceProvider):
         run = self.run_dir(rs.physical_name or "")
         done = self._finished_outputs(run)
         if done is not None:
-            return Observation("ready", outputs=done, stored=stored)
+            return Observation(ObservationStatus.READY, outputs=done, stored=stored)
         code = processes.exit_code(run)
         if code is not None and code != 0:
-            return Observation("failed", detail=self._failure(run, code), stored=stored)
+            return Observation(ObservationStatus.FAILED, detail=self._failure(run, code), stored=stored)
         info = processes.recorded(run)
         if info and processes.alive(int(info["pid"])):
             progress = last_step(run / "train.log")
-            return Observation("pending", detail=f"training (pid {info['pid']}){progress}", stored=stored)
+            return Observation(ObservationStatus.PENDING, detail=f"training (pid {info['pid']}){progress}", stored=stored)
         if rs.status == "pending" or (rs.pending is not None):
-            return Observation("pending", detail="the training process is gone; apply restarts it from its "
+            return Observation(ObservationStatus.PENDING, detail="the training process is gone; apply restarts it from its "
                                                  "last checkpoint", stored=stored)
-        return Observation("missing", detail=f"no trained adapter at {run / 'model'}", stored=stored)
+        return Observation(ObservationStatus.MISSING, detail=f"no trained adapter at {run / 'model'}", stored=stored)
 
     def _stored(self, rs: ResourceState) -> frozenset[str]:
         """Identities whose kept result (earlier runs, and the current one's) is whole in the store."""
@@ -161,7 +162,7 @@ class LocalAdapters(ResourceProvider):
 
     def _kept(self, run: Path, outcome: Outcome | None = None) -> Outcome:
         """A finished run, its files put in the object store (once) so that it can be restored later."""
-        if outcome is not None and outcome.status != "ready":
+        if outcome is not None and outcome.status is not OutcomeStatus.READY:
             return outcome
         if not (run / "artifact.json").is_file():
             artifact = {}
@@ -334,7 +335,7 @@ def summarize(task: str | None, metrics: dict[str, Any], duration: float) -> str
     took = format_elapsed(duration)
     steps = metrics.get("steps")
     head = f"{steps} steps in {took}" if steps is not None else f"trained in {took}"
-    if task == "classification" and "test_accuracy" in metrics:
+    if task is not None and Task(task).definition.classifies and "test_accuracy" in metrics:
         base = metrics.get("base_test_accuracy")
         base_text = f" (base model, untrained head: {base:.1%})" if isinstance(base, int | float) else ""
         return f"test accuracy {metrics['test_accuracy']:.1%}{base_text}; {head}"

@@ -14,7 +14,7 @@ from fastuner.data.store import LocalObjectStore, ObjectStore
 from fastuner.data.write import write_splits
 from fastuner.errors import DiagnosticsError
 from fastuner.plan.model import Change
-from fastuner.plan.observed import Observation
+from fastuner.plan.observed import Observation, ObservationStatus
 from fastuner.providers.base import Context, Outcome, ProviderError, ResourceProvider
 from fastuner.providers.datasets import describe_scan, scan_inputs
 from fastuner.state.model import ResourceState
@@ -46,11 +46,11 @@ class LocalDatasets(ResourceProvider):
     def read(self, rs: ResourceState) -> Observation:
         keys = self._keys(rs.outputs)
         if not keys:
-            return Observation("missing", detail="no stored version recorded")
+            return Observation(ObservationStatus.MISSING, detail="no stored version recorded")
         gone = [k for k in keys if not self.store.exists(k)]
         if gone:
-            return Observation("missing", detail=f"{len(gone)} stored object(s) are gone from {self.store.root}")
-        return Observation("ready", outputs=rs.outputs)
+            return Observation(ObservationStatus.MISSING, detail=f"{len(gone)} stored object(s) are gone from {self.store.root}")
+        return Observation(ObservationStatus.READY, outputs=rs.outputs)
 
     def create(self, change: Change, ctx: Context) -> Outcome:
         inputs = change.after or {}

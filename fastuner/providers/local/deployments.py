@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fastuner.plan.model import Change
-from fastuner.plan.observed import Observation
+from fastuner.plan.observed import Observation, ObservationStatus
 from fastuner.providers.base import Context, Outcome, ProviderError, ResourceProvider
 from fastuner.providers.endpoint import Endpoint
 from fastuner.providers.local import processes
@@ -61,18 +61,18 @@ class LocalDeployments(ResourceProvider):
         if not info or not processes.alive(int(info["pid"])):
             code = processes.exit_code(run)
             why = f" (exited with code {code})" if code is not None else ""
-            return Observation("missing", detail=f"the server is not running{why}")
+            return Observation(ObservationStatus.MISSING, detail=f"the server is not running{why}")
         url = rs.outputs.get("url") or self._url(run)
         if url is None:
-            return Observation("pending", detail="the server is starting")
+            return Observation(ObservationStatus.PENDING, detail="the server is starting")
         try:
             request("GET", f"{url}/ping", timeout=5)
             text = request("GET", f"{url}/metrics", timeout=5)
         except (OSError, HttpError) as exc:
-            return Observation("missing", detail=f"the server (pid {info['pid']}) does not answer at {url}: {exc}")
+            return Observation(ObservationStatus.MISSING, detail=f"the server (pid {info['pid']}) does not answer at {url}: {exc}")
         last = metric(text, "fastuner_last_invocation_timestamp_seconds") if isinstance(text, str) else None
         last_at = datetime.fromtimestamp(last, UTC) if last else None
-        return Observation("ready", outputs=rs.outputs, last_activity=last_at)
+        return Observation(ObservationStatus.READY, outputs=rs.outputs, last_activity=last_at)
 
     @staticmethod
     def _url(run: Path) -> str | None:
