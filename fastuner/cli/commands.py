@@ -38,7 +38,7 @@ def _checked(project: Project, *, local_inputs: bool = True) -> list[Diagnostic]
 
 
 def _check_addresses(project: Project, addresses: list[str], flag: str, state=None) -> None:
-    from fastuner.config.models import resources
+    from fastuner.config.kinds import resources
 
     known = set(resources(project.spec.config)) | (set(state.resources) if state is not None else set())
     bad = [a for a in addresses if a not in known]
