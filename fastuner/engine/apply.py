@@ -161,11 +161,12 @@ class _Run:
     # --- scheduling ----------------------------------------------------------------------------
 
     def forward(self) -> None:
-        changes = [c for c in self.plan.changes if c.action in FORWARD]
-        by_address = {c.address: c for c in changes}
-        waiting = {c.address: {d for d in c.depends_on if d in by_address} for c in changes}
-        order = {c.address: i for i, c in enumerate(changes)}
-        self._schedule(by_address, waiting, order, self._forward_one)
+        """In the plan's create waves, each change as soon as what it depends on in this plan is done
+        (the dependencies the planner recorded on it; nothing is derived again here)."""
+        rank = {a: i for i, a in enumerate(a for wave in self.plan.waves for a in wave)}
+        by_address = {c.address: c for c in self.plan.changes if c.action in FORWARD}
+        waiting = {a: {d for d in c.depends_on if d in by_address} for a, c in by_address.items()}
+        self._schedule(by_address, waiting, rank, self._forward_one)
 
     def deletes(self) -> None:
         changes = []

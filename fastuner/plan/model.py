@@ -118,7 +118,7 @@ class Plan:
     project: str
     workspace: str
     provider: str
-    mode: str  # "normal" | "destroy" | "refresh-only"
+    mode: str  # "normal" | "destroy" | "refresh-only" | "reap" (only expired resources are deleted)
     created_at: str
     lineage: str | None
     serial: int

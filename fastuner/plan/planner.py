@@ -41,9 +41,10 @@ RESTORABLE = {Reason.CREATE_BECAUSE_MISSING, Reason.REPLACE_BECAUSE_CANNOT_UPDAT
 
 def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, destroy: bool = False,
               replace: Iterable[str] = (), renew: Iterable[str] = (), target: Iterable[str] = (),
-              refresh_only: bool = False) -> Plan:
+              refresh_only: bool = False, reap: bool = False) -> Plan:
     """`target`: plan only these addresses and what they depend on (for destroy: what depends on
-    them); the plan lists its targets and warns that it is partial. `refresh_only`: no action at
+    them); the plan lists its targets and warns that it is partial. `reap`: only the deletes of
+    expired resources (`fastuner reap`). `refresh_only`: no action at
     all, only what refresh saw differ from state (drift), recorded in state on apply."""
     config = spec.config
     replace, renew, targets = set(replace), set(renew), tuple(sorted(set(target)))
@@ -119,7 +120,24 @@ def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, de
     plan = Plan(mode="normal", changes=tuple(ordered), waves=tuple(tuple(w) for w in waves),
                 destroy_waves=tuple(tuple(w) for w in destroy_waves), refresh=refresh,
                 diagnostics=(), **common)
+    if reap:
+        return _reaping(plan, prior)
     return _targeted(plan, graph.with_dependencies(targets)) if targets else plan
+
+
+EXPIRY_REASONS = (Reason.DELETE_BECAUSE_TTL_EXPIRED, Reason.DELETE_BECAUSE_IDLE_TTL_EXPIRED)
+
+
+def _reaping(plan: Plan, prior: State) -> Plan:
+    """The reap plan: the deletes of expired resources and nothing else, in destroy order. The running
+    resources that will expire later stay in it as no-ops, so that it can say when."""
+    expired = tuple(c for c in plan.changes if c.reason in EXPIRY_REASONS)
+    keep = {c.address for c in expired}
+    later = tuple(dataclasses.replace(c, action=Action.NOOP, reason=Reason.NONE, detail="", cost={})
+                  for c in plan.changes if c.address not in keep and c.expires_at
+                  and (rs := prior.get(c.address)) is not None and rs.status is Status.READY)
+    return dataclasses.replace(plan, mode="reap", changes=expired + later, waves=(), refresh={},
+                               destroy_waves=tuple(tuple(a for a in w if a in keep) for w in plan.destroy_waves))
 
 
 def _targeted(plan: Plan, keep: set[str]) -> Plan:
