@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from fastuner.config.kinds import KINDS
 from fastuner.config.loader import Spec
-from fastuner.config.models import SECTION
 from fastuner.errors import Diagnostic, DiagnosticsError, Source
 
 
@@ -87,48 +87,50 @@ class Graph:
 
 
 def spec_edges(spec: Spec) -> tuple[list[Edge], list[Diagnostic]]:
-    """References written in the spec; a reference to nothing becomes a diagnostic naming both ends."""
+    """References written in the spec (each kind's own, then `depends_on`); a reference to nothing
+    becomes a diagnostic naming both ends."""
     config = spec.config
     edges: list[Edge] = []
     errors: list[Diagnostic] = []
-    known = {f"{kind}.{name}" for kind, section in SECTION.items() for name in getattr(config, section)}
+    sections = {kind.name: getattr(config, kind.section) for kind in KINDS.values()}
+    known = {f"{kind}.{name}" for kind, section in sections.items() for name in section}
 
     def ref(dependent: str, target_kind: str, target: str, path: tuple) -> None:
         address = f"{target_kind}.{target}"
         if address in known:
             edges.append(Edge(address, dependent, path))
             return
-        names = list(getattr(config, SECTION[target_kind]))
+        section = KINDS[target_kind].section
+        names = list(sections[target_kind])
         close = difflib.get_close_matches(target, names, n=1)
         hint = f"Did you mean `{close[0]}`?" if close else (
-            f"Declare it under `{SECTION[target_kind]}:`." if not names
-            else f"Known {SECTION[target_kind]}: {', '.join(sorted(names))}.")
+            f"Declare it under `{section}:`." if not names
+            else f"Known {section}: {', '.join(sorted(names))}.")
         errors.append(Diagnostic.error(
             f"{dependent} refers to {address}, which does not exist", hint,
             source=spec.source(path), address=dependent))
 
-    for name, adapter in config.adapters.items():
-        ref(f"adapter.{name}", "dataset", adapter.dataset, ("adapters", name, "dataset"))
-    for name, dep in config.deployments.items():
-        for i, adapter in enumerate(dep.adapters):
-            ref(f"deployment.{name}", "adapter", adapter, ("deployments", name, "adapters", i))
-    for kind, section in SECTION.items():
-        for name, model in getattr(config, section).items():
+    for kind in KINDS.values():
+        for name, model in sections[kind.name].items():
+            for r in kind.references(model):
+                ref(f"{kind.name}.{name}", r.kind, r.name, (kind.section, name, *r.path))
+    for kind in KINDS.values():
+        for name, model in sections[kind.name].items():
             for i, target in enumerate(model.depends_on):
                 target_kind, target_name = target.split(".", 1)
-                path = (section, name, "depends_on", i)
-                if target == f"{kind}.{name}":
+                path = (kind.section, name, "depends_on", i)
+                if target == f"{kind.name}.{name}":
                     errors.append(Diagnostic.error(f"{target} depends on itself", "Remove it from depends_on.",
                                                    source=spec.source(path), address=target))
                     continue
-                ref(f"{kind}.{name}", target_kind, target_name, path)
+                ref(f"{kind.name}.{name}", target_kind, target_name, path)
     return edges, errors
 
 
 def build_graph(spec: Spec) -> Graph:
     """The spec's graph, or `DiagnosticsError` for dangling references and cycles."""
     edges, errors = spec_edges(spec)
-    nodes = [f"{kind}.{name}" for kind, section in SECTION.items() for name in getattr(spec.config, section)]
+    nodes = [f"{kind.name}.{name}" for kind in KINDS.values() for name in getattr(spec.config, kind.section)]
     if errors:
         raise DiagnosticsError(errors)
     graph = Graph(nodes, edges)

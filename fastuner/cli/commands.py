@@ -38,7 +38,7 @@ def _checked(project: Project, *, local_inputs: bool = True) -> list[Diagnostic]
 
 
 def _check_addresses(project: Project, addresses: list[str], flag: str, state=None) -> None:
-    from fastuner.config.models import resources
+    from fastuner.config.kinds import resources
 
     known = set(resources(project.spec.config)) | (set(state.resources) if state is not None else set())
     bad = [a for a in addresses if a not in known]
@@ -86,7 +86,8 @@ def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
 
 
 def make_project_plan(project: Project, *, destroy: bool, replace: list[str], renew: list[str], now: datetime,
-                      hash_sources: bool = True, target: list[str] = (), refresh_only: bool = False):
+                      hash_sources: bool = True, target: list[str] = (), refresh_only: bool = False,
+                      reap: bool = False):
     from fastuner.engine.refresh import refresh
     from fastuner.plan.planner import make_plan
     from fastuner.state.model import empty_state
@@ -101,7 +102,7 @@ def make_project_plan(project: Project, *, destroy: bool, replace: list[str], re
     _check_addresses(project, list(target), "--target", state)
     observed = refresh(project.spec if not destroy else None, state, project.provider, hash_sources=hash_sources)
     plan = make_plan(project.spec, state, observed, now, destroy=destroy, replace=replace, renew=renew,
-                     target=target, refresh_only=refresh_only)
+                     target=target, refresh_only=refresh_only, reap=reap)
     return dataclasses.replace(plan, diagnostics=(*(w.to_dict() for w in warnings), *plan.diagnostics))
 
 

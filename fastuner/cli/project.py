@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastuner.config.duration import parse_duration
+from fastuner.config.kinds import KINDS
 from fastuner.config.loader import Spec, load_spec
 from fastuner.errors import UserError
 from fastuner.providers.base import Provider
@@ -70,7 +71,7 @@ def build_provider(spec: Spec, workspace: str) -> Provider:
         return local_provider(spec, workspace)
     unsupported = "the sagemaker provider is not available in this version of fastuner"
     return Provider(name="sagemaker", resources={}, priced=True,
-                    unsupported={k: unsupported for k in ("dataset", "adapter", "deployment")})
+                    unsupported={k: unsupported for k in KINDS})
 
 
 def open_project(file: str | None, variables: list[str] | None, workspace: str | None, *, notice=None,

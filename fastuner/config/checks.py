@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from fastuner.config.duration import format_duration
+from fastuner.config.kinds import KINDS
 from fastuner.config.loader import Spec
-from fastuner.config.models import PROVIDER_ONLY, SECTION
 from fastuner.errors import Diagnostic
 
 
@@ -57,17 +57,18 @@ def _other_provider_fields(spec: Spec) -> list[Diagnostic]:
     effect here, and plans leave it out: say so once per resource, at the first such field."""
     provider = spec.config.provider.name
     out: list[Diagnostic] = []
-    for kind, paths in PROVIDER_ONLY.items():
-        for name, model in getattr(spec.config, SECTION[kind]).items():
+    for kind in KINDS.values():
+        paths = kind.provider_only
+        for name, model in getattr(spec.config, kind.section).items():
             unused = [p for p, owner in paths.items() if owner != provider and _is_set(model, p)]
             if not unused:
                 continue
             owner = {"sagemaker": "SageMaker", "local": "Local-provider"}[paths[unused[0]]]
             out.append(Diagnostic.warning(
-                f"{kind}.{name}: {', '.join(unused)}: no effect on the {provider} provider",
+                f"{kind.name}.{name}: {', '.join(unused)}: no effect on the {provider} provider",
                 f"{owner}-only settings are accepted here but do nothing: {provider} plans neither show nor store "
                 f"them. Remove them, or keep them for a move to `provider: {{{paths[unused[0]]}: ...}}`.",
-                source=spec.source((SECTION[kind], name, *unused[0].split(".")), key=True), address=f"{kind}.{name}"))
+                source=spec.source((kind.section, name, *unused[0].split(".")), key=True), address=f"{kind.name}.{name}"))
     return out
 
 

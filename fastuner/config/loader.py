@@ -19,7 +19,8 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from fastuner.config.models import SECTION, Config
+from fastuner.config.kinds import SECTIONS
+from fastuner.config.models import Config
 from fastuner.errors import Diagnostic, DiagnosticsError, Source
 
 DEFAULT_FILE = "fastuner.yaml"
@@ -400,7 +401,7 @@ def load_spec(path: str | Path | None = None, *, variables: Mapping[str, str] | 
     index = PositionIndex(text, shown)
     declared = data.get("variables") if isinstance(data.get("variables"), dict) else {}
     values = collect_variables(declared, variables or {}, os.environ if environ is None else environ)
-    skipped = {"variables"} if resources else {"variables", *SECTION.values()}
+    skipped = {"variables"} if resources else {"variables", *SECTIONS}
     body = {k: v for k, v in data.items() if k not in skipped}
     body, errors, _used = substitute(body, values, shown, index)
     if "variables" in data:

@@ -7,7 +7,6 @@ compares them, it never mutates them.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -111,35 +110,10 @@ class Provider(Strict):
 
 # --- which provider uses which resource field ---------------------------------------------------
 
-# Resource inputs that only one provider uses, by kind and dotted path. On the other provider they are
-# left out of a resource's inputs: not shown in plans, not stored in state, not hashed; `validate` and
-# `plan` warn when one is set there. The fields' descriptions start with the matching note.
-PROVIDER_ONLY: dict[str, dict[str, str]] = {
-    "adapter": {"compute.instance_type": "sagemaker", "compute.instance_count": "sagemaker",
-                "compute.spot": "sagemaker", "compute.max_wait": "sagemaker", "compute.volume_size_gb": "sagemaker"},
-    "deployment": {"compute.instance_type": "sagemaker", "compute.count": "sagemaker", "port": "local"},
-}
+# Which fields only one provider uses is declared per kind (`Kind.provider_only` in config/kinds.py);
+# their descriptions start with the matching note.
 SAGEMAKER_ONLY_NOTE = "SageMaker only (no effect on the local provider). "
 LOCAL_ONLY_NOTE = "Local provider only (no effect on SageMaker). "
-
-
-def provider_inputs(kind: str, inputs: dict, provider: str) -> dict:
-    """`inputs` (a resource's JSON form) without the fields `provider` does not use; a section left
-    empty (a local deployment's `compute`) goes too."""
-    out = dict(inputs)
-    for path, owner in PROVIDER_ONLY.get(kind, {}).items():
-        if owner == provider:
-            continue
-        head, _, leaf = path.rpartition(".")
-        if not head:
-            out.pop(leaf, None)
-        elif isinstance(out.get(head), dict):
-            section = {k: v for k, v in out[head].items() if k != leaf}
-            if section:
-                out[head] = section
-            else:
-                out.pop(head)
-    return out
 
 
 # --- datasets ----------------------------------------------------------------------------------
@@ -295,16 +269,3 @@ class Config(Strict):
     adapters: dict[Name, Adapter] = Field(default_factory=dict, description="LoRA adapters trained on datasets.")
     deployments: dict[Name, Deployment] = Field(default_factory=dict, description="Endpoints serving adapters.")
 
-
-KINDS = ("dataset", "adapter", "deployment")
-SECTION = {"dataset": "datasets", "adapter": "adapters", "deployment": "deployments"}
-ADDRESS = re.compile(r"^(dataset|adapter|deployment)\.([a-z0-9][a-z0-9-]*)$")
-
-
-def resources(config: Config) -> dict[str, BaseModel]:
-    """Every resource of the spec by address (`dataset.NAME`, `adapter.NAME`, `deployment.NAME`)."""
-    out: dict[str, BaseModel] = {}
-    for kind in KINDS:
-        for name, model in getattr(config, SECTION[kind]).items():
-            out[f"{kind}.{name}"] = model
-    return out

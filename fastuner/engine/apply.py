@@ -20,12 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from fastuner.config.duration import parse_duration
 from fastuner.engine.events import NullReporter, Reporter, Result
 from fastuner.engine.ledger import Ledger
 from fastuner.errors import UserError
-from fastuner.plan.kinds import LIFETIME
-from fastuner.plan.model import Action, Change, Plan, Reason
+from fastuner.plan.model import Action, Change, Plan, Reason, recorded_expiry
 from fastuner.plan.observed import ObservationStatus
 from fastuner.plan.status import ResultStatus
 from fastuner.providers.base import Context, Outcome, OutcomeStatus, Provider, ProviderError, utcnow
@@ -111,7 +109,7 @@ def apply_plan(plan: Plan, store: StateStore, provider: Provider, *, spec_dir: P
                 "\n".join(f"{c.address}: {c.blocked}" for c in blocked) + "\nNothing was changed.")
         ledger = Ledger(store, state)
         if plan.refresh:
-            ledger.mutate(lambda s: _record_refresh(s, plan.refresh, clock()))
+            ledger.mutate(lambda s: _record_refresh(s, plan, clock()))
         run = _Run(plan, ledger, provider, spec_dir, parallelism, reporter, cancel, wait_for, clock)
         run.forward()
         run.deletes()
@@ -120,10 +118,10 @@ def apply_plan(plan: Plan, store: StateStore, provider: Provider, *, spec_dir: P
         return run.result
 
 
-def _record_refresh(state: State, refresh: Mapping[str, dict], now: datetime) -> None:
+def _record_refresh(state: State, plan: Plan, now: datetime) -> None:
     """What refresh saw, written into state (for a --refresh-only plan, a failure or a resource that
-    no longer exists too)."""
-    for address, rec in refresh.items():
+    no longer exists too); work that finished gets the expiry the planner decided."""
+    for address, rec in plan.refresh.items():
         rs = state.resources.get(address)
         if rs is None:
             continue
@@ -138,9 +136,9 @@ def _record_refresh(state: State, refresh: Mapping[str, dict], now: datetime) ->
         if rec.get("status") == ObservationStatus.READY and rs.status is Status.PENDING:
             rs.status = Status.READY
             rs.pending = None
+            new = rs.created_at is None
             rs.created_at = rs.created_at or now
-            ttl = rs.inputs.get("ttl") if rs.kind == "deployment" else None
-            rs.expires_at = rs.created_at + parse_duration(ttl) if ttl else None
+            rs.expires_at = recorded_expiry(rec.get("expires_at"), plan.created_at, rs.created_at, new=new)
         rs.updated_at = now
 
 
@@ -163,11 +161,12 @@ class _Run:
     # --- scheduling ----------------------------------------------------------------------------
 
     def forward(self) -> None:
-        changes = [c for c in self.plan.changes if c.action in FORWARD]
-        by_address = {c.address: c for c in changes}
-        waiting = {c.address: {d for d in c.depends_on if d in by_address} for c in changes}
-        order = {c.address: i for i, c in enumerate(changes)}
-        self._schedule(by_address, waiting, order, self._forward_one)
+        """In the plan's create waves, each change as soon as what it depends on in this plan is done
+        (the dependencies the planner recorded on it; nothing is derived again here)."""
+        rank = {a: i for i, a in enumerate(a for wave in self.plan.waves for a in wave)}
+        by_address = {c.address: c for c in self.plan.changes if c.action in FORWARD}
+        waiting = {a: {d for d in c.depends_on if d in by_address} for a, c in by_address.items()}
+        self._schedule(by_address, waiting, rank, self._forward_one)
 
     def deletes(self) -> None:
         changes = []
@@ -328,7 +327,8 @@ class _Run:
         """Record the outcome; then delete the kept results it pushed out of the adapter cache."""
         evicted: list[Trained] = []
         self.ledger.mutate(lambda s: evicted.extend(
-            _record_outcome(s, change, outcome, self.clock(), keep=self.provider.keep_previous)))
+            _record_outcome(s, change, outcome, self.clock(), planned_at=self.plan.created_at,
+                            keep=self.provider.keep_previous)))
         rs = self.ledger.state.get(change.address)
         live = {rs.physical_name, *(d.physical_name for d in rs.deposed)} if rs else set()
         provider = self.provider.for_kind(change.kind)
@@ -413,10 +413,11 @@ def _mark_pending(state: State, change: Change, op: str, now: datetime) -> None:
     rs.updated_at = now
 
 
-def _record_outcome(state: State, change: Change, outcome: Outcome, now: datetime, *,
+def _record_outcome(state: State, change: Change, outcome: Outcome, now: datetime, *, planned_at: str,
                     keep: int = 3) -> list[Trained]:
-    """Record what the operation produced; returns the kept results pushed out of the history (the
-    current instance is never in it, and at most `keep` earlier ones are)."""
+    """Record what the operation produced and the expiry the planner decided (at `planned_at`); returns
+    the kept results pushed out of the history (the current instance is never in it, and at most `keep`
+    earlier ones are)."""
     rs = state.resources[change.address]
     rs.outputs = {**(rs.outputs if change.action is Action.UPDATE else {}), **outcome.outputs}
     rs.updated_at = now
@@ -433,8 +434,7 @@ def _record_outcome(state: State, change: Change, outcome: Outcome, now: datetim
         rs.status = Status.PENDING
         if rs.pending is not None:
             rs.pending.detail = dict(outcome.outputs)
-    ttl = (change.after or {}).get("ttl") if change.kind == "deployment" else None
-    rs.expires_at = (rs.created_at + parse_duration(ttl)) if ttl and rs.created_at else None
+    rs.expires_at = recorded_expiry(change.expires_at, planned_at, rs.created_at, new=change.action is not Action.UPDATE)
     rs.history = [t for t in rs.history if t.identity != rs.identity or rs.status is not Status.READY]
     evicted, rs.history = rs.history[keep:], rs.history[:keep]
     return evicted
@@ -471,8 +471,7 @@ def _record_deleted(state: State, change: Change, expire: bool, now: datetime) -
         rs.outputs = {"expired_at": now.isoformat()}
         rs.deposed = []
         rs.updated_at = now
-        after = change.after or {}
-        rs.inputs = {**rs.inputs, **{k: after[k] for k in LIFETIME.get(change.kind, ()) if k in after}}
+        rs.inputs = {**rs.inputs, **(change.after or {})}  # the planner's `after`: the lifetime it ended under
         rs.expires_at = datetime.fromisoformat(change.expires_at) if change.expires_at else now
     else:
         del state.resources[change.address]

@@ -1,12 +1,9 @@
-"""Each resource kind, as data: which inputs force replacement and which change in place.
+"""Identities over the kind declarations (config/kinds.py): inputs flattened to dotted leaf paths,
+classified by their kind's `modes`, hashed into identities and physical names.
 
-`FIELD_MODES[kind]` maps a dotted input path to `REPLACE` or `UPDATE`; the longest matching prefix
-wins. Besides the spec's own fields, each kind has derived inputs the planner adds:
-- dataset: `source_sha256`, the content hash of the JSONL (a changed file is a new dataset version);
-- adapter: `dataset_identity` (the identity of the dataset version it trains on, so a replaced dataset
-  replaces its adapters) and `training_code_hash` (the training program's files);
-- deployment: `adapter_identities` (a retrained adapter is swapped in place).
-A test walks every model field and fails when one is not classified here.
+An identity hashes the inputs that force replacement, the derived ones included (a dataset's
+`source_sha256`, an adapter's `dataset_identity`, ...), so a replaced upstream replaces what is built
+from it; equal identities mean interchangeable resources.
 """
 
 from __future__ import annotations
@@ -17,78 +14,22 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pydantic import BaseModel
-
-from fastuner.config.models import Adapter, Dataset, Deployment
-
-REPLACE = "replace"
-UPDATE = "update"
-
-MODELS: dict[str, type[BaseModel]] = {"dataset": Dataset, "adapter": Adapter, "deployment": Deployment}
-
-FIELD_MODES: dict[str, dict[str, str]] = {
-    "dataset": {
-        "path": UPDATE,  # a moved file with the same bytes is the same version
-        "task": REPLACE,
-        "split": REPLACE,
-        "checks": REPLACE,
-        "tags": UPDATE,
-        "depends_on": UPDATE,
-        "source_sha256": REPLACE,
-    },
-    "adapter": {
-        "base_model": REPLACE,
-        "base_model_revision": REPLACE,
-        "dataset": UPDATE,  # the name; what is trained on is `dataset_identity`
-        "dataset_identity": REPLACE,
-        "method": REPLACE,
-        "lora": REPLACE,
-        "training": REPLACE,
-        "training.checkpoint_every": UPDATE,  # changes when progress is saved, not the result
-        "compute": UPDATE,  # where the next job would run; the trained artifact stays valid
-        "tags": UPDATE,
-        "depends_on": UPDATE,
-        "training_code_hash": REPLACE,
-    },
-    "deployment": {
-        "base_model": REPLACE,
-        "adapters": UPDATE,  # inference components / the adapter registry, no new endpoint
-        "adapter_identities": UPDATE,
-        "compute.instance_type": UPDATE,  # a new endpoint config, no downtime
-        "compute.count": UPDATE,
-        "cache_size": UPDATE,  # the local server restarts with the new size
-        "port": UPDATE,  # likewise
-        "ttl": UPDATE,
-        "idle_ttl": UPDATE,
-        "tags": UPDATE,
-        "depends_on": UPDATE,
-    },
-}
-
-# The inputs that set a resource's lifetime. An expiry records the values it happened under, and only a
-# change to them made after that (or `apply --renew`) brings an expired resource back.
-LIFETIME: dict[str, tuple[str, ...]] = {"deployment": ("ttl", "idle_ttl")}
-
-DERIVED: dict[str, tuple[str, ...]] = {
-    "dataset": ("source_sha256",),
-    "adapter": ("dataset_identity", "training_code_hash"),
-    "deployment": ("adapter_identities",),
-}
+from fastuner.config.kinds import KINDS, REPLACE
 
 
 @functools.lru_cache(maxsize=4096)
 def mode_of(kind: str, path: str) -> str:
     """REPLACE or UPDATE for a dotted path; the longest classified prefix decides."""
-    modes = FIELD_MODES[kind]
+    modes = KINDS[kind].modes
     parts = path.split(".")
     for i in range(len(parts), 0, -1):
         mode = modes.get(".".join(parts[:i]))
         if mode is not None:
             return mode
-    raise KeyError(f"{kind} input `{path}` is not classified as update or replace in FIELD_MODES")
+    raise KeyError(f"{kind} input `{path}` is not classified as update or replace in its Kind's modes (config/kinds.py)")
 
 
-ATOMIC = frozenset({"tags", "adapter_identities"})  # maps compared and shown as one value
+ATOMIC = frozenset(path for kind in KINDS.values() for path in kind.atomic)  # maps kept as one value
 
 
 def leaf_paths(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -148,7 +89,7 @@ def physical_name(project: str, workspace: str, kind: str, name: str, ident: str
     if generation:
         ident = hashlib.sha256(f"{ident}:{generation}".encode()).hexdigest()
     ws = "" if workspace == "default" else f"{workspace}-"
-    short = {"dataset": "ds", "adapter": "ad", "deployment": "ep"}[kind]
+    short = KINDS[kind].short
     stem = f"{project}-{ws}{short}-{name}"
     if len(stem) > 63 - 9:  # truncated: keep names that share a prefix apart (the identity may not)
         stem = stem[: 63 - 9 - 7] + "-" + hashlib.sha256(stem.encode()).hexdigest()[:6]

@@ -8,6 +8,7 @@ whether it may be applied in `Plan.blocked`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -117,7 +118,7 @@ class Plan:
     project: str
     workspace: str
     provider: str
-    mode: str  # "normal" | "destroy" | "refresh-only"
+    mode: str  # "normal" | "destroy" | "refresh-only" | "reap" (only expired resources are deleted)
     created_at: str
     lineage: str | None
     serial: int
@@ -203,3 +204,14 @@ class Plan:
             refresh=d.get("refresh") or {}, diagnostics=tuple(d.get("diagnostics", ())),
             fastuner_version=d.get("fastuner_version", ""), targets=tuple(d.get("targets", ())),
         )
+
+
+def recorded_expiry(planned: str | None, planned_at: str, started: datetime | None, *, new: bool) -> datetime | None:
+    """The expiry the planner decided (a change's or a refresh record's `expires_at`), as state records
+    it. The planner counts a new instance's lifetime from the plan's `created_at` (`planned_at`), but the
+    instance starts when it is ready (`started`): its expiry moves by as much. An instance that had
+    already started keeps the planned time. None until it starts."""
+    if planned is None or started is None:
+        return None
+    at = datetime.fromisoformat(planned)
+    return at + (started - datetime.fromisoformat(planned_at)) if new else at

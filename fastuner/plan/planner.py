@@ -6,9 +6,10 @@ current time is an argument. Replacement propagates through derived inputs: an a
 `dataset_identity` changes when its dataset is replaced, a deployment's `adapter_identities` when an
 adapter is retrained.
 
-Expiry is decided here and nowhere else; the engine only records it. The rule: a deployment past its
-`ttl` (from creation) or `idle_ttl` (from its last invocation) is deleted and kept in state as expired,
-with the lifetime (`LIFETIME`: ttl, idle_ttl) it expired under and the moment it expired. It stays down
+Expiry is decided here and nowhere else (by each kind's lifetime hooks, config/kinds.py); the engine only
+records it. The rule: a deployment past its `ttl` (from creation) or `idle_ttl` (from its last
+invocation) is deleted and kept in state as expired, with the lifetime (`Kind.lifetime`: ttl, idle_ttl)
+it expired under and the moment it expired. It stays down
 until renewed, by `apply --renew` or by a lifetime in the spec that differs from the one recorded at
 the expiry: a change made after it. The change that made it expire is never a renewal.
 """
@@ -18,19 +19,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from fastuner import __version__
-from fastuner.config.duration import format_duration
+from fastuner.config.kinds import KINDS, REPLACE, Kind, provider_inputs
 from fastuner.config.loader import Spec
-from fastuner.config.models import SECTION, Adapter, Deployment, provider_inputs
 from fastuner.errors import Diagnostic
 from fastuner.graph import build_graph, graph_from_dependencies
-from fastuner.plan.kinds import LIFETIME, REPLACE, diff_flat, flatten, identity_flat, mode_of, physical_name
+from fastuner.plan.kinds import diff_flat, flatten, identity_flat, mode_of, physical_name
 from fastuner.plan.model import Action, Change, Plan, Reason
 from fastuner.plan.observed import Observation, ObservationStatus, Observed
-from fastuner.plan.pricing import endpoint_cost, training_cost
+from fastuner.plan.pricing import price
 from fastuner.state.model import ResourceState, State, Status
 
 UPSTREAM_PATHS = {"dataset_identity", "adapter_identities"}
@@ -41,9 +41,10 @@ RESTORABLE = {Reason.CREATE_BECAUSE_MISSING, Reason.REPLACE_BECAUSE_CANNOT_UPDAT
 
 def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, destroy: bool = False,
               replace: Iterable[str] = (), renew: Iterable[str] = (), target: Iterable[str] = (),
-              refresh_only: bool = False) -> Plan:
+              refresh_only: bool = False, reap: bool = False) -> Plan:
     """`target`: plan only these addresses and what they depend on (for destroy: what depends on
-    them); the plan lists its targets and warns that it is partial. `refresh_only`: no action at
+    them); the plan lists its targets and warns that it is partial. `reap`: only the deletes of
+    expired resources (`fastuner reap`). `refresh_only`: no action at
     all, only what refresh saw differ from state (drift), recorded in state on apply."""
     config = spec.config
     replace, renew, targets = set(replace), set(renew), tuple(sorted(set(target)))
@@ -55,7 +56,7 @@ def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, de
     recorded = graph_from_dependencies(prior.dependencies())
     if refresh_only:
         plan = Plan(mode="refresh-only", changes=(), waves=(), destroy_waves=(),
-                    refresh=_drift(prior, observed), **common)
+                    refresh=_drift(prior, observed, now), **common)
         return _targeted(plan, recorded.with_dependencies(targets)) if targets else plan
     if destroy:
         changes = [_delete(rs, Reason.DELETE_BECAUSE_DESTROY, "", observed, config.provider.name)
@@ -71,19 +72,23 @@ def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, de
     changes: list[Change] = []
     refresh: dict[str, dict[str, Any]] = {}
     for address in (a for wave in waves for a in wave):
-        kind, name = address.split(".", 1)
-        model = getattr(config, SECTION[kind])[name]
-        inputs = _inputs(kind, name, model, identities, observed, config.provider.name)
+        kind_name, name = address.split(".", 1)
+        kind = KINDS[kind_name]
+        model = getattr(config, kind.section)[name]
+        spec_inputs = model.model_dump(mode="json")
+        inputs = provider_inputs(kind.name, spec_inputs, config.provider.name)
+        inputs.update(kind.derive(name, model, lambda a: identities.get(a, ""), observed))
         flat = flatten(inputs)
-        ident = identity_flat(kind, flat)
+        ident = identity_flat(kind.name, flat)
         identities[address] = ident
         rs = prior.get(address)
         obs = observed.resources.get(address)
         change = _decide(spec, kind, name, model, inputs, flat, ident, rs, obs, observed, now,
+                         depends_on=tuple(graph.dependencies(address)), cost=_cost(kind, spec_inputs, observed),
                          workspace=prior.workspace, replace=address in replace, renew=address in renew)
         changes.append(change)
         if rs is not None and obs is not None and change.action is Action.NOOP and rs.status is not Status.EXPIRED:
-            rec = _refresh_record(rs, obs)
+            rec = _refresh_record(rs, obs, now)
             if rec:
                 refresh[address] = rec
 
@@ -115,7 +120,24 @@ def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, de
     plan = Plan(mode="normal", changes=tuple(ordered), waves=tuple(tuple(w) for w in waves),
                 destroy_waves=tuple(tuple(w) for w in destroy_waves), refresh=refresh,
                 diagnostics=(), **common)
+    if reap:
+        return _reaping(plan, prior)
     return _targeted(plan, graph.with_dependencies(targets)) if targets else plan
+
+
+EXPIRY_REASONS = (Reason.DELETE_BECAUSE_TTL_EXPIRED, Reason.DELETE_BECAUSE_IDLE_TTL_EXPIRED)
+
+
+def _reaping(plan: Plan, prior: State) -> Plan:
+    """The reap plan: the deletes of expired resources and nothing else, in destroy order. The running
+    resources that will expire later stay in it as no-ops, so that it can say when."""
+    expired = tuple(c for c in plan.changes if c.reason in EXPIRY_REASONS)
+    keep = {c.address for c in expired}
+    later = tuple(dataclasses.replace(c, action=Action.NOOP, reason=Reason.NONE, detail="", cost={})
+                  for c in plan.changes if c.address not in keep and c.expires_at
+                  and (rs := prior.get(c.address)) is not None and rs.status is Status.READY)
+    return dataclasses.replace(plan, mode="reap", changes=expired + later, waves=(), refresh={},
+                               destroy_waves=tuple(tuple(a for a in w if a in keep) for w in plan.destroy_waves))
 
 
 def _targeted(plan: Plan, keep: set[str]) -> Plan:
@@ -134,7 +156,7 @@ def _targeted(plan: Plan, keep: set[str]) -> Plan:
         diagnostics=(*plan.diagnostics, warning.to_dict()))
 
 
-def _drift(prior: State, observed: Observed) -> dict[str, dict[str, Any]]:
+def _drift(prior: State, observed: Observed, now: datetime) -> dict[str, dict[str, Any]]:
     """What the world says that state does not (for --refresh-only): a record per drifted resource,
     with `detail` for people. A ready resource that no longer exists is forgotten (`forget`), as
     Terraform forgets it; one whose work failed is recorded failed; new outputs are recorded."""
@@ -152,7 +174,7 @@ def _drift(prior: State, observed: Observed) -> dict[str, dict[str, Any]]:
             drift[address] = {"status": ObservationStatus.FAILED, "outputs": {**rs.outputs, **obs.outputs},
                               "error": obs.detail or "it failed", "detail": f"{rs.status} -> failed"}
             continue
-        rec = _refresh_record(rs, obs)
+        rec = _refresh_record(rs, obs, now)
         if rec:
             changed = sorted(k for k in rec["outputs"] if rs.outputs.get(k) != rec["outputs"][k])
             moved = f"{rs.status} -> {rec['status']}" if rec["status"] != str(rs.status) else ""
@@ -166,43 +188,29 @@ def _ordered(changes: list[Change], order: list[list[str]]) -> list[Change]:
     return sorted(changes, key=lambda c: (rank.get(c.address, len(rank)), c.address))
 
 
-def _inputs(kind: str, name: str, model: Any, identities: dict[str, str], observed: Observed,
-            provider: str) -> dict[str, Any]:
-    """The resource's inputs as the chosen provider uses them (fields of other providers left out)."""
-    inputs = provider_inputs(kind, model.model_dump(mode="json"), provider)
-    if kind == "dataset":
-        inputs["source_sha256"] = observed.dataset_sources.get(name, "")
-    elif kind == "adapter":
-        inputs["dataset_identity"] = identities.get(f"dataset.{model.dataset}", "")
-        inputs["training_code_hash"] = observed.training_code_hash
-    elif kind == "deployment":
-        inputs["adapter_identities"] = {a: identities.get(f"adapter.{a}", "") for a in model.adapters}
-    return inputs
-
-
-def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any], flat: dict[str, Any], ident: str,
-            rs: ResourceState | None, obs: Observation | None, observed: Observed, now: datetime, *,
-            workspace: str, replace: bool, renew: bool) -> Change:
-    address = f"{kind}.{name}"
+def _decide(spec: Spec, kind: Kind, name: str, model: Any, inputs: dict[str, Any], flat: dict[str, Any],
+            ident: str, rs: ResourceState | None, obs: Observation | None, observed: Observed, now: datetime, *,
+            depends_on: tuple[str, ...], cost: dict[str, Any], workspace: str, replace: bool,
+            renew: bool) -> Change:
+    """One action and one reason for a resource of the spec. Its inputs are the spec's as the chosen
+    provider uses them (fields of other providers left out) plus the kind's derived ones."""
+    address = f"{kind.name}.{name}"
     config = spec.config
-    depends_on = _depends_on(kind, model)
     generation = rs.generation if rs is not None and rs.identity == ident else 0
-    phys = physical_name(config.project, workspace, kind, name, ident, generation)
+    phys = physical_name(config.project, workspace, kind.name, name, ident, generation)
     # work already started under a name (pending, or failed and retried) keeps it: it is adopted or
     # resumed (a training run restarts from its last checkpoint) rather than started over elsewhere
     same = dict(physical_name=rs.physical_name, generation=rs.generation) if rs is not None and rs.identity == ident \
         and rs.physical_name else {}
-    base = dict(address=address, kind=kind, name=name, after=inputs, depends_on=depends_on, identity=ident,
-                physical_name=phys, generation=generation, blocked=observed.unsupported.get(kind),
-                cost=_cost(kind, model, observed))
+    base = dict(address=address, kind=kind.name, name=name, after=inputs, depends_on=depends_on, identity=ident,
+                physical_name=phys, generation=generation, blocked=observed.unsupported.get(kind.name), cost=cost)
 
     def change(action: Action, reason: Reason, detail: str = "", **kw: Any) -> Change:
         if action is Action.NOOP:
             kw.setdefault("blocked", None)
         if action in (Action.CREATE, Action.REPLACE):
             kw.setdefault("after_unknown", ("outputs",))
-        if kind == "deployment":
-            kw.setdefault("expires_at", _expiry_text(model, rs, action, now))
+        kw.setdefault("expires_at", _expires_at(kind, inputs, rs, action, now))
         kept = _restorable(rs, obs, ident) if reason in RESTORABLE else None
         if kept is not None:
             detail = "; ".join(filter(None, (detail, f"restored from a previous run ({kept['physical_name']}): "
@@ -213,9 +221,9 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
     if rs is None:
         return change(Action.CREATE, Reason.CREATE_BECAUSE_NEW)
     # state written before provider-only fields were left out still holds them: they are no change
-    before = provider_inputs(kind, dict(rs.inputs), config.provider.name)
+    before = provider_inputs(kind.name, dict(rs.inputs), config.provider.name)
     changed = tuple(diff_flat(flatten(before), flat))
-    forcing = tuple(p for p in changed if mode_of(kind, p) == REPLACE)
+    forcing = tuple(p for p in changed if mode_of(kind.name, p) == REPLACE)
 
     if rs.status is Status.EXPIRED:
         why = "requested with --renew" if renew else _lifetime_change(kind, before, inputs)
@@ -245,17 +253,16 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
                       + (f" ({obs.detail})" if obs is not None and obs.detail else ""), before=before,
                       changed_paths=changed, **same)
 
-    # Ready in state. Expiry first: a deployment past its TTL is deleted whatever else changed.
-    if kind == "deployment":
-        expired = _expired(model, rs, obs, now)
-        if expired is not None:
-            reason, detail, ended = expired
-            # `after`: the lifetime it expires under, which the engine keeps in the expired record
-            lifetime = {key: inputs.get(key) for key in LIFETIME[kind]}
-            return Change(address=address, kind=kind, name=name, action=Action.DELETE, reason=reason,
-                          detail=detail, before=before, after=lifetime, depends_on=tuple(rs.depends_on),
-                          identity=rs.identity, physical_name=rs.physical_name, expires_at=ended.isoformat(),
-                          cost=_cost(kind, model, observed), blocked=observed.unsupported.get(kind))
+    # Ready in state. Expiry first: a resource past its lifetime is deleted whatever else changed.
+    expired = kind.expiry(inputs, rs.created_at or now, obs.last_activity if obs is not None else None, now)
+    if expired is not None:
+        reason = Reason.DELETE_BECAUSE_IDLE_TTL_EXPIRED if expired.idle else Reason.DELETE_BECAUSE_TTL_EXPIRED
+        # `after`: the lifetime it expires under, which the engine keeps in the expired record
+        lifetime = {key: inputs.get(key) for key in kind.lifetime}
+        return Change(address=address, kind=kind.name, name=name, action=Action.DELETE, reason=reason,
+                      detail=expired.detail, before=before, after=lifetime, depends_on=tuple(rs.depends_on),
+                      identity=rs.identity, physical_name=rs.physical_name, expires_at=expired.ended.isoformat(),
+                      cost=cost, blocked=observed.unsupported.get(kind.name))
     if obs is not None and not obs.exists:
         return change(Action.CREATE, Reason.CREATE_BECAUSE_MISSING,
                       obs.detail or "recorded in state but no longer exists", before=before, changed_paths=changed)
@@ -266,11 +273,11 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
         rebuilt = rs.generation + 1 if rs.identity == ident else 0
         return change(Action.REPLACE, Reason.REPLACE_BY_REQUEST, "requested with --replace", before=before,
                       changed_paths=changed, replace_paths=forcing, generation=rebuilt,
-                      physical_name=physical_name(config.project, workspace, kind, name, ident, rebuilt))
+                      physical_name=physical_name(config.project, workspace, kind.name, name, ident, rebuilt))
     if forcing:
         upstream = all(p.split(".")[0] in UPSTREAM_PATHS for p in forcing)
         reason = Reason.REPLACE_BECAUSE_UPSTREAM_REPLACED if upstream else Reason.REPLACE_BECAUSE_CANNOT_UPDATE
-        return change(Action.REPLACE, reason, _upstream_detail(kind, model) if upstream else _forcing_detail(kind, model, forcing),
+        return change(Action.REPLACE, reason, kind.new_version(model) if upstream else _forcing_detail(kind, model, forcing),
                       before=before, changed_paths=changed, replace_paths=forcing)
     if changed:
         upstream = all(p.split(".")[0] in UPSTREAM_PATHS for p in changed)
@@ -296,24 +303,10 @@ def _restorable(rs: ResourceState | None, obs: Observation | None, ident: str) -
             "duration_s": outputs.get("duration_s")}
 
 
-def _depends_on(kind: str, model: Any) -> tuple[str, ...]:
-    deps = list(model.depends_on)
-    if isinstance(model, Adapter):
-        deps.append(f"dataset.{model.dataset}")
-    elif isinstance(model, Deployment):
-        deps.extend(f"adapter.{a}" for a in model.adapters)
-    return tuple(sorted(set(deps)))
-
-
-def _upstream_detail(kind: str, model: Any) -> str:
-    if kind == "adapter":
-        return f"dataset.{model.dataset} gets a new version"
-    return ""
-
-
-def _forcing_detail(kind: str, model: Any, forcing: tuple[str, ...]) -> str:
-    if kind == "dataset" and "source_sha256" in forcing:
-        return f"{model.path} changed: a new dataset version"
+def _forcing_detail(kind: Kind, model: Any, forcing: tuple[str, ...]) -> str:
+    words = kind.forcing_words(model, forcing)
+    if words:
+        return words
     shown = ", ".join(forcing[:3]) + (f" and {len(forcing) - 3} more" if len(forcing) > 3 else "")
     return f"{shown} cannot change in place"
 
@@ -326,60 +319,51 @@ def _delete(rs: ResourceState, reason: Reason, detail: str, observed: Observed, 
                   cost=_state_cost(rs, observed), blocked=observed.unsupported.get(rs.kind))
 
 
-def _expired(model: Deployment, rs: ResourceState, obs: Observation | None,
-             now: datetime) -> tuple[Reason, str, datetime] | None:
-    """Whether a running deployment's lifetime under the spec has ended: the reason, the detail and when."""
-    created = rs.created_at or now
-    if model.ttl is not None and created + model.ttl <= now:
-        ended = created + model.ttl
-        return (Reason.DELETE_BECAUSE_TTL_EXPIRED,
-                f"ttl {_fmt(model.ttl)} from {created.isoformat()} ended {ended.isoformat()}", ended)
-    if model.idle_ttl is not None:
-        last = (obs.last_activity if obs is not None and obs.last_activity else None) or created
-        if last + model.idle_ttl <= now:
-            return (Reason.DELETE_BECAUSE_IDLE_TTL_EXPIRED,
-                    f"no invocation since {last.isoformat()} (idle_ttl {_fmt(model.idle_ttl)})", last + model.idle_ttl)
-    return None
-
-
-def _lifetime_change(kind: str, recorded: dict[str, Any], inputs: dict[str, Any]) -> str:
+def _lifetime_change(kind: Kind, recorded: dict[str, Any], inputs: dict[str, Any]) -> str:
     """How the spec's lifetime differs from the one an expired resource ended under ("" if it does not)."""
     return "; ".join(f"{key} changed from {recorded.get(key) or 'none'} to {inputs.get(key) or 'none'}"
-                     for key in LIFETIME.get(kind, ()) if recorded.get(key) != inputs.get(key))
+                     for key in kind.lifetime if recorded.get(key) != inputs.get(key))
 
 
-def _expiry_text(model: Deployment, rs: ResourceState | None, action: Action, now: datetime) -> str | None:
-    if model.ttl is None:
+def _expires_at(kind: Kind, inputs: dict[str, Any], rs: ResourceState | None, action: Action,
+                now: datetime) -> str | None:
+    """When the instance expires: its hard lifetime from its creation, counted from now for a new
+    instance. The engine records this, moved to when the new instance really started (`Plan.expiry`)."""
+    ttl = kind.ttl(inputs)
+    if ttl is None:
         return None
     start = now if (rs is None or action in (Action.CREATE, Action.REPLACE) or rs.created_at is None) else rs.created_at
-    return (start + model.ttl).isoformat()
+    return (start + ttl).isoformat()
 
 
-def _cost(kind: str, model: Any, observed: Observed) -> dict[str, Any]:
+def _cost(kind: Kind, inputs: dict[str, Any], observed: Observed) -> dict[str, Any]:
+    """The estimate for a resource of the spec (its inputs with every provider's fields)."""
     if not observed.priced:
         return {}
-    if kind == "adapter":
-        c = model.compute
-        return training_cost(c.instance_type, c.instance_count, c.max_runtime.total_seconds() / 3600, c.spot)
-    if kind == "deployment":
-        ttl = model.ttl.total_seconds() / 3600 if model.ttl else None
-        return endpoint_cost(model.compute.instance_type, model.compute.count, ttl)
-    return {}
+    usage = kind.usage(inputs)
+    return price(usage) if usage is not None else {}
 
 
 def _state_cost(rs: ResourceState, observed: Observed) -> dict[str, Any]:
-    if not observed.priced or rs.kind != "deployment" or rs.status is Status.EXPIRED:
+    """What deleting a recorded resource saves by the hour."""
+    if not observed.priced or rs.status is Status.EXPIRED:
         return {}
-    compute = rs.inputs.get("compute") or {}
-    return endpoint_cost(compute.get("instance_type", ""), int(compute.get("count", 1)), None)
+    usage = KINDS[rs.kind].usage(rs.inputs)
+    return price(usage, running_only=True) if usage is not None else {}
 
 
-def _refresh_record(rs: ResourceState, obs: Observation) -> dict[str, Any] | None:
+def _refresh_record(rs: ResourceState, obs: Observation, now: datetime) -> dict[str, Any] | None:
+    """What to record of an observation; work that finished starts the instance's lifetime, so the
+    record says when it expires (counted from now, the engine moves it to when it records the start)."""
     status = ObservationStatus.READY if obs.status is ObservationStatus.READY else None
     merged = {**rs.outputs, **obs.outputs}
     if merged == rs.outputs and (status is None or rs.status is Status.READY):
         return None
-    return {"status": status or str(rs.status), "outputs": merged}
+    record: dict[str, Any] = {"status": status or str(rs.status), "outputs": merged}
+    ttl = KINDS[rs.kind].ttl(rs.inputs) if status is not None and rs.status is Status.PENDING else None
+    if ttl is not None:
+        record["expires_at"] = ((rs.created_at or now) + ttl).isoformat()
+    return record
 
 
 def _when(rs: ResourceState) -> str:
@@ -388,7 +372,3 @@ def _when(rs: ResourceState) -> str:
 
 def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t else None
-
-
-def _fmt(d: timedelta) -> str:
-    return format_duration(d)

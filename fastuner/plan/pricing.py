@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastuner.config.duration import format_duration
+from fastuner.config.kinds import Usage
 
 HOURLY_USD: dict[str, float] = {
     "ml.m5.large": 0.115, "ml.m5.xlarge": 0.23, "ml.m5.2xlarge": 0.461,
@@ -43,3 +44,13 @@ def endpoint_cost(instance_type: str, count: int, ttl_hours: float | None) -> di
         out["max_one_time_usd"] = round(price * count * ttl_hours, 2)
         out["note"] += f", at most {format_duration(timedelta(hours=ttl_hours))} (ttl)"  # as the spec writes it
     return out
+
+
+def price(usage: Usage, *, running_only: bool = False) -> dict[str, Any]:
+    """The estimate for what a resource runs on; `running_only`: only what it costs by the hour (a
+    resource being deleted saves that, and no job is started)."""
+    if usage.hourly:
+        return endpoint_cost(usage.instance_type, usage.count, None if running_only else usage.hours)
+    if running_only or usage.hours is None:
+        return {}
+    return training_cost(usage.instance_type, usage.count, usage.hours, usage.spot)

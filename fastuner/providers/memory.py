@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastuner.config.kinds import KINDS
 from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation, ObservationStatus
 from fastuner.providers.base import Context, Outcome, OutcomeStatus, Provider, ProviderError, ResourceProvider
@@ -122,5 +123,5 @@ class MemoryResources(ResourceProvider):
 
 def memory_provider(world: MemoryWorld | None = None, *, unsupported: dict[str, str] | None = None) -> Provider:
     world = world or MemoryWorld()
-    return Provider(name="memory", resources={k: MemoryResources(k, world) for k in ("dataset", "adapter", "deployment")},
+    return Provider(name="memory", resources={k: MemoryResources(k, world) for k in KINDS},
                     unsupported=unsupported or {}, training_code_hash=lambda: "memory")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fastuner.plan.kinds import DERIVED, leaf_paths
+from fastuner.config.kinds import KINDS
+from fastuner.plan.kinds import leaf_paths
 
 HEADINGS = {
     "create": "will be created",
@@ -35,7 +36,7 @@ REASONS = {
     "noop_because_expired": "expired; stays down until renewed",
 }
 
-DERIVED_PATHS = frozenset(p for paths in DERIVED.values() for p in paths)  # inputs fastuner adds, not the spec
+DERIVED_PATHS = frozenset(p for kind in KINDS.values() for p in kind.derived)  # inputs fastuner adds, not the spec
 
 SYMBOLS = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "no-op": " "}
 

@@ -75,5 +75,6 @@ def test_the_history_holds_at_most_keep_earlier_runs_never_the_current_one() -> 
     state = State(project="demo", resources={"adapter.x": rs})
     change = Change(address="adapter.x", kind="adapter", name="x", action=Action.REPLACE,
                     reason=Reason.REPLACE_BECAUSE_CANNOT_UPDATE, identity="b", physical_name="p-b")
-    evicted = _record_outcome(state, change, Outcome.ready({"artifact": {}}), NOW, keep=1)
+    evicted = _record_outcome(state, change, Outcome.ready({"artifact": {}}), NOW, planned_at=NOW.isoformat(),
+                              keep=1)
     assert [t.identity for t in rs.history] == ["a"] and [t.identity for t in evicted] == ["c"]

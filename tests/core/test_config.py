@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from fastuner.config.checks import check_spec
+from fastuner.config.kinds import resources
 from fastuner.config.loader import find_spec, load_spec
-from fastuner.config.models import Method, Task, resources
+from fastuner.config.models import Method, Task
 from fastuner.config.schema import spec_schema, spec_schema_text
 from fastuner.errors import DiagnosticsError, Severity, Source
 
@@ -491,15 +492,15 @@ deployments:
 
 
 def test_every_provider_only_field_says_so_in_its_description() -> None:
-    from fastuner.config.models import LOCAL_ONLY_NOTE, PROVIDER_ONLY, SAGEMAKER_ONLY_NOTE
-    from fastuner.plan.kinds import MODELS
+    from fastuner.config.kinds import KINDS
+    from fastuner.config.models import LOCAL_ONLY_NOTE, SAGEMAKER_ONLY_NOTE
 
     notes = {"sagemaker": SAGEMAKER_ONLY_NOTE, "local": LOCAL_ONLY_NOTE}
-    for kind, model in MODELS.items():
-        for path, field in _fields(model):
-            owner = PROVIDER_ONLY.get(kind, {}).get(path)
+    for kind in KINDS.values():
+        for path, field in _fields(kind.model):
+            owner = kind.provider_only.get(path)
             noted = [p for p, note in notes.items() if (field.description or "").startswith(note)]
-            assert noted == ([owner] if owner else []), (kind, path, field.description)
+            assert noted == ([owner] if owner else []), (kind.name, path, field.description)
 
 
 def _fields(model, prefix: str = ""):

@@ -483,6 +483,18 @@ def test_a_plan_read_back_from_json_applies_the_same(harness) -> None:
     assert not harness.plan().has_changes
 
 
+def test_a_saved_plan_applied_later_counts_the_ttl_from_the_real_start(wide) -> None:
+    """The planner decides the expiry (shown from the plan's time); state records it from the moment the
+    new instance really started."""
+    harness = wide
+    plan = harness.plan()
+    assert plan.change("deployment.ep").expires_at == (harness.now + timedelta(hours=8)).isoformat()
+    harness.tick(hours=2)
+    assert harness.apply(plan).ok
+    ep = harness.state().resources["deployment.ep"]
+    assert ep.created_at == harness.now and ep.expires_at == harness.now + timedelta(hours=8)
+
+
 def test_a_pending_deployment_gets_its_expiry_when_it_finishes(harness) -> None:
     harness.world.script("deployment.ep").pending = True
     harness.converge()

@@ -474,6 +474,22 @@ def test_a_shortened_ttl_expires_at_the_spec_time_not_the_recorded_one(load, app
     assert ep.before["ttl"] == "8h" and ep.after["ttl"] == "1m"
 
 
+def test_the_reap_plan_deletes_only_what_expired(load, applied, now) -> None:
+    """Reap is a planner mode: other changes in the spec are left for apply; resources that expire
+    later stay as no-ops that say when."""
+    spec = load(SPEC.replace("ttl: 8h", "ttl: 8h\n    compute: {count: 2}"))
+    running = make_plan(spec, applied, observed(applied), now + timedelta(hours=1), reap=True)
+    assert running.mode == "reap" and not running.has_changes
+    ep = running.change("deployment.ep")
+    assert (ep.action, ep.reason, ep.cost) == (Action.NOOP, Reason.NONE, {})
+    assert ep.expires_at == (applied.resources["deployment.ep"].created_at + timedelta(hours=8)).isoformat()
+    reap = make_plan(spec, applied, observed(applied), now + timedelta(hours=9), reap=True)
+    assert [(c.address, c.action, c.reason) for c in reap.changes] == [
+        ("deployment.ep", Action.DELETE, Reason.DELETE_BECAUSE_TTL_EXPIRED)]
+    assert reap.waves == () and reap.refresh == {}
+    assert [w for w in reap.destroy_waves if w] == [("deployment.ep",)]
+
+
 def test_ttl_expiry_wins_over_other_changes(load, applied, now) -> None:
     plan = make_plan(load(SPEC.replace("ttl: 8h", "ttl: 8h\n    compute: {count: 2}")), applied,
                      observed(applied), now + timedelta(hours=9))
