@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastuner.data import fast as fast_path
 from fastuner.data.blocks import (
     DEFAULT_BLOCK_BYTES,
     FileChanged,
@@ -155,6 +154,8 @@ def scan_dataset(path: str | Path, task: str, *, split: SplitSpec = SplitSpec(),
             results: list[BlockScan] = []
             block_sizes: list[int] = []
             jobs = read_blocks(file, block_bytes, file_hash)
+            from fastuner.data import fast as fast_path  # numpy: only a scan needs it, not `plan`
+
             fast = fast and fast_path.available()
             try:
                 scan = fast_path.scan_block_either if fast else scan_block

@@ -126,6 +126,19 @@ def test_help_imports_nothing_heavy() -> None:
     assert out == ""
 
 
+def test_plan_imports_no_scanning_library(project: Path) -> None:
+    """`fastuner plan` only hashes dataset files: numpy, which only a row scan needs, stays unloaded
+    (0.1 s of a 1,000-resource plan; bench/plan_scale.py)."""
+    import subprocess
+    import sys
+
+    code = ("import contextlib, io, sys; from fastuner.cli.main import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()): rc = main(['plan'])\n"
+            "print(rc, [m for m in ('numpy', 'jinja2', 'boto3', 'torch') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0", "[]"]
+
+
 def test_schema_files_are_fresh(cli) -> None:
     run = cli("schema", "--check", "--root", str(ROOT))
     assert run.code == 0, run.text + "\nrun `fastuner schema` and commit the result"
