@@ -8,21 +8,25 @@ resource in state still refers to them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastuner.data.rules import Rules, SplitSpec
-from fastuner.data.scan import DatasetScan, scan_dataset
 from fastuner.data.store import LocalObjectStore
-from fastuner.data.write import write_splits
 from fastuner.errors import DiagnosticsError
 from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation
 from fastuner.providers.base import Context, Outcome, ProviderError
 from fastuner.state.model import ResourceState
 
+if TYPE_CHECKING:
+    from fastuner.data.scan import DatasetScan
+
 
 def scan_inputs(spec_dir: Path, inputs: dict[str, Any], address: str | None = None) -> DatasetScan:
-    """Validate the dataset described by resolved inputs (the spec's dataset fields)."""
+    """Validate the dataset described by resolved inputs (the spec's dataset fields). The scanning
+    modules load here, not with the provider: `plan` reads stored versions and scans nothing."""
+    from fastuner.data.scan import scan_dataset
+
     path = Path(inputs["path"])
     path = path if path.is_absolute() else spec_dir / path
     split = SplitSpec(**inputs.get("split", {}))
@@ -88,6 +92,8 @@ class LocalDatasets:
             raise ProviderError(f"{inputs['path']} changed since the plan was made",
                                 "Run `fastuner plan` again to review the new version.")
         ctx.progress(f"storing splits ({describe_scan(scan)})")
+        from fastuner.data.write import write_splits
+
         try:
             outputs = write_splits(scan, self.store, address=change.address)
         except DiagnosticsError as exc:
