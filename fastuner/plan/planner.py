@@ -18,7 +18,7 @@ from typing import Any
 from fastuner import __version__
 from fastuner.config.duration import format_duration
 from fastuner.config.loader import Spec
-from fastuner.config.models import SECTION, Adapter, Deployment, provider_inputs
+from fastuner.config.models import SECTION, Deployment, provider_inputs
 from fastuner.errors import Diagnostic
 from fastuner.graph import Graph, build_graph, graph_from_dependencies
 from fastuner.plan.kinds import REPLACE, diff_flat, flatten, identity_flat, mode_of, physical_name
@@ -76,7 +76,8 @@ def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, de
         rs = prior.get(address)
         obs = observed.resources.get(address)
         change = _decide(spec, kind, name, model, inputs, flat, ident, rs, obs, observed, now,
-                         workspace=prior.workspace, replace=address in replace, renew=address in renew)
+                         depends_on=tuple(graph.dependencies(address)), workspace=prior.workspace,
+                         replace=address in replace, renew=address in renew)
         changes.append(change)
         if rs is not None and obs is not None and change.action is Action.NOOP and rs.status is not Status.EXPIRED:
             rec = _refresh_record(rs, obs)
@@ -178,10 +179,9 @@ def _inputs(kind: str, name: str, model: Any, identities: dict[str, str], observ
 
 def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any], flat: dict[str, Any], ident: str,
             rs: ResourceState | None, obs: Observation | None, observed: Observed, now: datetime, *,
-            workspace: str, replace: bool, renew: bool) -> Change:
+            depends_on: tuple[str, ...], workspace: str, replace: bool, renew: bool) -> Change:
     address = f"{kind}.{name}"
     config = spec.config
-    depends_on = _depends_on(kind, model)
     generation = rs.generation if rs is not None and rs.identity == ident else 0
     phys = physical_name(config.project, workspace, kind, name, ident, generation)
     # work already started under a name (pending, or failed and retried) keeps it: it is adopted or
@@ -291,15 +291,6 @@ def _restorable(rs: ResourceState | None, obs: Observation | None, ident: str) -
         return None
     return {"physical_name": name, "generation": generation, "artifact": dict(artifact),
             "duration_s": outputs.get("duration_s")}
-
-
-def _depends_on(kind: str, model: Any) -> tuple[str, ...]:
-    deps = list(model.depends_on)
-    if isinstance(model, Adapter):
-        deps.append(f"dataset.{model.dataset}")
-    elif isinstance(model, Deployment):
-        deps.extend(f"adapter.{a}" for a in model.adapters)
-    return tuple(sorted(set(deps)))
 
 
 def _upstream_detail(kind: str, model: Any) -> str:
