@@ -33,6 +33,12 @@ class Lines:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
         styled = console.color_system is not None or console.record  # else styles write nothing
+        if not styled:  # a pipe or a CI log: the text as one segment, unless a tab needs expanding
+            text = "".join(["".join([p if isinstance(p, str) else p[0] for p in line]) + "\n" for line in self.lines])
+            if "\t" not in text:
+                if text:
+                    yield Segment(strip_control_codes(text))
+                return
         styles: dict[str, Any] = {}
         plain: list[str] = []  # unstyled text is merged into one segment: the bytes are the same
         for line in self.lines:
