@@ -172,23 +172,27 @@ def read_plain(text: str) -> tuple[Any, dict[Path_, tuple[int, int]], dict[Path_
     (`no`, `2024`, `<<`), a duplicate key, more than one document; `yaml.YAMLError` for a syntax error."""
     positions: dict[Path_, tuple[int, int]] = {}
     keys: dict[Path_, tuple[int, int]] = {}
-    constructed: dict[tuple[str, str], Any] = {}
+    resolved: dict[str, tuple[str, Any]] = {}
     constructor = yaml.SafeLoader("")
     parser = _LOADER(text)
     next_event = parser.get_event
 
-    def scalar(event: yaml.ScalarEvent) -> Any:
-        value = event.value
-        tag = _implicit_tag(value) if event.implicit[0] else _STR  # quoted or block: a string
-        if tag == _STR:
-            return value
-        if (tag, value) not in constructed:
-            construct = _CONSTRUCTORS.get(tag)
-            if construct is None or tag == "tag:yaml.org,2002:merge":
-                raise _Unusual
-            node = yaml.ScalarNode(tag, value, event.start_mark, event.end_mark, style=event.style)
-            constructed[tag, value] = construct(constructor, node)
-        return constructed[tag, value]
+    def plain(event: yaml.ScalarEvent) -> tuple[str, Any]:
+        """A plain scalar's tag and value, which depend on its text alone (and are immutable: a text
+        that recurs, `lora` or `0.05`, is resolved once)."""
+        known = resolved.get(event.value)
+        if known is None:
+            tag = _implicit_tag(event.value)
+            if tag == _STR:
+                known = (tag, event.value)
+            else:
+                construct = _CONSTRUCTORS.get(tag)
+                if construct is None or tag == "tag:yaml.org,2002:merge":
+                    raise _Unusual
+                node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
+                known = (tag, construct(constructor, node))
+            resolved[event.value] = known
+        return known
 
     def node(event: yaml.Event, path: Path_) -> Any:
         mark = event.start_mark
@@ -197,7 +201,7 @@ def read_plain(text: str) -> tuple[Any, dict[Path_, tuple[int, int]], dict[Path_
         if event.anchor is not None or kind is yaml.AliasEvent or (event.tag is not None and event.tag != "!"):
             raise _Unusual
         if kind is yaml.ScalarEvent:
-            return scalar(event)
+            return plain(event)[1] if event.implicit[0] else event.value  # quoted or block: a string
         if kind is yaml.SequenceStartEvent:
             items: list[Any] = []
             while type(event := next_event()) is not yaml.SequenceEndEvent:
@@ -208,7 +212,7 @@ def read_plain(text: str) -> tuple[Any, dict[Path_, tuple[int, int]], dict[Path_
             if type(event) is not yaml.ScalarEvent or event.anchor is not None or event.tag is not None:
                 raise _Unusual
             key = event.value
-            if event.implicit[0] and _implicit_tag(key) != _STR:
+            if event.implicit[0] and plain(event)[0] != _STR:
                 raise _Unusual  # a key YAML reads as bool/int/null/merge: the careful path names it as written
             if key in mapping:
                 raise _Unusual
@@ -487,7 +491,9 @@ def load_spec(path: str | Path | None = None, *, variables: Mapping[str, str] | 
     values = collect_variables(declared, variables or {}, os.environ if environ is None else environ)
     skipped = {"variables"} if resources else {"variables", *SECTION.values()}
     body = {k: v for k, v in data.items() if k not in skipped}
-    body, errors, _used = substitute(body, values, shown, index)
+    errors: list[Diagnostic] = []
+    if "${" in text or "\\" in text:  # else no value holds a reference (an escape could write one)
+        body, errors, _used = substitute(body, values, shown, index)
     if "variables" in data:
         body["variables"] = data["variables"]
     if errors:

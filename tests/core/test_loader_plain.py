@@ -111,3 +111,10 @@ def test_a_spec_read_in_one_pass_points_at_its_lines(tmp_path: Path) -> None:
     assert spec.index._maps is not None  # known from the one pass, no second parse
     assert str(spec.source(("datasets", "ds", "task"))).endswith("fastuner.yaml:6:11")
     assert str(spec.source(("datasets", "ds", "task"), key=True)).endswith("fastuner.yaml:6:5")
+
+
+def test_a_reference_written_with_an_escape_is_still_substituted(tmp_path: Path) -> None:
+    """Substitution is skipped for a spec without `${`, but `\\x24{` writes one in a quoted string."""
+    (tmp_path / "fastuner.yaml").write_text(
+        'version: 1\nproject: "\\x24{var.name}"\nvariables:\n  name: {default: demo}\n')
+    assert load_spec(tmp_path / "fastuner.yaml").config.project == "demo"
