@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -76,9 +77,10 @@ class Spec:
     index: PositionIndex = field(repr=False, compare=False)
     variables: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def base_dir(self) -> Path:
-        """The spec's folder, absolute: relative paths in the spec are relative to it."""
+        """The spec's folder, absolute: relative paths in the spec are relative to it (resolved once:
+        a plan resolves every dataset's path)."""
         return self.file.resolve().parent
 
     @property
