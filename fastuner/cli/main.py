@@ -3,9 +3,10 @@
 Heavy modules (pydantic, networkx, the engine, torch) are imported inside commands so that
 `fastuner --help` stays fast. User errors (DiagnosticsError) print as diagnostics and exit 1; anything
 else is a bug and keeps its traceback.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: typer reads every command's annotations on every run,
+and evaluating them from strings cost 30 ms, `--help` included.
+"""
 
 import gc
 import sys
