@@ -167,8 +167,9 @@ _CONSTRUCTORS = yaml.SafeLoader.yaml_constructors
 
 
 def read_plain(text: str) -> tuple[Any, dict[Path_, tuple[int, int]], dict[Path_, tuple[int, int]]]:
-    """Plain data with its value and key positions, in one pass over libyaml's events (twice as fast as
-    loading, then composing the marked node tree for positions). Each value is what `yaml.safe_load`
+    """Plain data with its value and key positions, in one pass over libyaml's events: faster than
+    libyaml's own loader, which gives no positions (65 ms against 170 ms for 1,000 resources), and
+    composing the marked node tree for positions cost as much again. Each value is what `yaml.safe_load`
     makes of it: the same events, the same tag resolution and constructors. `_Unusual` for what this
     pass leaves to the others: an anchor, alias or explicit tag, a key that is not a plain string
     (`no`, `2024`, `<<`), a duplicate key, more than one document; `yaml.YAMLError` for a syntax error."""
@@ -218,9 +219,9 @@ def read_plain(text: str) -> tuple[Any, dict[Path_, tuple[int, int]], dict[Path_
                 raise _Unusual  # a key YAML reads as bool/int/null/merge: the careful path names it as written
             if key in mapping:
                 raise _Unusual
-            mark = event.start_mark
-            keys[(*path, key)] = (mark.line + 1, mark.column + 1)
-            mapping[key] = node(next_event(), (*path, key))
+            mark, at = event.start_mark, (*path, key)
+            keys[at] = (mark.line + 1, mark.column + 1)
+            mapping[key] = node(next_event(), at)
         return mapping
 
     try:
