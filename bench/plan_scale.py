@@ -37,7 +37,7 @@ import yaml
 
 from fastuner.config.loader import load_spec
 from fastuner.engine.apply import apply_plan
-from fastuner.plan.observed import Observation, Observed
+from fastuner.plan.observed import Observation, ObservationStatus, Observed
 from fastuner.plan.planner import make_plan
 from fastuner.providers.memory import MemoryWorld, memory_provider
 from fastuner.state.local import LocalStateStore
@@ -181,7 +181,7 @@ def build_state(spec_path: Path, folder: Path) -> tuple[Path, dict]:
     world = MemoryWorld()
     result = apply_plan(plan, store, memory_provider(world), spec_dir=folder, parallelism=32, clock=lambda: NOW)
     assert result.ok
-    observations = {a: Observation("ready", outputs=obj["outputs"]) for a, obj in
+    observations = {a: Observation(ObservationStatus.READY, outputs=obj["outputs"]) for a, obj in
                     ((a, world.objects[rs.physical_name]) for a, rs in store.read().resources.items())}
     return folder / "state.json", observations
 

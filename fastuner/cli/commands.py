@@ -9,7 +9,8 @@ import os
 import signal
 import sys
 import threading
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,15 +19,12 @@ from rich.markup import escape
 
 from fastuner.cli.project import Project, open_project
 from fastuner.errors import Diagnostic, DiagnosticsError, Severity, UserError
+from fastuner.plan.status import ResultStatus
 
 if TYPE_CHECKING:
     from fastuner.graph import Graph
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _checked(project: Project, *, local_inputs: bool = True) -> tuple[Graph, list[Diagnostic]]:
@@ -62,7 +60,7 @@ def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
     project = open_project(file, var, workspace)
     _, warnings = _checked(project)
     from fastuner.engine.refresh import dataset_sources
-    from fastuner.providers.local.datasets import describe_scan, scan_inputs
+    from fastuner.providers.datasets import describe_scan, scan_inputs
 
     dataset_sources(project.spec)  # every file exists (errors point at its `path:`)
     reports, errors = [], []
@@ -92,7 +90,7 @@ def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
 # --- plan ------------------------------------------------------------------------------------------
 
 
-def make_project_plan(project: Project, *, destroy: bool, replace: list[str], renew: list[str],
+def make_project_plan(project: Project, *, destroy: bool, replace: list[str], renew: list[str], now: datetime,
                       hash_sources: bool = True, target: list[str] = (), refresh_only: bool = False):
     from fastuner.engine.refresh import refresh
     from fastuner.plan.planner import make_plan
@@ -107,7 +105,7 @@ def make_project_plan(project: Project, *, destroy: bool, replace: list[str], re
     _check_addresses(project, renew, "--renew", state)
     _check_addresses(project, list(target), "--target", state)
     observed = refresh(project.spec if not destroy else None, state, project.provider, hash_sources=hash_sources)
-    plan = make_plan(project.spec, state, observed, _now(), destroy=destroy, replace=replace, renew=renew,
+    plan = make_plan(project.spec, state, observed, now, destroy=destroy, replace=replace, renew=renew,
                      target=target, refresh_only=refresh_only, graph=graph)
     return dataclasses.replace(plan, diagnostics=(*(w.to_dict() for w in warnings), *plan.diagnostics))
 
@@ -122,11 +120,12 @@ def write_plan_file(plan, out: str) -> Path:
 
 
 def run_plan(file, var, workspace, *, out, detailed_exitcode, destroy, replace, renew, json_out,
-             console: Console, target: list[str] = (), refresh_only: bool = False) -> int:
+             console: Console, clock: Callable[[], datetime], target: list[str] = (),
+             refresh_only: bool = False) -> int:
     from fastuner.views.terminal import render_plan
 
     project = open_project(file, var, workspace)
-    plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, target=target,
+    plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, now=clock(), target=target,
                              refresh_only=refresh_only)
     data = plan.to_dict()
     if out:
@@ -229,8 +228,8 @@ class _Interrupts:
 
 
 def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait, replace, renew, destroy,
-              console: Console, target: list[str] = (), refresh_only: bool = False,
-              lock_timeout: str | None = None) -> int:
+              console: Console, clock: Callable[[], datetime], target: list[str] = (),
+              refresh_only: bool = False, lock_timeout: str | None = None) -> int:
     from fastuner.engine.apply import apply_plan
     from fastuner.views.progress import ProgressView
     from fastuner.views.terminal import render_plan
@@ -245,8 +244,8 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
         if plan.project != project.spec.config.project:
             raise UserError(f"{planfile} is a plan for project {plan.project}, not {project.spec.config.project}")
     else:
-        plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, target=target,
-                                 refresh_only=refresh_only)
+        plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, now=clock(),
+                                 target=target, refresh_only=refresh_only)
         render_plan(plan.to_dict(), console)
         if not plan.has_changes and not plan.refresh:
             return EXIT_OK
@@ -260,7 +259,7 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
     with _Interrupts(console) as interrupts, ProgressView(console) as view:
         result = apply_plan(plan, project.store, project.provider, spec_dir=project.spec_dir,
                             parallelism=parallelism, reporter=view, cancel=interrupts.cancel, wait_for=wait,
-                            operation="destroy" if destroy else "apply")
+                            clock=clock, operation="destroy" if destroy else "apply")
     if plan.mode == "refresh-only":
         console.print(f"\n[bold green]Refresh complete![/bold green] Recorded {len(plan.refresh)} change(s) in state; "
                       "nothing was created, updated or destroyed.")
@@ -274,17 +273,17 @@ def _operation(destroy: bool) -> str:
 
 
 def _report(result, plan, console: Console, destroy: bool) -> int:
-    done = {r.address: r for r in result.results if r.status == "done" and not r.deposed}
+    done = {r.address: r for r in result.results if r.status is ResultStatus.DONE and not r.deposed}
     counts = {"create": 0, "update": 0, "replace": 0, "delete": 0}
     for r in done.values():
         counts[r.action] = counts.get(r.action, 0) + 1
     for address, _exc, tb in result.bugs:
         console.print(f"[bold red]Bug while applying {escape(address)}[/bold red] — please report it:\n{escape(tb)}")
-    failed = [r for r in result.results if r.status == "failed"]
-    skipped = [r for r in result.results if r.status == "skipped"]
-    pending = [r for r in result.results if r.status == "pending"]
-    deferred = [r for r in result.results if r.status == "deferred"]
-    cancelled = [r for r in result.results if r.status == "cancelled"]
+    failed = [r for r in result.results if r.status is ResultStatus.FAILED]
+    skipped = [r for r in result.results if r.status is ResultStatus.SKIPPED]
+    pending = [r for r in result.results if r.status is ResultStatus.PENDING]
+    deferred = [r for r in result.results if r.status is ResultStatus.DEFERRED]
+    cancelled = [r for r in result.results if r.status is ResultStatus.CANCELLED]
     line = (f"{counts['create']} created, {counts['update']} updated, {counts['replace']} replaced, "
             f"{counts['delete']} destroyed")
     if failed or skipped or result.bugs:
@@ -310,7 +309,7 @@ def _report(result, plan, console: Console, destroy: bool) -> int:
                          if deferred else "") + ".")
     state = result.state
     if state is not None:
-        for address in [r.address for r in result.results if r.status == "done" and r.action != "delete"]:
+        for address in [r.address for r in result.results if r.status is ResultStatus.DONE and r.action != "delete"]:
             rs = state.get(address)
             summary = (rs.outputs or {}).get("summary") if rs else None
             if summary:

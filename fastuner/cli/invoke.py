@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,8 @@ from rich.markup import escape
 from fastuner.cli.commands import EXIT_ERROR, EXIT_OK
 from fastuner.cli.project import open_project
 from fastuner.errors import UserError
-from fastuner.providers.local.client import (
-    Client,
-    InvokeError,
-    input_problem,
-    read_rows,
-    run_rows,
-    screen_rows,
-)
-from fastuner.providers.local.http import HttpError, request
+from fastuner.providers.base import Provider, ProviderError
+from fastuner.providers.endpoint import Endpoint, InvokeError, input_problem, read_rows, run_rows, screen_rows
 from fastuner.state.model import ResourceState, State, Status
 
 FIRST_ERRORS = 3
@@ -58,7 +52,7 @@ def generation_params(max_new_tokens, temperature, top_p, stop, seed) -> dict[st
 
 
 def run_invoke(address: str, options: Options, file, var, workspace, *, console: Console,
-               err_console: Console) -> int:
+               err_console: Console, clock: Callable[[], datetime]) -> int:
     modes = [m for m, on in (("--input", options.text is not None), ("--batch", options.batch is not None),
                              ("--evaluate", options.evaluate)) if on]
     if len(modes) != 1:
@@ -69,10 +63,9 @@ def run_invoke(address: str, options: Options, file, var, workspace, *, console:
     project = open_project(file, var, workspace)
     state = project.store.read()
     deployment = find_deployment(state, address)
-    url = deployment.outputs["url"]
     adapters = dict(deployment.outputs.get("adapters") or {})
     adapter = pick_adapter(address, options, adapters, err_console)
-    if deployment.expires_at is not None and deployment.expires_at < datetime.now(UTC):
+    if deployment.expires_at is not None and deployment.expires_at < clock():
         err_console.print(f"[yellow]Warning:[/yellow] {escape(address)} is past its ttl (since "
                           f"{deployment.expires_at.isoformat(timespec='minutes')}); the next `fastuner apply` or "
                           "`fastuner reap` tears it down.")
@@ -80,13 +73,12 @@ def run_invoke(address: str, options: Options, file, var, workspace, *, console:
     if options.text is not None and (problem := input_problem(options.text, max_chars, adapter)):
         code, message = problem
         raise UserError(f"the input {message}; {address} would refuse it ({code}), so nothing was sent")
-    check_server(address, url)
-    client = Client(url, timeout=options.timeout, retries=options.retries)
+    client = open_endpoint(project.provider, deployment, options)
     if options.text is not None:
         return _single(client, address, adapter, adapters, options, console)
     if options.batch is not None:
         return _batch(client, address, adapter, adapters, max_chars, options, console, err_console)
-    return _evaluate(client, state, address, adapter, options, console, err_console)
+    return _evaluate(client, project.provider, state, address, adapter, options, console, err_console)
 
 
 def find_deployment(state: State | None, address: str) -> ResourceState:
@@ -139,13 +131,12 @@ def input_limit(state: State, adapter: str | None) -> int | None:
     return limit if isinstance(limit, int) else None
 
 
-def check_server(address: str, url: str) -> None:
+def open_endpoint(provider: Provider, deployment: ResourceState, options: Options) -> Endpoint:
+    """The deployment's endpoint from its provider; one that does not answer is a UserError."""
     try:
-        request("GET", f"{url}/ping", timeout=5)
-    except (OSError, HttpError) as exc:
-        why = getattr(exc, "reason", None) or exc
-        raise UserError(f"the server of {address} at {url} is not running ({why}); `fastuner plan` will "
-                        "show it being recreated, `fastuner apply` recreates it") from None
+        return provider.endpoint_source().endpoint(deployment, timeout=options.timeout, retries=options.retries)
+    except ProviderError as exc:
+        raise UserError(exc.message, exc.hint) from None
 
 
 def _listing(adapters: dict[str, str]) -> str:
@@ -168,7 +159,7 @@ def _refused(address: str, exc: InvokeError, adapter: str | None, adapters: dict
 # --- modes -------------------------------------------------------------------------------------------
 
 
-def _single(client: Client, address: str, adapter, adapters, options: Options, console: Console) -> int:
+def _single(client: Endpoint, address: str, adapter, adapters, options: Options, console: Console) -> int:
     from fastuner.views.invoke import render_answer
 
     try:
@@ -182,7 +173,7 @@ def _single(client: Client, address: str, adapter, adapters, options: Options, c
     return EXIT_OK
 
 
-def _batch(client: Client, address: str, adapter, adapters, max_chars: int | None, options: Options,
+def _batch(client: Endpoint, address: str, adapter, adapters, max_chars: int | None, options: Options,
            console: Console, err_console: Console) -> int:
     from fastuner.views.invoke import BatchProgress, render_batch_summary
 
@@ -234,15 +225,19 @@ def _open_out(path: str):
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def _evaluate(client: Client, state: State, address: str, adapter: str, options: Options, console: Console,
-              err_console: Console) -> int:
-    from fastuner.providers.local.evaluation import evaluate, read_test_split
+def _evaluate(client: Endpoint, provider: Provider, state: State, address: str, adapter: str, options: Options,
+              console: Console, err_console: Console) -> int:
+    from fastuner.providers.evaluation import evaluate, read_test_split
     from fastuner.views.invoke import BatchProgress, render_evaluation
 
-    split = read_test_split(state, f"adapter.{adapter}")
+    try:
+        splits = provider.split_source()
+    except ProviderError as exc:
+        raise UserError(exc.message, exc.hint) from None
+    split = read_test_split(state, f"adapter.{adapter}", splits)
     adapter_rs = state.get(f"adapter.{adapter}")
     metrics = (adapter_rs.outputs.get("metrics") or {}) if adapter_rs else {}
-    passes = 1 if split.task == "classification" else 2
+    passes = 2 if split.task.definition.base_model_answers else 1
     with BatchProgress(err_console, len(split.records) * passes, label=f"evaluating {adapter}") as progress:
         result = evaluate(client, split, adapter, metrics, deployment=address, params=options.params,
                           concurrency=options.concurrency, rows_per_request=options.rows_per_request,

@@ -10,6 +10,9 @@ and evaluating them from strings cost 30 ms, `--help` included.
 
 import gc
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -77,6 +80,23 @@ def _value_word(option: TyperOption) -> str:
     return max(option.opts, key=len).lstrip("-").replace("-", "_").upper()
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """What the composition root is handed rather than reading globally: the current time (tests pass a
+    clock they move, so TTL behaviour is tested without waiting)."""
+
+    clock: Callable[[], datetime]
+
+
+def _clock(ctx: typer.Context) -> Callable[[], datetime]:
+    runtime = ctx.find_object(Runtime)
+    if runtime is not None:
+        return runtime.clock
+    from fastuner.providers.base import utcnow
+
+    return utcnow
+
+
 def _console(no_color: bool = False, stderr: bool = False):
     from rich.console import Console
 
@@ -112,6 +132,7 @@ def validate(file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt =
 
 @app.command(cls=_Command)
 def plan(
+    ctx: typer.Context,
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     out: Annotated[str | None, typer.Option("--out", "-o", metavar="FILE",
                                             help="Save the plan (JSON) for apply.")] = None,
@@ -126,7 +147,8 @@ def plan(
 
     raise typer.Exit(run_plan(file, var, workspace, out=out, detailed_exitcode=detailed_exitcode, destroy=destroy,
                               replace=replace or [], renew=renew or [], target=target or [],
-                              refresh_only=refresh_only, json_out=json_out, console=_console(no_color)))
+                              refresh_only=refresh_only, json_out=json_out, console=_console(no_color),
+                              clock=_clock(ctx)))
 
 
 @app.command(cls=_Command)
@@ -146,6 +168,7 @@ def show(
 
 @app.command(cls=_Command)
 def apply(
+    ctx: typer.Context,
     planfile: Annotated[str | None, typer.Argument(metavar="PLANFILE", help="Apply exactly this saved plan.")] = None,
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
@@ -161,11 +184,12 @@ def apply(
     raise typer.Exit(run_apply(planfile, file, var, workspace, auto_approve=auto_approve, parallelism=parallelism,
                                wait=not no_wait, replace=replace or [], renew=renew or [], destroy=False,
                                target=target or [], refresh_only=refresh_only, lock_timeout=lock_timeout,
-                               console=_console(no_color)))
+                               console=_console(no_color), clock=_clock(ctx)))
 
 
 @app.command(cls=_Command)
 def destroy(
+    ctx: typer.Context,
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
     parallelism: ParallelismOpt = 10,
@@ -178,11 +202,12 @@ def destroy(
 
     raise typer.Exit(run_apply(None, file, var, workspace, auto_approve=auto_approve, parallelism=parallelism,
                                wait=True, replace=[], renew=[], destroy=True, target=target or [],
-                               lock_timeout=lock_timeout, console=_console(no_color)))
+                               lock_timeout=lock_timeout, console=_console(no_color), clock=_clock(ctx)))
 
 
 @app.command(cls=_Command)
 def reap(
+    ctx: typer.Context,
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be reaped.")] = False,
@@ -192,7 +217,7 @@ def reap(
     from fastuner.cli.reap import run_reap
 
     raise typer.Exit(run_reap(file, var, workspace, auto_approve=auto_approve, dry_run=dry_run, json_out=json_out,
-                              lock_timeout=lock_timeout, console=_console(no_color)))
+                              lock_timeout=lock_timeout, console=_console(no_color), clock=_clock(ctx)))
 
 
 # --- state ---------------------------------------------------------------------------------------
@@ -257,6 +282,7 @@ def logs(
 
 @app.command(cls=_Command)
 def invoke(
+    ctx: typer.Context,
     address: Annotated[str, typer.Argument(metavar="ADDRESS", help="deployment.NAME")],
     adapter: Annotated[str | None, typer.Option("--adapter", "-a", metavar="NAME", help="Adapter to use (default: the "
                                                 "deployment's only adapter, else the base model).")] = None,
@@ -286,7 +312,7 @@ def invoke(
                       concurrency=concurrency, rows_per_request=rows_per_request, retries=retries,
                       timeout=timeout, json_out=json_out)
     raise typer.Exit(run_invoke(address, options, file, var, workspace, console=_console(no_color),
-                                err_console=_console(no_color, stderr=True)))
+                                err_console=_console(no_color, stderr=True), clock=_clock(ctx)))
 
 
 @ci_app.command("github", cls=_Command)
@@ -328,22 +354,23 @@ def schema(
 GC_YOUNG_THRESHOLD = 50_000
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, clock: Callable[[], datetime] | None = None) -> int:
     """Console-script entry point: user errors become diagnostics and exit 1; bugs keep their traceback.
 
     Usage errors also exit 1 (not click's 2), so that `plan --detailed-exitcode` keeps 2 for "changes".
+    `clock` is the current time for every decision a command makes (expiry, idleness); default: the system's.
     """
     thresholds = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
     try:
-        return _run(argv)
+        return _run(argv, clock)
     finally:
         gc.set_threshold(*thresholds)  # as it was, for a caller in the same process (tests)
 
 
-def _run(argv: list[str] | None) -> int:
+def _run(argv: list[str] | None, clock: Callable[[], datetime] | None) -> int:
     try:
-        rc = app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False, obj=Runtime(clock) if clock is not None else None)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except typer.Abort:

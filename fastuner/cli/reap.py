@@ -1,8 +1,8 @@
 """`fastuner reap`: destroy every deployment past its ttl or idle_ttl, and nothing else.
 
 Meant for a schedule (the CI workflow template runs it hourly), so it needs no dataset files: source
-hashes are taken from state. Reaped deployments stay recorded as expired and do not come back on the
-next apply until renewed (`fastuner apply --renew deployment.NAME`) or given a new ttl.
+hashes are taken from state. What is expired is the planner's decision (its docstring states the rule);
+reaped deployments stay recorded as expired until renewed.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 
 from rich.console import Console
 from rich.markup import escape
@@ -18,6 +19,8 @@ from rich.markup import escape
 from fastuner.cli.commands import EXIT_ERROR, EXIT_OK, _confirm, make_project_plan
 from fastuner.cli.project import open_project
 from fastuner.plan.model import Reason
+from fastuner.plan.status import ResultStatus
+from fastuner.state.model import Status
 
 EXPIRY = (Reason.DELETE_BECAUSE_TTL_EXPIRED, Reason.DELETE_BECAUSE_IDLE_TTL_EXPIRED)
 
@@ -27,16 +30,16 @@ def _hours(seconds: float) -> str:
 
 
 def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_out: bool, console: Console,
-             lock_timeout: str | None = None) -> int:
+             clock: Callable[[], datetime], lock_timeout: str | None = None) -> int:
     from fastuner.engine.apply import apply_plan
     from fastuner.views.progress import ProgressView
     from fastuner.views.terminal import render_plan
 
     project = open_project(file, var, workspace, notice=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]"),
                            lock_timeout=lock_timeout)
-    plan = make_project_plan(project, destroy=False, replace=[], renew=[], hash_sources=False)
+    now = clock()
+    plan = make_project_plan(project, destroy=False, replace=[], renew=[], now=now, hash_sources=False)
     expired = tuple(c for c in plan.changes if c.reason in EXPIRY)
-    now = datetime.now(UTC)
     state = project.store.read()
     if not expired:
         if json_out:
@@ -45,7 +48,7 @@ def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_ou
         console.print("Nothing to reap: no deployment is past its ttl or idle_ttl.")
         for c in plan.changes:
             if c.kind == "deployment" and c.expires_at and state and (rs := state.get(c.address)) \
-                    and rs.status == "ready":
+                    and rs.status is Status.READY:
                 left = datetime.fromisoformat(c.expires_at) - now
                 console.print(f"  {escape(c.address)} expires in {_hours(left.total_seconds())} ({c.expires_at})")
         return EXIT_OK
@@ -61,13 +64,13 @@ def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_ou
         return EXIT_ERROR
     with ProgressView(console, live=False if json_out else None) as view:
         result = apply_plan(plan, project.store, project.provider, spec_dir=project.spec_dir, reporter=view,
-                            operation="reap")
+                            clock=clock, operation="reap")
     report = []
     for c in expired:
         rs = state.get(c.address) if state else None
         ran = (now - rs.created_at).total_seconds() if rs and rs.created_at else 0.0
         late = (now - rs.expires_at).total_seconds() if rs and rs.expires_at and rs.expires_at < now else 0.0
-        done = any(r.address == c.address and r.status == "done" for r in result.results)
+        done = any(r.address == c.address and r.status is ResultStatus.DONE for r in result.results)
         hourly = float(c.cost.get("hourly_usd", 0.0))
         report.append({"address": c.address, "reaped": done, "reason": str(c.reason), "detail": c.detail,
                        "ran_hours": round(ran / 3600, 2), "past_expiry_hours": round(late / 3600, 2),
@@ -79,7 +82,7 @@ def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_ou
         sys.stdout.write(json.dumps({"reaped": report}, indent=2) + "\n")
     if not result.ok:
         for r in result.results:
-            if r.status != "done":
+            if r.status is not ResultStatus.DONE:
                 console.print(f"[red]{escape(r.address)}: {escape(r.message)}[/red]")
         return EXIT_ERROR
     total = sum(x["hourly_usd_saved"] for x in report if x["reaped"])

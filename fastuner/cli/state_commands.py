@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -48,8 +49,9 @@ def run_state_show(address, file, var, workspace, console: Console, json_out: bo
     style = STATUS_STYLE.get(data["status"], "white")
     console.print(f"[bold]# {escape(address)}[/bold]  [{style}]{data['status']}[/{style}]")
     for key in ("physical_name", "identity", "created_at", "updated_at", "expires_at", "error"):
-        if data.get(key):
-            console.print(f"  {key:<14} = {escape(str(data[key]))}")
+        value = getattr(rs, key)
+        if value:  # times as plan and show write them
+            console.print(f"  {key:<14} = {escape(value.isoformat() if isinstance(value, datetime) else str(value))}")
     if data.get("pending"):
         console.print(f"  pending        = {escape(json.dumps(data['pending']))}")
     if data.get("depends_on"):
@@ -103,31 +105,19 @@ def run_state_rm(addresses, file, var, workspace, console: Console, lock_timeout
 
 
 def run_logs(address, follow: bool, file, var, workspace, console: Console) -> int:
-    import time
+    from fastuner.providers.base import ProviderError
 
     project = open_project(file, var, workspace, state_only=True)
     state = _state(project)
     rs = state.get(address)
     if rs is None:
         raise UserError(f"{address} is not in state", f"In state: {', '.join(sorted(state.resources)) or 'nothing'}.")
-    provider = project.provider.for_kind(rs.kind)
-    log_file = getattr(provider, "log_file", None)
-    if log_file is None:
-        raise UserError(f"{rs.kind} resources have no log on the {project.provider.name} provider")
-    path, running = log_file(rs)
-    if not path.exists():
-        raise UserError(f"no log yet for {address} (expected {path})")
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(65536)
-            if chunk:
-                sys.stdout.write(chunk.decode("utf-8", "replace"))
-                sys.stdout.flush()
-                continue
-            if not follow or not running:
-                break
-            time.sleep(0.5)
-            _, running = log_file(rs)
+    try:
+        for chunk in project.provider.log_source(rs.kind).read_log(rs, follow=follow):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    except ProviderError as exc:
+        raise UserError(exc.message, exc.hint) from None
     return 0
 
 

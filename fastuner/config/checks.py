@@ -33,7 +33,7 @@ def check_spec(spec: Spec) -> list[Diagnostic]:
         if len(families) > 1:
             listing = "; ".join(f"{fam}: {', '.join(names)}" for fam, names in sorted(families.items()))
             out.append(Diagnostic.error(
-                f"deployment.{name} mixes classification and generation adapters ({listing})",
+                f"deployment.{name} mixes {' and '.join(sorted(families))} adapters ({listing})",
                 "A deployment serves one kind of model head; split them into two deployments.",
                 source=spec.source(("deployments", name, "adapters")), address=f"deployment.{name}"))
         if dep.ttl is not None and dep.idle_ttl is not None and dep.idle_ttl > dep.ttl:

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from fastuner.config.duration import Duration
+from fastuner.config.tasks import Task, describe_tasks
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
 PROJECT_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$"
@@ -25,17 +26,6 @@ Tags = dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], Ann
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=False)
-
-
-class Task(StrEnum):
-    CLASSIFICATION = "classification"
-    TEXT_GENERATION = "text_generation"
-    QA = "qa"
-
-    @property
-    def family(self) -> str:
-        """What a served model does with it: classify, or generate text."""
-        return "classification" if self is Task.CLASSIFICATION else "generation"
 
 
 class Method(StrEnum):
@@ -159,7 +149,7 @@ class Split(Strict):
     train: float = Field(0.8, gt=0, le=1, description="Fraction of distinct rows used for training.")
     validation: float = Field(0.1, ge=0, lt=1, description="Fraction for per-epoch evaluation.")
     test: float = Field(0.1, ge=0, lt=1, description="Fraction held out for the final evaluation.")
-    seed: int = Field(42, description="Seed of the reproducible split.")
+    seed: int = Field(42, ge=0, description="Seed of the reproducible split.")
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> Split:
@@ -177,7 +167,7 @@ class DatasetChecks(Strict):
 
 class Dataset(Strict):
     path: str = Field(description="JSONL file, relative to fastuner.yaml.")
-    task: Task = Field(description="classification (input, label) | text_generation or qa (input, target).")
+    task: Task = Field(description=f"{describe_tasks()}.")
     split: Split = Field(default_factory=Split, description="How distinct rows are split (seeded).")
     checks: DatasetChecks = Field(default_factory=DatasetChecks, description="Row validation limits.")
     tags: Tags = Field(default_factory=dict, description="Free-form tags, changed in place.")

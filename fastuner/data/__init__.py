@@ -1,12 +1,15 @@
 """Datasets: validate, deduplicate and split a JSONL file, and store the splits content-addressed.
 
-    scan = scan_dataset("data.jsonl", "classification", split=SplitSpec(0.8, 0.1, 0.1, seed=42))
-    outputs = write_splits(scan, LocalObjectStore(".fastuner/objects"))
-    materialize(store, outputs["splits"]["train"]["key"], channel_dir, "train.jsonl")
+    scan = scan_dataset("data.jsonl", Task.CLASSIFICATION, split=Split(train=0.8, validation=0.1, test=0.1, seed=42))
+    store = LocalObjectStore(".fastuner/objects")
+    outputs = write_splits(scan, store)
+    store.materialize(outputs["splits"]["train"]["key"], channel_dir, "train.jsonl")
 
 `scan_dataset` reads the file once and raises `DiagnosticsError` for bad input; it stores nothing.
 `write_splits` reads it a second time and stores the split files and a manifest.
-This package imports only `fastuner.errors` from fastuner.
+The task (`fastuner.config.tasks`), the split and the checks (`Split`, `DatasetChecks` in
+`fastuner.config.models`) are the spec's own types; a worker gets what it needs of them as plain
+values (`rows.Limits`).
 
 The names below are imported when first used, so that a worker process, which needs only
 `fastuner.data.rows`, starts without importing the rest (numpy included): that is most of the time
@@ -21,9 +24,6 @@ from typing import TYPE_CHECKING
 _WHERE = {
     "NORMALISATION_VERSION": "rules",
     "SPLITS": "rules",
-    "TASKS": "rules",
-    "Rules": "rules",
-    "SplitSpec": "rules",
     "MAX_REPORTED_ERRORS": "scan",
     "DatasetScan": "scan",
     "RowCounts": "scan",
@@ -33,7 +33,6 @@ _WHERE = {
     "LocalObjectStore": "store",
     "ObjectStore": "store",
     "ObjectWriter": "store",
-    "materialize": "store",
     "write_splits": "write",
 }
 
@@ -41,26 +40,22 @@ __all__ = [
     "MAX_REPORTED_ERRORS",
     "NORMALISATION_VERSION",
     "SPLITS",
-    "TASKS",
     "DatasetScan",
     "InternalError",
     "LocalObjectStore",
     "ObjectStore",
     "ObjectWriter",
     "RowCounts",
-    "Rules",
-    "SplitSpec",
     "dataset_version",
-    "materialize",
     "scan_dataset",
     "write_splits",
 ]
 
 if TYPE_CHECKING:
-    from fastuner.data.rules import NORMALISATION_VERSION, SPLITS, TASKS, Rules, SplitSpec
+    from fastuner.data.rules import NORMALISATION_VERSION, SPLITS
     from fastuner.data.scan import MAX_REPORTED_ERRORS, DatasetScan, RowCounts, dataset_version, scan_dataset
     from fastuner.data.split import InternalError
-    from fastuner.data.store import LocalObjectStore, ObjectStore, ObjectWriter, materialize
+    from fastuner.data.store import LocalObjectStore, ObjectStore, ObjectWriter
     from fastuner.data.write import write_splits
 
 

@@ -79,8 +79,8 @@ def scan_block_fast(block: tuple[bytes, bytes, int], limits: Limits, seed: int,
     lines = split_lines(block)
     if first_block and lines and lines[0].startswith(_BOM):
         lines[0] = lines[0][len(_BOM):]
-    classification = limits.task == "classification"
-    second = "label" if classification else "target"
+    labelled = limits.labelled
+    second = limits.second
     max_input = limits.max_input_chars
     max_second = limits.max_second_chars or 0
     loads, dumps, nfc = _loads, _dumps, _nfc
@@ -129,7 +129,7 @@ def scan_block_fast(block: tuple[bytes, bytes, int], limits: Limits, seed: int,
         h = copy()
         h.update(record)
         add_digest(h.digest())
-        if classification:
+        if labelled:
             add_label(other)
     out.first_extra = first_extra
     n = out.n_valid = len(digests)
@@ -140,7 +140,7 @@ def scan_block_fast(block: tuple[bytes, bytes, int], limits: Limits, seed: int,
     bounds = np.searchsorted(part[order], np.arange(PARTITIONS + 1)).tolist()
     records = np.ascontiguousarray(table[order, :RECORD])
     ordinals = order.astype(np.uint32)
-    if classification:
+    if labelled:
         names = dict.fromkeys(labels)  # in order of first appearance, as rows.py numbers them
         ids = {name: i for i, name in enumerate(names)}
         label_ids = np.fromiter(map(ids.__getitem__, labels), np.uint32, n)
@@ -151,7 +151,7 @@ def scan_block_fast(block: tuple[bytes, bytes, int], limits: Limits, seed: int,
         a, b = bounds[p], bounds[p + 1]
         out.part_digests.append(records[a:b].tobytes())
         out.part_ordinals.append(array("I", ordinals[a:b].tobytes()))
-        out.part_labels.append(array("I", label_ids[a:b].tobytes()) if classification else array("I"))
+        out.part_labels.append(array("I", label_ids[a:b].tobytes()) if labelled else array("I"))
     return out
 
 

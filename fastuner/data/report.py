@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fastuner.data.rows import BlockScan, RowError
-from fastuner.data.rules import SPLITS, second_field
+from fastuner.data.rules import SPLITS
 from fastuner.data.split import Deduplication
 from fastuner.errors import Diagnostic, DiagnosticsError, Source
 
@@ -72,7 +72,7 @@ def too_few(n_records: int, n_distinct: int, min_rows: int) -> tuple[str, str]:
             "duplicates are rows whose normalised records are equal; the first occurrence is kept")
 
 
-def row_warnings(results: Sequence[BlockScan], block_lines: Sequence[int], dups: Deduplication, task: str,
+def row_warnings(results: Sequence[BlockScan], block_lines: Sequence[int], dups: Deduplication, second: str,
                   report: Reporter) -> list[Diagnostic]:
     def first_line(attribute: str) -> int | None:
         for result, base in zip(results, block_lines, strict=True):
@@ -88,7 +88,7 @@ def row_warnings(results: Sequence[BlockScan], block_lines: Sequence[int], dups:
                            if r.blank_lines)
         warnings.append(report.warning(f"skipped {n_blank:,} blank line{plural(n_blank)}",
                                        "blank lines hold no record", first_blank))
-    known = ("input", second_field(task))
+    known = ("input", second)
     fields: dict[str, int] = {}
     n_extra = 0
     for result in results:
@@ -103,7 +103,7 @@ def row_warnings(results: Sequence[BlockScan], block_lines: Sequence[int], dups:
         if len(ranked) > 5:
             listed += f" and {len(ranked) - 5} more"
         warnings.append(report.warning(
-            f"ignored fields other than \"input\" and \"{second_field(task)}\" in {n_extra:,} row{plural(n_extra)}",
+            f"ignored fields other than \"input\" and \"{second}\" in {n_extra:,} row{plural(n_extra)}",
             f"fields ignored: {listed}", first_line("first_extra")))
     n_int = sum(r.n_int_labels for r in results)
     if n_int:

@@ -47,9 +47,11 @@ _ALIASES = {
 class Limits:
     """The per-row settings a worker needs (picklable, small)."""
 
-    task: str
+    second: str  # the task's row field beside "input" ("label" or "target")
+    labelled: bool  # the second field is a class label: an integer is accepted, its ids are kept (strata)
     max_input_chars: int
-    max_second_chars: int | None  # None for classification labels (no limit)
+    max_second_chars: int | None  # None for class labels (no limit)
+    other_tasks: tuple[tuple[str, str, str], ...] = ()  # (field, family, task) of tasks with another field
 
 
 @dataclass
@@ -152,8 +154,8 @@ def _walk(block: tuple[bytes, bytes, int], limits: Limits, first_block: bool, ou
     if first_block and lines and lines[0].startswith(_BOM):
         lines[0] = lines[0][len(_BOM):]
 
-    classification = limits.task == "classification"
-    second = "label" if classification else "target"
+    labelled = limits.labelled
+    second = limits.second
     max_input = limits.max_input_chars
     max_second = limits.max_second_chars or 0
     loads, dumps, nfc = _loads, _dumps, _nfc
@@ -221,7 +223,7 @@ def _walk(block: tuple[bytes, bytes, int], limits: Limits, first_block: bool, ou
         part = digest[8] >> 3  # PARTITIONS = 32
         parts[part] += digest[:24]
         part_ords[part].append(n)
-        if classification:
+        if labelled:
             label = label_ids.get(other)
             if label is None:
                 label = label_ids[other] = len(label_ids)
@@ -251,7 +253,7 @@ def _check_row(line: bytes, limits: Limits):
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         return _json_error(line, exc)
-    second = "label" if limits.task == "classification" else "target"
+    second = limits.second
     if not isinstance(obj, dict):
         return RowError(0, 1, f"row is a JSON {_json_type(obj)}, not an object",
                         f'each row must be a JSON object with "input" and "{second}" fields')
@@ -259,15 +261,15 @@ def _check_row(line: bytes, limits: Limits):
     values = {}
     for name in ("input", second):
         if name not in obj:
-            return RowError(0, None, f'missing field "{name}"', _missing_hint(name, obj, limits.task))
+            return RowError(0, None, f'missing field "{name}"', _missing_hint(name, obj, limits))
         value = obj[name]
         from_int = False
-        if name == "label" and type(value) is int:
+        if limits.labelled and name == second and type(value) is int:
             value, from_int = str(value), True
         if type(value) is not str:
-            expected = "a string or an integer" if name == "label" else "a string"
+            expected = "a string or an integer" if limits.labelled and name == second else "a string"
             return RowError(0, _column_of_key(line, name), f'"{name}" must be {expected}, got {_json_type(value)}',
-                            _type_hint(name, value))
+                            _type_hint(name, value, limits.labelled and name == second))
         if not value.isascii():
             value = unicodedata.normalize("NFC", value)
         value = value.strip()
@@ -300,15 +302,14 @@ def _json_error(line: bytes, exc: orjson.JSONDecodeError) -> RowError:
     return RowError(0, exc.colno, f"not valid JSON: {message}", "each row must be one JSON object on one line")
 
 
-def _missing_hint(name: str, obj: dict, task: str) -> str:
+def _missing_hint(name: str, obj: dict, limits: Limits) -> str:
     present = [k for k in obj if isinstance(k, str)]
     shown = ", ".join(f'"{k}"' for k in present[:8]) or "none"
-    if task != "classification" and name == "target" and "label" in obj:
-        return (f'the row has a "label" field: for a classification dataset set `task: classification`, '
-                f'otherwise rename it to "target" (fields present: {shown})')
-    if task == "classification" and name == "label" and "target" in obj:
-        return (f'the row has a "target" field: for a generation dataset set `task: text_generation`, '
-                f'otherwise rename it to "label" (fields present: {shown})')
+    if name == limits.second:
+        for field_name, family, task in limits.other_tasks:
+            if field_name in obj:
+                return (f'the row has a "{field_name}" field: for a {family} dataset set `task: {task}`, '
+                        f'otherwise rename it to "{name}" (fields present: {shown})')
     candidates = [k for k in present if k.lower() in _ALIASES.get(name, ())]
     candidates += difflib.get_close_matches(name, present, n=1, cutoff=0.7)
     if candidates:
@@ -316,10 +317,10 @@ def _missing_hint(name: str, obj: dict, task: str) -> str:
     return f"fields present: {shown}"
 
 
-def _type_hint(name: str, value) -> str:
+def _type_hint(name: str, value, label: bool) -> str:
     if value is None:
         return f'"{name}" is null; remove the row or give it a value'
-    if name == "label" and isinstance(value, float | bool):
+    if label and isinstance(value, float | bool):
         return "labels are strings (integers are accepted and converted to strings)"
     return "write the value as a JSON string"
 

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fastuner.config.models import DatasetChecks, Split
+from fastuner.config.tasks import DEFINITIONS, Task, parse_task
 from fastuner.data.blocks import (
     DEFAULT_BLOCK_BYTES,
     FileChanged,
@@ -47,11 +49,12 @@ from fastuner.data.report import (
     too_few,
 )
 from fastuner.data.rows import BlockScan, Limits, scan_block
-from fastuner.data.rules import NORMALISATION_VERSION, SPLITS, Rules, SplitSpec, check_task
+from fastuner.data.rules import NORMALISATION_VERSION, SPLITS, split_fractions
 from fastuner.data.split import allocate, choose_splits, find_duplicates, strata_of
 from fastuner.errors import Diagnostic, DiagnosticsError, relpath
 
-__all__ = ["MAX_REPORTED_ERRORS", "DatasetScan", "Layout", "RowCounts", "dataset_version", "scan_dataset"]
+__all__ = ["MAX_REPORTED_ERRORS", "DatasetScan", "Layout", "RowCounts", "dataset_version", "limits_for",
+           "scan_dataset"]
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,9 @@ class DatasetScan:
     """A validated dataset and its split plan. `version` identifies exactly what `write_splits` stores."""
 
     path: str
-    task: str
-    split: SplitSpec
-    rules: Rules
+    task: Task
+    split: Split
+    rules: DatasetChecks
     source_sha256: str
     source_bytes: int
     counts: RowCounts
@@ -120,8 +123,8 @@ class DatasetScan:
             "version": self.version,
             "task": self.task,
             "source": {"sha256": self.source_sha256, "bytes": self.source_bytes},
-            "split_spec": self.split.to_dict(),
-            "rules": self.rules.to_dict(),
+            "split_spec": self.split.model_dump(),
+            "rules": self.rules.model_dump(),
             "normalisation": NORMALISATION_VERSION,
             "counts": self.counts.to_dict(),
             "splits": dict(self.split_rows),
@@ -130,7 +133,7 @@ class DatasetScan:
         }
 
 
-def scan_dataset(path: str | Path, task: str, *, split: SplitSpec = SplitSpec(), rules: Rules = Rules(),
+def scan_dataset(path: str | Path, task: Task | str, *, split: Split = Split(), rules: DatasetChecks = DatasetChecks(),
                  workers: int | None = None, block_bytes: int = DEFAULT_BLOCK_BYTES,
                  address: str | None = None, fast: bool = True) -> DatasetScan:
     """Read `path` once: validate every row, hash the file, deduplicate and plan the splits.
@@ -141,11 +144,10 @@ def scan_dataset(path: str | Path, task: str, *, split: SplitSpec = SplitSpec(),
     reference code only (`rows.py`, `split.py`) instead of the fast path (`fast.py`); the result is
     the same.
     """
-    check_task(task)
+    task = parse_task(task)
     shown = relpath(path)
     report = Reporter(shown, address)
-    limits = Limits(task, rules.max_input_chars,
-                    None if task == "classification" else rules.max_target_chars)
+    limits = limits_for(task, rules)
     file_hash = FileHash()
     with _open_dataset(path, shown, address) as file:
         if workers is None:
@@ -170,8 +172,8 @@ def scan_dataset(path: str | Path, task: str, *, split: SplitSpec = SplitSpec(),
             block_lines, n_lines, n_blank, n_records = _check_rows(results, file_hash.size, report)
             if n_records >= 1 << 32:
                 raise report.error(f"{n_records:,} rows are more than a dataset may have (4,294,967,295)")
-            strata = strata_of(results, task == "classification")
-            fractions = split.fractions()
+            strata = strata_of(results, task.definition.classifies)
+            fractions = split_fractions(split)
             dups = (fast_path.find_duplicates if fast else find_duplicates)(results, strata, fractions, pool)
             n_distinct = n_records - dups.count
             if n_distinct < rules.min_rows:
@@ -181,11 +183,11 @@ def scan_dataset(path: str | Path, task: str, *, split: SplitSpec = SplitSpec(),
 
     totals = [sum(size[i] for size in sizes) for i in range(3)]
     stratum_sizes, label_names = dups.distinct, strata.names
-    warnings = row_warnings(results, block_lines, dups, task, report)
+    warnings = row_warnings(results, block_lines, dups, limits.second, report)
     warnings += split_warnings(label_names, stratum_sizes, sizes, fractions, report)
     split_rows = dict(zip(SPLITS, totals, strict=True))
     labels = split_labels = None
-    if task == "classification":
+    if task.definition.classifies:
         order = sorted(range(len(label_names)), key=lambda i: label_names[i])
         labels = {label_names[i]: stratum_sizes[i] for i in order if stratum_sizes[i]}
         split_labels = {name: {label_names[i]: sizes[i][k] for i in order if sizes[i][k]}
@@ -211,14 +213,28 @@ def scan_dataset(path: str | Path, task: str, *, split: SplitSpec = SplitSpec(),
     )
 
 
-def dataset_version(source_sha256: str, task: str, split: SplitSpec, rules: Rules) -> str:
+def limits_for(task: Task, rules: DatasetChecks) -> Limits:
+    """What a worker needs of the task's definition and the checks, as plain values (a worker imports
+    nothing from fastuner.config). A class label has no length limit. `other_tasks` names, for each
+    other row field some task uses, that task and its family: a row carrying it gets a hint to switch."""
+    definition = task.definition
+    others: dict[str, tuple[str, str]] = {}
+    for other, other_definition in DEFINITIONS.items():
+        if other_definition.target_field != definition.target_field:
+            others.setdefault(other_definition.target_field, (other_definition.family.value, other.value))
+    return Limits(definition.target_field, definition.classifies, rules.max_input_chars,
+                  None if definition.classifies else rules.max_target_chars,
+                  tuple((name, family, task_name) for name, (family, task_name) in others.items()))
+
+
+def dataset_version(source_sha256: str, task: Task, split: Split, rules: DatasetChecks) -> str:
     """A stable id of everything that decides the split files' bytes."""
     identity = {
         "format": "fastuner.dataset/1",
         "source_sha256": source_sha256,
         "task": task,
-        "split": split.to_dict(),
-        "rules": rules.to_dict(),
+        "split": split.model_dump(),
+        "rules": rules.model_dump(),
         "normalisation": NORMALISATION_VERSION,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -1,8 +1,13 @@
 """A content-addressed object store: an object's key is the SHA-256 of its bytes.
 
-Key format: `sha256/<first 2 hex>/<64 hex>`. The same bytes always get the same key, and storing bytes
-that are already there writes nothing (the existing object is not touched). Objects are immutable and
-made read-only. The interface (`ObjectStore`) is small so that an S3 store can implement it too.
+The same bytes always get the same key, and storing bytes that are already there writes nothing (the
+existing object is not touched). Objects are immutable. Keys are the store's own business: callers keep
+the keys it returns and hand them back, and never build or parse one (the local store's are
+`sha256/<first 2 hex>/<64 hex>`; an S3 store's would be `datasets/<sha256>/…` under its prefix).
+`ObjectStore` has no local paths, so that an S3 store implements it too: bytes go in by streaming
+(`open_writer`, `put_file`: an S3 store HEADs the key, then creates it conditionally, in parts when
+large), come back as bytes or as a file placed in a local folder (`materialize`: a hard link here, a
+download from S3), and are deleted by key.
 
 `LocalObjectStore` writes atomically: bytes go to a temporary file in the store, are fsynced, then
 get the key's name by a hard link (which, unlike a rename, never replaces an object already there)
@@ -43,7 +48,16 @@ class ObjectStore(Protocol):
     def open_writer(self) -> ObjectWriter: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
-    def path(self, key: str) -> Path: ...
+
+    def materialize(self, key: str, dest_dir: str | Path, name: str) -> Path:
+        """Place the object at `dest_dir/name` (atomically; an existing file is replaced), for a program
+        that reads files."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object; nothing happens if it is not there. The caller decides that no one still
+        uses it (state knows which keys are referenced; the store does not)."""
+        ...
 
 
 def key_for(sha256_hex: str) -> str:
@@ -58,13 +72,17 @@ def check_key(key: str) -> str:
 
 
 class LocalObjectStore:
-    """Objects under `root`, at `root/<key>`."""
+    """Objects under `root`, at `root/<key>`, made read-only."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
     def path(self, key: str) -> Path:
+        """Where the object lives on this disk (this store only; not part of `ObjectStore`)."""
         return self.root / check_key(key)
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -74,6 +92,31 @@ class LocalObjectStore:
             return self.path(key).read_bytes()
         except FileNotFoundError:
             raise DiagnosticsError.single(f"object {key} is missing from the store at {self.root}") from None
+
+    def materialize(self, key: str, dest_dir: str | Path, name: str) -> Path:
+        """A hard link when the filesystem allows, else a copy: restoring a run folder takes seconds. The
+        linked file shares the object's inode, and objects are read-only, so a program reading the
+        channel cannot alter the store by accident."""
+        source = self.path(key)
+        if not source.is_file():
+            raise DiagnosticsError.single(f"object {key} is missing from the store at {self.root}")
+        dest_dir = Path(dest_dir)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / name
+        if dest.exists() and os.path.samefile(dest, source):
+            return dest
+        temp = dest_dir / f".{name}.tmp-{os.getpid()}"
+        temp.unlink(missing_ok=True)
+        try:
+            try:
+                os.link(source, temp)
+            except OSError:  # another filesystem, or links not allowed
+                shutil.copyfile(source, temp)
+            os.replace(temp, dest)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return dest
 
     def put_bytes(self, data: bytes) -> str:
         key = key_for(hashlib.sha256(data).hexdigest())
@@ -153,35 +196,6 @@ class _LocalWriter:
     @property
     def sha256(self) -> str:
         return self._sha.hexdigest()
-
-
-def materialize(store: LocalObjectStore, key: str, dest_dir: str | Path, name: str) -> Path:
-    """Place object `key` at `dest_dir/name` (a hard link when the filesystem allows, else a copy).
-
-    The file appears atomically. An existing file of that name is replaced. The linked file shares
-    the object's inode, and objects are read-only, so a program reading the channel cannot alter
-    the store by accident.
-    """
-    source = store.path(key)
-    if not source.is_file():
-        raise DiagnosticsError.single(f"object {key} is missing from the store at {store.root}")
-    dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / name
-    if dest.exists() and os.path.samefile(dest, source):
-        return dest
-    temp = dest_dir / f".{name}.tmp-{os.getpid()}"
-    temp.unlink(missing_ok=True)
-    try:
-        try:
-            os.link(source, temp)
-        except OSError:  # another filesystem, or links not allowed
-            shutil.copyfile(source, temp)
-        os.replace(temp, dest)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return dest
 
 
 def _fsync_dir(directory: Path) -> None:

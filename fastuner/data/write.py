@@ -21,9 +21,9 @@ from fastuner.data.blocks import (
     read_blocks,
     worker_pool,
 )
-from fastuner.data.rows import Limits, render_block, render_block_to_file
+from fastuner.data.rows import render_block, render_block_to_file
 from fastuner.data.rules import NORMALISATION_VERSION, SPLITS
-from fastuner.data.scan import DatasetScan
+from fastuner.data.scan import DatasetScan, limits_for
 from fastuner.data.split import InternalError
 from fastuner.data.store import ObjectStore
 from fastuner.errors import DiagnosticsError, relpath
@@ -37,14 +37,13 @@ def write_splits(scan: DatasetScan, store: ObjectStore, *, workers: int | None =
     record in state (plain JSON values).
 
     Each split file holds that split's records in file order, one normalised JSON object per line
-    (`{"input", "label"}` or `{"input", "target"}`), UTF-8, each line ending in a newline. An empty
+    (the task's row fields, `input` first), UTF-8, each line ending in a newline. An empty
     split is stored as an empty object. The manifest (JSON) names each split's key, rows, SHA-256 and
     label distribution; it is stored content-addressed too, so the same dataset version always has
     the same manifest key.
     """
     layout = scan.layout
-    limits = Limits(scan.task, scan.rules.max_input_chars,
-                    None if scan.task == "classification" else scan.rules.max_target_chars)
+    limits = limits_for(scan.task, scan.rules)
     starts = [0]
     for n in layout.block_valid:
         starts.append(starts[-1] + n)
@@ -114,8 +113,8 @@ def write_splits(scan: DatasetScan, store: ObjectStore, *, workers: int | None =
         "task": scan.task,
         "normalisation": NORMALISATION_VERSION,
         "source": {"sha256": scan.source_sha256, "bytes": scan.source_bytes},
-        "split_spec": scan.split.to_dict(),
-        "rules": scan.rules.to_dict(),
+        "split_spec": scan.split.model_dump(),
+        "rules": scan.rules.model_dump(),
         "counts": scan.counts.to_dict(),
         "labels": scan.labels,
         "splits": splits,

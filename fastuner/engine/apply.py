@@ -24,8 +24,11 @@ from fastuner.config.duration import parse_duration
 from fastuner.engine.events import NullReporter, Reporter, Result
 from fastuner.engine.ledger import Ledger
 from fastuner.errors import UserError
+from fastuner.plan.kinds import LIFETIME
 from fastuner.plan.model import Action, Change, Plan, Reason
-from fastuner.providers.base import Context, Outcome, Provider, ProviderError, utcnow
+from fastuner.plan.observed import ObservationStatus
+from fastuner.plan.status import ResultStatus
+from fastuner.providers.base import Context, Outcome, OutcomeStatus, Provider, ProviderError, utcnow
 from fastuner.state.model import Deposed, Operation, ResourceState, State, Status, Trained, empty_state
 from fastuner.state.store import StateStore
 
@@ -47,12 +50,12 @@ class ApplyResult:
     cancelled: bool = False
     state: State | None = None
 
-    def count(self, status: str) -> int:
+    def count(self, status: ResultStatus) -> int:
         return sum(1 for r in self.results if r.status == status)
 
     @property
     def ok(self) -> bool:
-        return not self.bugs and self.count("failed") == 0 and self.count("skipped") == 0 and not self.cancelled
+        return not self.bugs and self.count(ResultStatus.FAILED) == 0 and self.count(ResultStatus.SKIPPED) == 0 and not self.cancelled
 
 
 def check_fresh(plan: Plan, state: State) -> None:
@@ -128,11 +131,11 @@ def _record_refresh(state: State, refresh: Mapping[str, dict], now: datetime) ->
             del state.resources[address]
             continue
         rs.outputs = dict(rec.get("outputs", rs.outputs))
-        if rec.get("status") == "failed":
+        if rec.get("status") == ObservationStatus.FAILED:
             rs.status = Status.FAILED
             rs.pending = None
             rs.error = rec.get("error")
-        if rec.get("status") == "ready" and rs.status is Status.PENDING:
+        if rec.get("status") == ObservationStatus.READY and rs.status is Status.PENDING:
             rs.status = Status.READY
             rs.pending = None
             rs.created_at = rs.created_at or now
@@ -154,7 +157,7 @@ class _Run:
         self.wait_for = wait_for
         self.clock = clock
         self.result = ApplyResult()
-        self.outcome: dict[str, str] = {}  # address -> done | failed | skipped | pending | cancelled
+        self.outcome: dict[str, ResultStatus] = {}  # address -> what became of its change
         self.replaced: list[str] = []
 
     # --- scheduling ----------------------------------------------------------------------------
@@ -215,7 +218,7 @@ class _Run:
                         running[pool.submit(self._guard, work, items[key])] = key
                 else:
                     for key in sorted(pending, key=order.__getitem__):
-                        self._finish(items[key], Result(items[key].address, str(items[key].action), "cancelled",
+                        self._finish(items[key], Result(items[key].address, str(items[key].action), ResultStatus.CANCELLED,
                                                         "not started: interrupted"))
                     pending.clear()
                 if not running:
@@ -230,7 +233,7 @@ class _Run:
                     self._finish(items[key], result)
                     for deps in pending.values():
                         deps.discard(key)
-                    if result.status != "done":
+                    if result.status is not ResultStatus.DONE:
                         for other in [k for k, deps in pending.items() if self._blocked_by(k, key, items)]:
                             self._skip(items[other], pending, items, cause=(key, result.status))
 
@@ -239,21 +242,21 @@ class _Run:
         return items[failed].address in items[key].depends_on
 
     def _skip(self, change: Change, pending: dict[str, set[str]], items: Mapping[str, Change],
-              cause: tuple[str, str] | None = None) -> None:
+              cause: tuple[str, ResultStatus] | None = None) -> None:
         key = next(k for k, c in items.items() if c is change)
         if key not in pending:
             return
         del pending[key]
-        if cause and cause[1] == "pending":
+        if cause and cause[1] is ResultStatus.PENDING:
             msg = f"deferred: {items[cause[0]].address} is still in progress"
         elif cause:
             msg = f"skipped: upstream failed ({items[cause[0]].address})"
         else:
             msg = "skipped: upstream did not complete"
-        status = "deferred" if cause and cause[1] == "pending" else "skipped"
+        status = ResultStatus.DEFERRED if cause and cause[1] is ResultStatus.PENDING else ResultStatus.SKIPPED
         self._finish(change, Result(change.address, str(change.action), status, msg))
         for other in [k for k in pending if self._blocked_by(k, key, items)]:
-            self._skip(items[other], pending, items, cause=cause or (key, "failed"))  # name the root cause
+            self._skip(items[other], pending, items, cause=cause or (key, ResultStatus.FAILED))  # name the root cause
 
     def _finish(self, change: Change, result: Result) -> None:
         self.outcome[change.address] = result.status
@@ -266,12 +269,12 @@ class _Run:
         try:
             return work(change)
         except ProviderError as exc:
-            return Result(change.address, str(change.action), "failed", str(exc), time.monotonic() - start,
+            return Result(change.address, str(change.action), ResultStatus.FAILED, str(exc), time.monotonic() - start,
                           change.deposed)
         except Exception as exc:  # a bug: recorded, reported with its traceback, never silently lost
             self.result.bugs.append((change.address, exc, traceback.format_exc()))
             self._record_failure(change, f"internal error: {exc!r}")
-            return Result(change.address, str(change.action), "failed", f"internal error: {exc!r}",
+            return Result(change.address, str(change.action), ResultStatus.FAILED, f"internal error: {exc!r}",
                           time.monotonic() - start, change.deposed)
 
     def _ctx(self, change: Change) -> Context:
@@ -281,11 +284,11 @@ class _Run:
                        progress=lambda text: self.reporter.progress(change.address, text),
                        warning=lambda text: self.reporter.notice(f"{change.address}: warning: {text}"),
                        cancelled=self.cancel, wait=self.wait_for, now=self.clock,
-                       referenced=lambda: _referenced_keys(self.ledger.state, change.address, change.deposed))
+                       referenced=lambda: referenced_values(self.ledger.state, change.address, change.deposed))
 
     def _dependents_unsettled(self, address: str) -> bool:
         for c in self.plan.changes:
-            if address in c.depends_on and c.action in FORWARD and self.outcome.get(c.address) != "done":
+            if address in c.depends_on and c.action in FORWARD and self.outcome.get(c.address) is not ResultStatus.DONE:
                 return True
         return False
 
@@ -304,7 +307,7 @@ class _Run:
                 self._record_failure(change, str(exc))
                 raise
             self._record(change, outcome)
-            return Result(change.address, str(change.action), "done", "", time.monotonic() - start)
+            return Result(change.address, str(change.action), ResultStatus.DONE, "", time.monotonic() - start)
 
         self.ledger.mutate(lambda s: _mark_pending(s, change, "create", now))
         try:
@@ -315,11 +318,11 @@ class _Run:
         self._record(change, outcome)
         if change.action is Action.REPLACE:
             self.replaced.append(change.address)
-        if outcome.status == "pending":
-            return Result(change.address, str(change.action), "pending",
+        if outcome.status is OutcomeStatus.PENDING:
+            return Result(change.address, str(change.action), ResultStatus.PENDING,
                           outcome.detail or "started; the next plan or apply picks up the result",
                           time.monotonic() - start)
-        return Result(change.address, str(change.action), "done", "", time.monotonic() - start)
+        return Result(change.address, str(change.action), ResultStatus.DONE, "", time.monotonic() - start)
 
     def _record(self, change: Change, outcome: Outcome) -> None:
         """Record the outcome; then delete the kept results it pushed out of the adapter cache."""
@@ -334,7 +337,7 @@ class _Run:
                 continue  # still an instance: its own deletion removes it, once nothing uses it
             gone = ResourceState(address=change.address, kind=change.kind, name=change.name, identity=old.identity,
                                  physical_name=old.physical_name, outputs={"artifact": old.artifact})
-            ctx = dataclasses.replace(self._ctx(change), referenced=lambda: _referenced_keys(self.ledger.state))
+            ctx = dataclasses.replace(self._ctx(change), referenced=lambda: referenced_values(self.ledger.state))
             try:
                 provider.delete(gone, ctx)
             except ProviderError as exc:  # a leftover file, not a failed resource
@@ -346,20 +349,20 @@ class _Run:
         state = self.ledger.state
         rs = state.get(change.address)
         if rs is None:
-            return Result(change.address, "delete", "done", "already gone from state", 0.0, change.deposed)
+            return Result(change.address, "delete", ResultStatus.DONE, "already gone from state", 0.0, change.deposed)
         if change.deposed is not None:
             old = next((d for d in rs.deposed if (d.physical_name or "") == change.deposed), None)
             if old is None:
-                return Result(change.address, "delete", "done", "old instance already deleted", 0.0, change.deposed)
+                return Result(change.address, "delete", ResultStatus.DONE, "old instance already deleted", 0.0, change.deposed)
             provider.delete(rs.deposed_state(old), self._ctx(change))
             self.ledger.mutate(lambda s: _drop_deposed(s, change.address, change.deposed))
-            return Result(change.address, "delete", "done", f"old instance {change.deposed}",
+            return Result(change.address, "delete", ResultStatus.DONE, f"old instance {change.deposed}",
                           time.monotonic() - start, change.deposed)
         users = sorted(a for a, other in state.resources.items()
                        if change.address in other.depends_on and other.status is not Status.EXPIRED
-                       and self.outcome.get(a) != "done" and a != change.address)
+                       and self.outcome.get(a) is not ResultStatus.DONE and a != change.address)
         if users:
-            return Result(change.address, "delete", "skipped", f"skipped: still used by {', '.join(users)}",
+            return Result(change.address, "delete", ResultStatus.SKIPPED, f"skipped: still used by {', '.join(users)}",
                           0.0)
         now = self.clock()
         self.ledger.mutate(lambda s: _mark_pending(s, change, "delete", now))
@@ -372,7 +375,7 @@ class _Run:
             raise
         expire = change.reason in (Reason.DELETE_BECAUSE_TTL_EXPIRED, Reason.DELETE_BECAUSE_IDLE_TTL_EXPIRED)
         self.ledger.mutate(lambda s: _record_deleted(s, change, expire, self.clock()))
-        return Result(change.address, "delete", "done", "", time.monotonic() - start)
+        return Result(change.address, "delete", ResultStatus.DONE, "", time.monotonic() - start)
 
     def _record_failure(self, change: Change, message: str) -> None:
         self.ledger.mutate(lambda s: _mark_failed(s, change, message, self.clock()))
@@ -422,7 +425,7 @@ def _record_outcome(state: State, change: Change, outcome: Outcome, now: datetim
         rs.inputs = dict(change.after or {})
         rs.depends_on = list(change.depends_on)
         rs.pending = None
-    elif outcome.status == "ready":
+    elif outcome.status is OutcomeStatus.READY:
         rs.status = Status.READY
         rs.pending = None
         rs.created_at = rs.created_at or now
@@ -462,13 +465,15 @@ def _record_deleted(state: State, change: Change, expire: bool, now: datetime) -
     rs = state.resources.get(change.address)
     if rs is None:
         return
-    if expire:
+    if expire:  # the planner decided it: keep when it ended and the lifetime it ended under
         rs.status = Status.EXPIRED
         rs.pending = None
         rs.outputs = {"expired_at": now.isoformat()}
         rs.deposed = []
         rs.updated_at = now
-        rs.expires_at = rs.expires_at or now
+        after = change.after or {}
+        rs.inputs = {**rs.inputs, **{k: after[k] for k in LIFETIME.get(change.kind, ()) if k in after}}
+        rs.expires_at = datetime.fromisoformat(change.expires_at) if change.expires_at else now
     else:
         del state.resources[change.address]
 
@@ -479,30 +484,32 @@ def _drop_deposed(state: State, address: str, physical_name: str) -> None:
         rs.deposed = [d for d in rs.deposed if (d.physical_name or "") != physical_name]
 
 
-def _referenced_keys(state: State, exclude: str | None = None, deposed: str | None = None) -> set[str]:
-    """Object-store keys that state still points at: current outputs, old instances awaiting deletion,
-    kept earlier results (history) and operations in flight. `exclude` leaves out one resource being
-    deleted, or with `deposed` only that old instance of it."""
-    keys: set[str] = set()
+def referenced_values(state: State, exclude: str | None = None, deposed: str | None = None) -> set[str]:
+    """Every string that state still points at: in current outputs, old instances awaiting deletion,
+    kept earlier results (history) and operations in flight. Among them are the object-store keys still
+    in use; which strings are keys is the store's business, so a provider deletes only its own keys that
+    are not in this set. `exclude` leaves out one resource being deleted, or with `deposed` only that
+    old instance of it."""
+    values: set[str] = set()
     for address, rs in state.resources.items():
         if address == exclude and deposed is None:
             continue
-        _collect_keys(rs.outputs, keys)
-        _collect_keys(rs.pending.detail if rs.pending else {}, keys)
+        _collect_strings(rs.outputs, values)
+        _collect_strings(rs.pending.detail if rs.pending else {}, values)
         for old in rs.deposed:
             if address != exclude or (old.physical_name or "") != deposed:
-                _collect_keys(old.outputs, keys)
+                _collect_strings(old.outputs, values)
         for kept in rs.history:
-            _collect_keys(kept.artifact, keys)
-    return keys
+            _collect_strings(kept.artifact, values)
+    return values
 
 
-def _collect_keys(value, keys: set[str]) -> None:
-    if isinstance(value, str) and value.startswith("sha256/"):
-        keys.add(value)
+def _collect_strings(value, values: set[str]) -> None:
+    if isinstance(value, str):
+        values.add(value)
     elif isinstance(value, dict):
         for v in value.values():
-            _collect_keys(v, keys)
+            _collect_strings(v, values)
     elif isinstance(value, list):
         for v in value:
-            _collect_keys(v, keys)
+            _collect_strings(v, values)

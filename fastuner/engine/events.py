@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from fastuner.plan.model import Change
+from fastuner.plan.status import ResultStatus
 
 
 @dataclass(frozen=True)
 class Result:
     address: str
     action: str
-    status: str  # done | failed | skipped | pending | deferred (waits on pending work) | cancelled
+    status: ResultStatus
     message: str = ""
     elapsed: float = 0.0
     deposed: str | None = None

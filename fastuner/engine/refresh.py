@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 
 from fastuner.config.loader import Spec
 from fastuner.errors import Diagnostic, DiagnosticsError
 from fastuner.plan.observed import Observation, Observed
 from fastuner.providers.base import Provider, ProviderError
-from fastuner.state.model import State, Status
+from fastuner.state.model import ResourceState, State, Status
 
 
 def hash_file(path) -> str:
@@ -51,24 +50,23 @@ def recorded_sources(state: State) -> dict[str, str]:
     return {rs.name: rs.inputs.get("source_sha256", "") for rs in state.resources.values() if rs.kind == "dataset"}
 
 
-def refresh(spec: Spec | None, state: State, provider: Provider, *, workers: int = 10,
-            hash_sources: bool = True) -> Observed:
-    """Read every resource in state through its provider (in parallel) and hash dataset sources
-    (or, with `hash_sources=False`, take the hashes state recorded: `reap` runs where the data isn't)."""
+def refresh(spec: Spec | None, state: State, provider: Provider, *, hash_sources: bool = True) -> Observed:
+    """Read every resource in state through its provider, one `read_many` per kind (a cloud provider
+    covers many resources with one List call), and hash dataset sources (or, with
+    `hash_sources=False`, take the hashes state recorded: `reap` runs where the data isn't)."""
     targets = [rs for rs in state.resources.values() if rs.status is not Status.EXPIRED]
-
-    def read(rs) -> tuple[str, Observation]:
+    by_kind: dict[str, list[ResourceState]] = {}
+    for rs in targets:
+        by_kind.setdefault(rs.kind, []).append(rs)
+    found: dict[str, Observation] = {}
+    for kind, states in by_kind.items():
         try:
-            return rs.address, provider.for_kind(rs.kind).read(rs)
+            found.update(provider.for_kind(kind).read_many(states))
         except ProviderError as exc:
-            raise DiagnosticsError([Diagnostic.error(f"{rs.address}: cannot read it: {exc.message}", exc.hint,
-                                                     address=rs.address)]) from None
-
-    if len(targets) > 1 and workers > 1:
-        with ThreadPoolExecutor(max_workers=min(workers, len(targets))) as pool:
-            observations = dict(pool.map(read, targets))
-    else:
-        observations = dict(read(rs) for rs in targets)
+            address = exc.address or states[0].address
+            raise DiagnosticsError([Diagnostic.error(f"{address}: cannot read it: {exc.message}", exc.hint,
+                                                     address=address)]) from None
+    observations = {rs.address: found[rs.address] for rs in targets}
     return Observed(
         resources=observations,
         dataset_sources=(dataset_sources(spec) if hash_sources else recorded_sources(state)) if spec is not None else {},

@@ -65,6 +65,10 @@ FIELD_MODES: dict[str, dict[str, str]] = {
     },
 }
 
+# The inputs that set a resource's lifetime. An expiry records the values it happened under, and only a
+# change to them made after that (or `apply --renew`) brings an expired resource back.
+LIFETIME: dict[str, tuple[str, ...]] = {"deployment": ("ttl", "idle_ttl")}
+
 DERIVED: dict[str, tuple[str, ...]] = {
     "dataset": ("source_sha256",),
     "adapter": ("dataset_identity", "training_code_hash"),

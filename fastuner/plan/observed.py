@@ -5,18 +5,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
+
+
+class ObservationStatus(StrEnum):
+    READY = "ready"  # exists, its operation finished
+    PENDING = "pending"  # work still running
+    FAILED = "failed"  # the work failed; the observation's `detail` says why
+    MISSING = "missing"  # nothing exists: deleted outside fastuner, or a dead server
 
 
 @dataclass(frozen=True)
 class Observation:
-    """One resource as the provider reads it now.
+    """One resource as the provider reads it now."""
 
-    status: `ready` (exists, operation finished), `pending` (work still running), `failed` (the work
-    failed; `detail` says why) or `missing` (nothing exists: deleted outside fastuner, or a dead server).
-    """
-
-    status: str
+    status: ObservationStatus
     outputs: Mapping[str, Any] = field(default_factory=dict)
     detail: str = ""
     last_activity: datetime | None = None  # deployments: time of the last invocation
@@ -24,7 +28,7 @@ class Observation:
 
     @property
     def exists(self) -> bool:
-        return self.status != "missing"
+        return self.status is not ObservationStatus.MISSING
 
 
 @dataclass(frozen=True)

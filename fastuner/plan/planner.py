@@ -5,6 +5,12 @@ and decides, for every resource, one action with one reason. It reads nothing an
 current time is an argument. Replacement propagates through derived inputs: an adapter's
 `dataset_identity` changes when its dataset is replaced, a deployment's `adapter_identities` when an
 adapter is retrained.
+
+Expiry is decided here and nowhere else; the engine only records it. The rule: a deployment past its
+`ttl` (from creation) or `idle_ttl` (from its last invocation) is deleted and kept in state as expired,
+with the lifetime (`LIFETIME`: ttl, idle_ttl) it expired under and the moment it expired. It stays down
+until renewed, by `apply --renew` or by a lifetime in the spec that differs from the one recorded at
+the expiry: a change made after it. The change that made it expire is never a renewal.
 """
 
 from __future__ import annotations
@@ -21,9 +27,9 @@ from fastuner.config.loader import Spec
 from fastuner.config.models import SECTION, Deployment, provider_inputs
 from fastuner.errors import Diagnostic
 from fastuner.graph import Graph, build_graph, graph_from_dependencies
-from fastuner.plan.kinds import REPLACE, diff_flat, flatten, identity_flat, mode_of, physical_name
+from fastuner.plan.kinds import LIFETIME, REPLACE, diff_flat, flatten, identity_flat, mode_of, physical_name
 from fastuner.plan.model import Action, Change, Plan, Reason
-from fastuner.plan.observed import Observation, Observed
+from fastuner.plan.observed import Observation, ObservationStatus, Observed
 from fastuner.plan.pricing import endpoint_cost, training_cost
 from fastuner.state.model import ResourceState, State, Status
 
@@ -142,11 +148,11 @@ def _drift(prior: State, observed: Observed) -> dict[str, dict[str, Any]]:
             continue
         if not obs.exists:
             if rs.status is Status.READY:
-                drift[address] = {"status": "missing", "forget": True,
+                drift[address] = {"status": ObservationStatus.MISSING, "forget": True,
                                   "detail": (obs.detail or "no longer exists") + "; removed from state on apply"}
             continue
-        if obs.status == "failed" and rs.status is not Status.FAILED:
-            drift[address] = {"status": "failed", "outputs": {**rs.outputs, **obs.outputs},
+        if obs.status is ObservationStatus.FAILED and rs.status is not Status.FAILED:
+            drift[address] = {"status": ObservationStatus.FAILED, "outputs": {**rs.outputs, **obs.outputs},
                               "error": obs.detail or "it failed", "detail": f"{rs.status} -> failed"}
             continue
         rec = _refresh_record(rs, obs)
@@ -214,15 +220,12 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
     forcing = tuple(p for p in changed if mode_of(kind, p) == REPLACE)
 
     if rs.status is Status.EXPIRED:
-        ttl_changed = before.get("ttl") != inputs.get("ttl") or before.get("idle_ttl") != inputs.get("idle_ttl")
-        if renew or ttl_changed:
-            why = "renewed with --renew" if renew else "its ttl changed"
-            return change(Action.CREATE, Reason.CREATE_BECAUSE_RENEWED, f"expired earlier; {why}",
-                          before=before, changed_paths=changed)
-        expired = rs.expires_at.isoformat() if rs.expires_at else "earlier"
+        why = "requested with --renew" if renew else _lifetime_change(kind, before, inputs)
+        if why:
+            return change(Action.CREATE, Reason.CREATE_BECAUSE_RENEWED, why, before=before, changed_paths=changed)
+        ended = f" at {rs.expires_at.isoformat()}" if rs.expires_at else ""
         return change(Action.NOOP, Reason.NOOP_BECAUSE_EXPIRED,
-                      f"expired {expired}; stays down until renewed: `fastuner apply --renew {address}` "
-                      "or change its ttl", before=before, changed_paths=changed, cost={}, expires_at=expired)
+                      f"ended{ended}; renew with `fastuner apply --renew {address}` or a new ttl/idle_ttl", before=before, changed_paths=changed, cost={}, expires_at=_iso(rs.expires_at))
 
     if rs.status is Status.FAILED:
         return change(Action.REPLACE, Reason.REPLACE_BECAUSE_TAINTED, rs.error or "the last operation failed",
@@ -233,10 +236,10 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
             return change(Action.REPLACE, Reason.REPLACE_BECAUSE_CANNOT_UPDATE,
                           "inputs changed while an operation was in flight", before=before,
                           changed_paths=changed, replace_paths=forcing)
-        if obs is not None and obs.status == "failed":
+        if obs is not None and obs.status is ObservationStatus.FAILED:
             return change(Action.REPLACE, Reason.REPLACE_BECAUSE_TAINTED, obs.detail or "the pending operation failed",
                           before=before, changed_paths=changed, **same)
-        if obs is not None and obs.status == "ready":
+        if obs is not None and obs.status is ObservationStatus.READY:
             return change(Action.NOOP, Reason.NONE, "the pending operation finished", before=before)
         op = rs.pending.action if rs.pending else "create"
         return change(Action.CREATE, Reason.CREATE_BECAUSE_PENDING,
@@ -248,15 +251,17 @@ def _decide(spec: Spec, kind: str, name: str, model: Any, inputs: dict[str, Any]
     if kind == "deployment":
         expired = _expired(model, rs, obs, now)
         if expired is not None:
-            reason, detail = expired
+            reason, detail, ended = expired
+            # `after`: the lifetime it expires under, which the engine keeps in the expired record
+            lifetime = {key: inputs.get(key) for key in LIFETIME[kind]}
             return Change(address=address, kind=kind, name=name, action=Action.DELETE, reason=reason,
-                          detail=detail, before=before, depends_on=tuple(rs.depends_on), identity=rs.identity,
-                          physical_name=rs.physical_name, expires_at=_iso(rs.expires_at),
+                          detail=detail, before=before, after=lifetime, depends_on=tuple(rs.depends_on),
+                          identity=rs.identity, physical_name=rs.physical_name, expires_at=ended.isoformat(),
                           cost=_cost(kind, model, observed), blocked=observed.unsupported.get(kind))
     if obs is not None and not obs.exists:
         return change(Action.CREATE, Reason.CREATE_BECAUSE_MISSING,
                       obs.detail or "recorded in state but no longer exists", before=before, changed_paths=changed)
-    if obs is not None and obs.status == "failed":
+    if obs is not None and obs.status is ObservationStatus.FAILED:
         return change(Action.REPLACE, Reason.REPLACE_BECAUSE_TAINTED, obs.detail or "it failed after it was created",
                       before=before, changed_paths=changed, replace_paths=forcing, **same)
     if replace:
@@ -315,17 +320,25 @@ def _delete(rs: ResourceState, reason: Reason, detail: str, observed: Observed, 
 
 
 def _expired(model: Deployment, rs: ResourceState, obs: Observation | None,
-             now: datetime) -> tuple[Reason, str] | None:
+             now: datetime) -> tuple[Reason, str, datetime] | None:
+    """Whether a running deployment's lifetime under the spec has ended: the reason, the detail and when."""
     created = rs.created_at or now
     if model.ttl is not None and created + model.ttl <= now:
+        ended = created + model.ttl
         return (Reason.DELETE_BECAUSE_TTL_EXPIRED,
-                f"ttl {_fmt(model.ttl)} from {created.isoformat()} ended {(created + model.ttl).isoformat()}")
+                f"ttl {_fmt(model.ttl)} from {created.isoformat()} ended {ended.isoformat()}", ended)
     if model.idle_ttl is not None:
         last = (obs.last_activity if obs is not None and obs.last_activity else None) or created
         if last + model.idle_ttl <= now:
             return (Reason.DELETE_BECAUSE_IDLE_TTL_EXPIRED,
-                    f"no invocation since {last.isoformat()} (idle_ttl {_fmt(model.idle_ttl)})")
+                    f"no invocation since {last.isoformat()} (idle_ttl {_fmt(model.idle_ttl)})", last + model.idle_ttl)
     return None
+
+
+def _lifetime_change(kind: str, recorded: dict[str, Any], inputs: dict[str, Any]) -> str:
+    """How the spec's lifetime differs from the one an expired resource ended under ("" if it does not)."""
+    return "; ".join(f"{key} changed from {recorded.get(key) or 'none'} to {inputs.get(key) or 'none'}"
+                     for key in LIFETIME.get(kind, ()) if recorded.get(key) != inputs.get(key))
 
 
 def _expiry_text(model: Deployment, rs: ResourceState | None, action: Action, now: datetime) -> str | None:
@@ -355,7 +368,7 @@ def _state_cost(rs: ResourceState, observed: Observed) -> dict[str, Any]:
 
 
 def _refresh_record(rs: ResourceState, obs: Observation) -> dict[str, Any] | None:
-    status = "ready" if obs.status == "ready" else None
+    status = ObservationStatus.READY if obs.status is ObservationStatus.READY else None
     merged = {**rs.outputs, **obs.outputs}
     if merged == rs.outputs and (status is None or rs.status is Status.READY):
         return None

@@ -9,48 +9,62 @@ Contract (every implementation, local, SageMaker or in-memory):
   Ctrl-C): they return `Outcome.pending(...)` and leave the work running, recorded so that the next run
   picks it up; they never orphan work.
 - Failures the user can act on raise `ProviderError` with what to do; anything else is a bug.
+
+Besides the resource kinds, a provider offers what the CLI does to running resources, each an explicit
+capability built in the composition root (never looked up by attribute): the logs of a kind's work
+(`fastuner logs`), an endpoint to invoke a deployment (`fastuner invoke`), and the stored splits of a
+dataset (`invoke --evaluate`).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from fastuner.errors import Diagnostic
 from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation
+from fastuner.providers.endpoint import Endpoint
 from fastuner.state.model import ResourceState
 
 
 class ProviderError(Exception):
     """A failure of one resource, explained: what happened and what to do."""
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", *, address: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.address = address  # the resource it concerns, where one call covered several
 
     def __str__(self) -> str:
         return f"{self.message} — {self.hint}" if self.hint else self.message
 
 
+class OutcomeStatus(StrEnum):
+    READY = "ready"  # the work is finished
+    PENDING = "pending"  # the work was started and left running
+
+
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # "ready" | "pending"
+    status: OutcomeStatus
     outputs: Mapping[str, Any] = field(default_factory=dict)
     detail: str = ""
 
     @classmethod
     def ready(cls, outputs: Mapping[str, Any]) -> Outcome:
-        return cls("ready", dict(outputs))
+        return cls(OutcomeStatus.READY, dict(outputs))
 
     @classmethod
     def pending(cls, outputs: Mapping[str, Any], detail: str = "") -> Outcome:
-        return cls("pending", dict(outputs), detail)
+        return cls(OutcomeStatus.PENDING, dict(outputs), detail)
 
 
 def utcnow() -> datetime:
@@ -69,19 +83,68 @@ class Context:
     cancelled: threading.Event = field(default_factory=threading.Event)
     wait: bool = True
     now: Callable[[], datetime] = utcnow
-    referenced: Callable[[], set[str]] = set  # object keys other resources still use (garbage safety)
+    # every string state still points at, object keys among them: a delete spares the keys in it
+    referenced: Callable[[], set[str]] = set
+
+
+READ_WORKERS = 10  # reads at once in the default `read_many` (a local server's /ping, a Describe call)
 
 
 class ResourceProvider(Protocol):
+    """Implementations subclass this protocol explicitly, so that they inherit `read_many`."""
+
     kind: str
 
     def read(self, rs: ResourceState) -> Observation: ...
+
+    def read_many(self, states: Sequence[ResourceState]) -> dict[str, Observation]:
+        """Observations by address. The default reads each, in parallel; a cloud provider overrides it to
+        cover N resources with a few List calls instead of N Describe calls. A failure to read one
+        resource raises ProviderError naming its `address`."""
+        if len(states) <= 1:
+            return {rs.address: _read_one(self, rs) for rs in states}
+        with ThreadPoolExecutor(max_workers=min(READ_WORKERS, len(states))) as pool:
+            return dict(zip((rs.address for rs in states), pool.map(lambda rs: _read_one(self, rs), states),
+                            strict=True))
 
     def create(self, change: Change, ctx: Context) -> Outcome: ...
 
     def update(self, change: Change, prior: ResourceState, ctx: Context) -> Outcome: ...
 
     def delete(self, rs: ResourceState, ctx: Context) -> None: ...
+
+
+def _read_one(resources: ResourceProvider, rs: ResourceState) -> Observation:
+    try:
+        return resources.read(rs)
+    except ProviderError as exc:
+        exc.address = exc.address or rs.address
+        raise
+
+
+class LogSource(Protocol):
+    """A kind whose work writes a log: a training run's, a server's."""
+
+    def read_log(self, rs: ResourceState, *, follow: bool) -> Iterator[str]:
+        """The log's text in chunks, from the start; with `follow`, more as it is written, until the work
+        ends. ProviderError when there is no log (yet)."""
+        ...
+
+
+class EndpointSource(Protocol):
+    """Deployments that can be invoked."""
+
+    def endpoint(self, rs: ResourceState, *, timeout: float, retries: int) -> Endpoint:
+        """The deployment's endpoint, once it answers; ProviderError (what to do) when it does not."""
+        ...
+
+
+class SplitSource(Protocol):
+    """Datasets whose stored splits can be read back."""
+
+    def read_split(self, rs: ResourceState, split: str) -> bytes:
+        """The split's JSON Lines exactly as stored (what training read); ProviderError when it is gone."""
+        ...
 
 
 @dataclass
@@ -95,9 +158,28 @@ class Provider:
     training_code_hash: Callable[[], str] = lambda: ""
     keep_previous: int = 3  # earlier trained versions of each adapter kept restorable (the adapter cache)
     checks: Callable[[], list[Diagnostic]] = list  # what this machine lacks to apply the spec (validate, plan)
+    logs: Mapping[str, LogSource] = field(default_factory=dict)  # by kind
+    endpoints: EndpointSource | None = None
+    splits: SplitSource | None = None
 
     def for_kind(self, kind: str) -> ResourceProvider:
         try:
             return self.resources[kind]
         except KeyError:
             raise ProviderError(f"the {self.name} provider has no implementation for {kind} resources") from None
+
+    def log_source(self, kind: str) -> LogSource:
+        try:
+            return self.logs[kind]
+        except KeyError:
+            raise ProviderError(f"{kind} resources have no log on the {self.name} provider") from None
+
+    def endpoint_source(self) -> EndpointSource:
+        if self.endpoints is None:
+            raise ProviderError(f"the {self.name} provider cannot invoke deployments")
+        return self.endpoints
+
+    def split_source(self) -> SplitSource:
+        if self.splits is None:
+            raise ProviderError(f"the {self.name} provider cannot read dataset splits back")
+        return self.splits

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastuner.plan.model import Change
-from fastuner.plan.observed import Observation
-from fastuner.providers.base import Context, Outcome, Provider, ProviderError
+from fastuner.plan.observed import Observation, ObservationStatus
+from fastuner.providers.base import Context, Outcome, OutcomeStatus, Provider, ProviderError, ResourceProvider
 from fastuner.state.model import ResourceState
 
 
@@ -55,7 +55,7 @@ class MemoryWorld:
             self.running.pop(address, None)
 
 
-class MemoryResources:
+class MemoryResources(ResourceProvider):
     def __init__(self, kind: str, world: MemoryWorld) -> None:
         self.kind = kind
         self.world = world
@@ -63,8 +63,8 @@ class MemoryResources:
     def read(self, rs: ResourceState) -> Observation:
         obj = self.world.objects.get(rs.physical_name or "")
         if obj is None:
-            return Observation("missing", detail=f"{rs.physical_name} does not exist")
-        return Observation(obj.get("status", "ready"), outputs=obj.get("outputs", {}))
+            return Observation(ObservationStatus.MISSING, detail=f"{rs.physical_name} does not exist")
+        return Observation(ObservationStatus(obj.get("status", "ready")), outputs=obj.get("outputs", {}))
 
     def create(self, change: Change, ctx: Context) -> Outcome:
         return self._run("create", change.address, change.physical_name or change.address, ctx,
@@ -101,7 +101,7 @@ class MemoryResources:
             upstream = {a: rs.outputs.get("id") for a, rs in ctx.upstream.items()}
             outputs = {"id": phys, "upstream": upstream, "generation": self._generation(phys) + 1}
             # like a real long operation, an interrupted one is left running and reported pending
-            status = "pending" if (script.pending and op == "create") or interrupted else "ready"
+            status = OutcomeStatus.PENDING if (script.pending and op == "create") or interrupted else OutcomeStatus.READY
             self.world.objects[phys] = {"status": status, "outputs": outputs, "inputs": inputs}
             return Outcome(status, outputs)
         finally:

@@ -45,6 +45,12 @@ def _diff_rows(change: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _summary(plan: dict[str, Any], drift: list[dict[str, Any]]) -> str:
+    if plan["mode"] == "refresh-only":
+        return f"Refresh-only: {len(drift)} to record in state." if drift else "No changes."
+    return summary_line(plan["summary"], plan["mode"]) if plan["has_changes"] else "No changes."
+
+
 def render_markdown(plan: dict[str, Any], *, limit: int = LIMIT) -> str:
     changes = [c for c in plan["changes"] if c["action"] != "no-op"]
     by_address = {c["address"]: c for c in plan["changes"]}
@@ -54,9 +60,11 @@ def render_markdown(plan: dict[str, Any], *, limit: int = LIMIT) -> str:
                  "rows": _diff_rows(c), "expires_at": c.get("expires_at")} for c in changes]
     expired = [{"address": c["address"], "why": reason_text(c)} for c in plan["changes"]
                if c["reason"] == "noop_because_expired"]
+    drift = [{"address": a, "detail": d.get("detail") or f"now {d.get('status')}"}
+             for a, d in sorted((plan.get("refresh") or {}).items())] if plan["mode"] == "refresh-only" else []
     context = {
-        "plan": plan, "changes": rows, "detailed": detailed, "expired": expired,
-        "summary": summary_line(plan["summary"], plan["mode"]) if plan["has_changes"] else "No changes.",
+        "plan": plan, "changes": rows, "detailed": detailed, "expired": expired, "drift": drift,
+        "summary": _summary(plan, drift),
         "icon": ICONS[bool(plan["has_changes"])], "cost_line": cost_line(plan.get("cost") or {}),
         "blocked": [c for c in changes if c.get("blocked")],
     }

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from fastuner.config.duration import format_elapsed
+from fastuner.plan.status import ResultStatus
 
 VERBS = {"create": "Creating", "update": "Updating", "replace": "Replacing", "delete": "Destroying"}
 DONE = {"create": "Created", "update": "Updated", "replace": "Replaced", "delete": "Destroyed"}
@@ -78,13 +79,13 @@ class ProgressView:
         action = str(change.action)
         label = change.address + (f" (old {result.deposed})" if getattr(result, "deposed", None) else "")
         took = f" after {format_elapsed(result.elapsed)}" if result.elapsed >= 1 else ""
-        if result.status == "done":
+        if result.status is ResultStatus.DONE:
             line = f"[green]{escape(label)}: {DONE.get(action, action)}{took}[/green]"
             if result.message:
                 line += f" [dim]({escape(result.message)})[/dim]"
-        elif result.status == "pending":
+        elif result.status is ResultStatus.PENDING:
             line = f"[cyan]{escape(label)}: started, still running[/cyan] [dim]({escape(result.message)})[/dim]"
-        elif result.status == "failed":
+        elif result.status is ResultStatus.FAILED:
             line = f"[bold red]{escape(label)}: failed{took}:[/bold red] {escape(result.message)}"
         else:
             line = f"[yellow]{escape(label)}: {escape(result.message)}[/yellow]"

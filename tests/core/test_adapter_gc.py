@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fastuner.data.store import LocalObjectStore
-from fastuner.engine.apply import _record_outcome, _referenced_keys
+from fastuner.engine.apply import _record_outcome, referenced_values
 from fastuner.plan.model import Action, Change, Reason
 from fastuner.providers.base import Context, Outcome
 from fastuner.providers.local.adapters import LocalAdapters
@@ -44,7 +44,7 @@ def test_deleting_an_evicted_run_spares_every_key_state_still_uses(tmp_path: Pat
                          physical_name=evicted.physical_name, outputs={"artifact": {**evicted.artifact, **overlap}})
     (work / "runs" / evicted.physical_name / "model").mkdir(parents=True)
     adapters.delete(gone, Context(address="adapter.x", spec_dir=tmp_path,
-                                  referenced=lambda: _referenced_keys(state)))
+                                  referenced=lambda: referenced_values(state)))
     assert not store.exists(evicted.artifact["model/adapter_model.safetensors"])
     assert not (work / "runs" / evicted.physical_name).exists()
     for survivor in (in_history, deposed, in_flight, current):
@@ -60,11 +60,11 @@ def test_deleting_an_old_instance_spares_its_kept_copy_but_a_full_delete_does_no
                                                       outputs={"artifact": old.artifact})])
     state = State(project="demo", resources={"adapter.x": x})
     ctx = Context(address="adapter.x", spec_dir=tmp_path,
-                  referenced=lambda: _referenced_keys(state, "adapter.x", old.physical_name))
+                  referenced=lambda: referenced_values(state, "adapter.x", old.physical_name))
     adapters.delete(x.deposed_state(x.deposed[0]), ctx)
     assert all(adapters.store.exists(k) for k in old.artifact.values())  # kept by the history
     adapters.delete(x, Context(address="adapter.x", spec_dir=tmp_path,
-                               referenced=lambda: _referenced_keys(state, "adapter.x")))
+                               referenced=lambda: referenced_values(state, "adapter.x")))
     assert not any(adapters.store.exists(k) for k in old.artifact.values())  # the adapter is gone: so is its cache
 
 

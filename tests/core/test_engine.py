@@ -18,8 +18,8 @@ from fastuner.engine.ledger import Ledger
 from fastuner.engine.refresh import refresh
 from fastuner.errors import DiagnosticsError, UserError
 from fastuner.plan.model import Action, Change, Plan, Reason
-from fastuner.providers.base import Provider, ProviderError
-from fastuner.providers.memory import memory_provider
+from fastuner.providers.base import Provider, ProviderError, ResourceProvider
+from fastuner.providers.memory import MemoryResources, memory_provider
 from fastuner.state.model import Status, empty_state
 
 WIDE = """\
@@ -620,6 +620,75 @@ def test_a_renewed_deployment_gets_a_fresh_ttl(harness) -> None:
     assert not harness.plan().has_changes  # not deleted again as expired
 
 
+def test_ttl_transitions_shortened_expired_reaped_restored_renewed(harness) -> None:
+    """Every step of a deployment's lifetime with the clock moved by hand (issue 7, bug 2)."""
+    harness.converge()  # running, ttl 8h from NOW
+    base, created = harness.spec.text, harness.now
+    harness.tick(seconds=30)
+    harness.load(base.replace("ttl: 8h", "ttl: 1m"))  # shortened while young: an in-place update
+    plan = harness.plan()
+    assert plan.change("deployment.ep").reason is Reason.UPDATE_BECAUSE_CHANGED
+    assert harness.apply(plan).ok
+    assert harness.state().resources["deployment.ep"].expires_at == created + timedelta(minutes=1)
+    harness.tick(minutes=5)
+    plan = harness.plan()
+    assert [(c.address, c.reason) for c in plan.changes if c.action is not Action.NOOP] == \
+        [("deployment.ep", Reason.DELETE_BECAUSE_TTL_EXPIRED)]
+    assert harness.apply(plan).ok  # reaped
+    ep = harness.state().resources["deployment.ep"]
+    assert ep.status is Status.EXPIRED and ep.inputs["ttl"] == "1m"
+    assert ep.expires_at == created + timedelta(minutes=1) < harness.now  # when it really ended
+    for days in (0, 3):  # stays down: the change that made it expire is not a renewal
+        harness.tick(days=days)
+        later = harness.plan()
+        assert later.change("deployment.ep").reason is Reason.NOOP_BECAUSE_EXPIRED and not later.has_changes
+    harness.load(base)  # ttl back to 8h, after the expiry: renews it
+    plan = harness.plan()
+    ep_change = plan.change("deployment.ep")
+    assert (ep_change.reason, ep_change.detail) == (Reason.CREATE_BECAUSE_RENEWED, "ttl changed from 1m to 8h")
+    assert harness.apply(plan).ok
+    ep = harness.state().resources["deployment.ep"]
+    assert ep.status is Status.READY and ep.expires_at == harness.now + timedelta(hours=8)
+    assert not harness.plan().has_changes
+    harness.tick(hours=9)  # expires again under 8h, and --renew brings it back
+    assert harness.apply(harness.plan()).ok
+    assert harness.state().resources["deployment.ep"].expires_at == harness.now - timedelta(hours=1)
+    assert not harness.plan().has_changes
+    plan = harness.plan(renew=["deployment.ep"])
+    assert plan.change("deployment.ep").detail == "requested with --renew"
+    assert harness.apply(plan).ok
+    assert harness.state().resources["deployment.ep"].expires_at == harness.now + timedelta(hours=8)
+
+
+def test_a_ttl_shortened_past_its_end_expires_and_stays_down(harness) -> None:
+    harness.converge()
+    base, created = harness.spec.text, harness.now
+    harness.tick(hours=2)
+    harness.load(base.replace("ttl: 8h", "ttl: 1m"))  # already over: the same plan expires it
+    plan = harness.plan()
+    assert plan.change("deployment.ep").reason is Reason.DELETE_BECAUSE_TTL_EXPIRED
+    assert harness.apply(plan).ok
+    ep = harness.state().resources["deployment.ep"]
+    assert ep.inputs["ttl"] == "1m" and ep.expires_at == created + timedelta(minutes=1)
+    later = harness.plan()
+    assert later.change("deployment.ep").reason is Reason.NOOP_BECAUSE_EXPIRED and not later.has_changes
+
+
+def test_idle_ttl_expiry_records_when_it_went_idle(harness) -> None:
+    idle = harness.load().text.replace("ttl: 8h", "idle_ttl: 1h")
+    harness.converge(idle)
+    created = harness.now
+    harness.tick(hours=3)
+    plan = harness.plan()
+    assert plan.change("deployment.ep").reason is Reason.DELETE_BECAUSE_IDLE_TTL_EXPIRED
+    assert harness.apply(plan).ok
+    ep = harness.state().resources["deployment.ep"]
+    assert ep.status is Status.EXPIRED and ep.expires_at == created + timedelta(hours=1)
+    assert not harness.plan().has_changes
+    harness.load(idle.replace("idle_ttl: 1h", "idle_ttl: 2h"))
+    assert harness.plan().change("deployment.ep").reason is Reason.CREATE_BECAUSE_RENEWED
+
+
 def test_a_recreated_deployment_gets_a_fresh_ttl(harness) -> None:
     harness.converge()
     phys = harness.state().resources["deployment.ep"].physical_name
@@ -670,7 +739,7 @@ def test_plan_for_another_project_or_workspace_is_refused(harness) -> None:
         harness.apply(dataclasses.replace(plan, workspace="staging"))
 
 
-class _Unreadable:
+class _Unreadable(ResourceProvider):
     kind = "adapter"
 
     def read(self, rs):
@@ -685,6 +754,30 @@ def test_refresh_reports_a_provider_read_error_per_resource(harness) -> None:
     [d] = info.value.diagnostics
     assert d.summary == "adapter.ad: cannot read it: access denied to training jobs"
     assert d.detail == "allow sagemaker:ListTrainingJobs" and d.address == "adapter.ad"
+
+
+class _Listing(MemoryResources):
+    """Reads every resource of its kind with one call, as a cloud provider's List call does."""
+
+    def __init__(self, kind, world) -> None:
+        super().__init__(kind, world)
+        self.batches: list[list[str]] = []
+
+    def read(self, rs):
+        raise AssertionError("refresh reads a kind with read_many")
+
+    def read_many(self, states):
+        self.batches.append([rs.address for rs in states])
+        return {rs.address: MemoryResources.read(self, rs) for rs in states}
+
+
+def test_refresh_reads_each_kind_with_one_read_many(harness) -> None:
+    harness.converge()
+    listing = {k: _Listing(k, harness.world) for k in ("dataset", "adapter", "deployment")}
+    observed = refresh(harness.spec, harness.state(), Provider(name="memory", resources=listing))
+    assert [b for r in listing.values() for b in r.batches] == [["dataset.ds"], ["adapter.ad"], ["deployment.ep"]]
+    assert list(observed.resources) == list(harness.state().resources)  # in state's order
+    assert {o.status for o in observed.resources.values()} == {"ready"}
 
 
 def test_refresh_hashes_sources_and_skips_tombstones(harness) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastuner.graph import graph_from_dependencies
 from fastuner.plan.model import Action, Plan, Reason
-from fastuner.plan.observed import Observation
+from fastuner.plan.observed import Observation, ObservationStatus
 from fastuner.plan.planner import make_plan
 from fastuner.state.model import State, Status
 from tests.core.test_planner import SPEC, observed, settle
@@ -75,10 +75,10 @@ def test_refresh_only_records_drift_and_plans_no_action(load, now) -> None:
     assert quiet.refresh == {} and not quiet.has_changes
     prior.resources["adapter.ad2"].status = Status.PENDING
     seen = observed(prior,
-                    dataset__ds=Observation("missing", detail="2 stored object(s) are gone"),
-                    adapter__ad=Observation("failed", detail="the training process died"),
-                    adapter__ad2=Observation("ready", outputs={"accuracy": 0.9}),
-                    deployment__ep=Observation("ready", outputs={"id": prior.resources["deployment.ep"].outputs["id"]}))
+                    dataset__ds=Observation(ObservationStatus.MISSING, detail="2 stored object(s) are gone"),
+                    adapter__ad=Observation(ObservationStatus.FAILED, detail="the training process died"),
+                    adapter__ad2=Observation(ObservationStatus.READY, outputs={"accuracy": 0.9}),
+                    deployment__ep=Observation(ObservationStatus.READY, outputs={"id": prior.resources["deployment.ep"].outputs["id"]}))
     plan = make_plan(spec, prior, seen, now, refresh_only=True)
     assert plan.mode == "refresh-only" and plan.changes == () and plan.has_changes
     assert set(plan.refresh) == {"dataset.ds", "adapter.ad", "adapter.ad2"}  # the deployment did not drift
@@ -93,7 +93,7 @@ def test_refresh_only_records_drift_and_plans_no_action(load, now) -> None:
 def test_refresh_only_with_a_target(load, now) -> None:
     spec = load(SPEC)
     prior = settle(make_plan(spec, State(project="demo"), observed(), now), State(project="demo"), now)
-    seen = observed(prior, dataset__ds=Observation("missing"), dataset__other=Observation("missing"))
+    seen = observed(prior, dataset__ds=Observation(ObservationStatus.MISSING), dataset__other=Observation(ObservationStatus.MISSING))
     plan = make_plan(spec, prior, seen, now, refresh_only=True, target=["adapter.ad"])
     assert set(plan.refresh) == {"dataset.ds"}
 
@@ -103,3 +103,18 @@ def test_a_saved_targeted_plan_round_trips(load, now) -> None:
     again = Plan.from_dict(plan.to_dict())
     assert again.targets == ("adapter.ad2",) and addresses(again) == {"dataset.other", "adapter.ad2"}
     assert again.diagnostics == plan.diagnostics
+
+
+def test_refresh_only_markdown_lists_the_drift(load, now) -> None:
+    """The pull-request comment of a refresh-only plan names each drifted resource and what changed,
+    and says nothing will be created (not "Plan: 0 to create ..." followed by "No changes")."""
+    from fastuner.views.markdown import render_markdown
+
+    spec = load(SPEC)
+    prior = settle(make_plan(spec, State(project="demo"), observed(), now), State(project="demo"), now)
+    quiet = render_markdown(make_plan(spec, prior, observed(prior), now, refresh_only=True).to_dict())
+    assert "No changes." in quiet and "Plan:" not in quiet and "nothing changed outside fastuner" in quiet
+    seen = observed(prior, dataset__ds=Observation(ObservationStatus.MISSING, detail="2 stored object(s) are gone"))
+    text = render_markdown(make_plan(spec, prior, seen, now, refresh_only=True).to_dict())
+    assert "Refresh-only: 1 to record in state." in text and "Plan:" not in text
+    assert "| `dataset.ds` | 2 stored object(s) are gone; removed from state on apply |" in text

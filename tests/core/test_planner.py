@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from fastuner.plan.model import PLAN_FORMAT_VERSION, Action, Change, Plan, Reason
-from fastuner.plan.observed import Observation, Observed
+from fastuner.plan.observed import Observation, ObservationStatus, Observed
 from fastuner.plan.planner import make_plan
 from fastuner.state.model import Deposed, Operation, ResourceState, State, Status, Trained
 
@@ -39,7 +39,7 @@ def observed(state: State | None = None, *, sources: dict[str, str] | None = Non
     """Everything in `state` reads as ready unless overridden (keys use `__` for `.`)."""
     seen: dict[str, Observation] = {}
     if state is not None:
-        seen = {a: Observation("ready") for a, rs in state.resources.items() if rs.status is not Status.EXPIRED}
+        seen = {a: Observation(ObservationStatus.READY) for a, rs in state.resources.items() if rs.status is not Status.EXPIRED}
     seen.update({k.replace("__", "."): v for k, v in resources.items()})
     return Observed(resources=seen, dataset_sources=sources or {"ds": SHA, "other": SHA2},
                     training_code_hash=code)
@@ -137,7 +137,7 @@ def test_no_changes(spec, applied, now) -> None:
 
 
 def test_new_outputs_of_a_ready_resource_are_recorded_as_refresh(spec, applied, now) -> None:
-    obs = observed(applied, adapter__ad=Observation("ready", outputs={"metrics": {"loss": 0.5}}))
+    obs = observed(applied, adapter__ad=Observation(ObservationStatus.READY, outputs={"metrics": {"loss": 0.5}}))
     plan = make_plan(spec, applied, obs, now)
     assert not plan.has_changes
     assert plan.refresh == {"adapter.ad": {"status": "ready",
@@ -274,7 +274,7 @@ def test_failed_resource_is_replaced_as_tainted(spec, applied, now) -> None:
 
 
 def test_a_ready_resource_observed_failed_is_replaced(spec, applied, now) -> None:
-    obs = observed(applied, deployment__ep=Observation("failed", detail="endpoint status Failed"))
+    obs = observed(applied, deployment__ep=Observation(ObservationStatus.FAILED, detail="endpoint status Failed"))
     plan = make_plan(spec, applied, obs, now)
     ep = plan.change("deployment.ep")
     assert (ep.action, ep.reason) == (Action.REPLACE, Reason.REPLACE_BECAUSE_TAINTED)
@@ -300,7 +300,7 @@ def test_reverting_to_a_kept_identity_restores_it(load, spec, applied, now) -> N
     old = applied.resources["adapter.ad"]
     changed = settle(make_plan(load(LR), applied, observed(applied), now), applied, now)
     prior = _kept(changed, old)  # the history holds the run trained with the default learning rate
-    kept = observed(prior, adapter__ad=Observation("ready", stored=frozenset({old.identity})))
+    kept = observed(prior, adapter__ad=Observation(ObservationStatus.READY, stored=frozenset({old.identity})))
     plan = make_plan(spec, prior, kept, now)
     ad = plan.change("adapter.ad")
     assert (ad.action, ad.reason) == (Action.REPLACE, Reason.REPLACE_BECAUSE_CANNOT_UPDATE)
@@ -321,7 +321,7 @@ def test_a_kept_identity_whose_files_are_gone_is_retrained(load, spec, applied, 
 def test_replace_by_request_never_restores(spec, applied, now) -> None:
     rs = applied.resources["adapter.ad"]
     prior = _kept(applied.model_copy(deep=True), rs)
-    plan = make_plan(spec, prior, observed(prior, adapter__ad=Observation("ready", stored=frozenset({rs.identity}))),
+    plan = make_plan(spec, prior, observed(prior, adapter__ad=Observation(ObservationStatus.READY, stored=frozenset({rs.identity}))),
                      now, replace=["adapter.ad"])
     assert plan.change("adapter.ad").restore is None
 
@@ -329,7 +329,7 @@ def test_replace_by_request_never_restores(spec, applied, now) -> None:
 def test_a_deleted_run_is_restored_from_its_own_kept_files(spec, applied, now) -> None:
     rs = applied.resources["adapter.ad"]
     rs.outputs = {"artifact": KEPT, "duration_s": 5.0}
-    obs = observed(applied, adapter__ad=Observation("missing", detail="no trained adapter", stored=frozenset({rs.identity})))
+    obs = observed(applied, adapter__ad=Observation(ObservationStatus.MISSING, detail="no trained adapter", stored=frozenset({rs.identity})))
     ad = make_plan(spec, applied, obs, now).change("adapter.ad")
     assert (ad.action, ad.reason) == (Action.CREATE, Reason.CREATE_BECAUSE_MISSING)
     assert ad.restore is not None and ad.restore["physical_name"] == rs.physical_name
@@ -339,7 +339,7 @@ def test_a_deleted_run_is_restored_from_its_own_kept_files(spec, applied, now) -
 
 
 def test_missing_in_the_world_is_recreated(spec, applied, now) -> None:
-    obs = observed(applied, adapter__ad2=Observation("missing", detail="job demo-ad-ad2 does not exist"))
+    obs = observed(applied, adapter__ad2=Observation(ObservationStatus.MISSING, detail="job demo-ad-ad2 does not exist"))
     plan = make_plan(spec, applied, obs, now)
     ad2 = plan.change("adapter.ad2")
     assert (ad2.action, ad2.reason) == (Action.CREATE, Reason.CREATE_BECAUSE_MISSING)
@@ -357,7 +357,7 @@ def _pending(state: State, address: str, now: datetime) -> State:
 
 def test_pending_that_finished_is_a_noop_with_a_refresh_record(spec, applied, now) -> None:
     _pending(applied, "adapter.ad", now)
-    obs = observed(applied, adapter__ad=Observation("ready", outputs={"artifact": "s3://x"}))
+    obs = observed(applied, adapter__ad=Observation(ObservationStatus.READY, outputs={"artifact": "s3://x"}))
     plan = make_plan(spec, applied, obs, now)
     ad = plan.change("adapter.ad")
     assert (ad.action, ad.reason) == NOOP
@@ -370,7 +370,7 @@ def test_pending_that_finished_is_a_noop_with_a_refresh_record(spec, applied, no
 
 def test_pending_still_running_is_adopted(spec, applied, now) -> None:
     _pending(applied, "adapter.ad", now)
-    obs = observed(applied, adapter__ad=Observation("pending", detail="epoch 2/3"))
+    obs = observed(applied, adapter__ad=Observation(ObservationStatus.PENDING, detail="epoch 2/3"))
     plan = make_plan(spec, applied, obs, now)
     ad = plan.change("adapter.ad")
     assert (ad.action, ad.reason) == (Action.CREATE, Reason.CREATE_BECAUSE_PENDING)
@@ -382,7 +382,7 @@ def test_pending_still_running_is_adopted(spec, applied, now) -> None:
 
 def test_pending_that_failed_is_tainted(spec, applied, now) -> None:
     _pending(applied, "adapter.ad", now)
-    plan = make_plan(spec, applied, observed(applied, adapter__ad=Observation("failed", detail="nan loss")), now)
+    plan = make_plan(spec, applied, observed(applied, adapter__ad=Observation(ObservationStatus.FAILED, detail="nan loss")), now)
     ad = plan.change("adapter.ad")
     assert (ad.action, ad.reason, ad.detail) == (Action.REPLACE, Reason.REPLACE_BECAUSE_TAINTED, "nan loss")
 
@@ -391,7 +391,7 @@ def test_pending_whose_inputs_changed_is_replaced(load, applied, now) -> None:
     _pending(applied, "adapter.ad", now)
     spec = load(SPEC.replace("ad: {base_model: base/model, dataset: ds}",
                              "ad: {base_model: base/model, dataset: ds, lora: {r: 4}}"))
-    plan = make_plan(spec, applied, observed(applied, adapter__ad=Observation("pending")), now)
+    plan = make_plan(spec, applied, observed(applied, adapter__ad=Observation(ObservationStatus.PENDING)), now)
     ad = plan.change("adapter.ad")
     assert (ad.action, ad.reason) == (Action.REPLACE, Reason.REPLACE_BECAUSE_CANNOT_UPDATE)
     assert ad.replace_paths == ("lora.r",)
@@ -447,6 +447,8 @@ def test_deposed_instances_are_deleted(spec, applied, now) -> None:
 
 
 # --- ttl ---------------------------------------------------------------------------------------------------
+# The rule (planner docstring, README "TTLs"): past its ttl or idle_ttl a deployment is deleted and kept as
+# expired with the lifetime it ended under; it stays down until `--renew` or a lifetime changed after that.
 
 
 def test_ttl_expiry_deletes_the_deployment(spec, applied, now) -> None:
@@ -455,10 +457,21 @@ def test_ttl_expiry_deletes_the_deployment(spec, applied, now) -> None:
     ep = plan.change("deployment.ep")
     assert (ep.action, ep.reason) == (Action.DELETE, Reason.DELETE_BECAUSE_TTL_EXPIRED)
     assert "ttl 8h" in ep.detail and (created + timedelta(hours=8)).isoformat() in ep.detail
+    assert ep.expires_at == (created + timedelta(hours=8)).isoformat()
+    assert ep.after is not None and ep.after["ttl"] == "8h"  # the lifetime it expires under, for the engine
     assert ep.physical_name == applied.resources["deployment.ep"].physical_name
     assert [c.address for c in plan.changes if c.action is not Action.NOOP] == ["deployment.ep"]
     just_before = make_plan(spec, applied, observed(applied), created + timedelta(hours=8, seconds=-1))
     assert actions(just_before)["deployment.ep"] == NOOP
+
+
+def test_a_shortened_ttl_expires_at_the_spec_time_not_the_recorded_one(load, applied, now) -> None:
+    applied.resources["deployment.ep"].expires_at = now + timedelta(hours=8)  # recorded under ttl 8h
+    plan = make_plan(load(SPEC.replace("ttl: 8h", "ttl: 1m")), applied, observed(applied), now + timedelta(hours=2))
+    ep = plan.change("deployment.ep")
+    assert (ep.action, ep.reason) == (Action.DELETE, Reason.DELETE_BECAUSE_TTL_EXPIRED)
+    assert ep.expires_at == (now + timedelta(minutes=1)).isoformat()  # in the past, when it really ended
+    assert ep.before["ttl"] == "8h" and ep.after["ttl"] == "1m"
 
 
 def test_ttl_expiry_wins_over_other_changes(load, applied, now) -> None:
@@ -474,13 +487,14 @@ def test_idle_ttl_uses_the_last_activity(load, now) -> None:
     spec = load(IDLE)
     state = settle(make_plan(spec, State(project="demo"), observed(), now), State(project="demo"), now)
     later = now + timedelta(hours=5)
-    busy = observed(state, deployment__ep=Observation("ready", last_activity=later - timedelta(minutes=30)))
+    busy = observed(state, deployment__ep=Observation(ObservationStatus.READY, last_activity=later - timedelta(minutes=30)))
     assert actions(make_plan(spec, state, busy, later))["deployment.ep"] == NOOP
-    idle = observed(state, deployment__ep=Observation("ready", last_activity=later - timedelta(hours=2)))
+    idle = observed(state, deployment__ep=Observation(ObservationStatus.READY, last_activity=later - timedelta(hours=2)))
     plan = make_plan(spec, state, idle, later)
     ep = plan.change("deployment.ep")
     assert (ep.action, ep.reason) == (Action.DELETE, Reason.DELETE_BECAUSE_IDLE_TTL_EXPIRED)
     assert (later - timedelta(hours=2)).isoformat() in ep.detail and "idle_ttl 1h" in ep.detail
+    assert ep.expires_at == (later - timedelta(hours=1)).isoformat()  # idle for 1h from the last invocation
 
 
 def test_idle_ttl_without_activity_counts_from_creation(load, now) -> None:
@@ -489,13 +503,16 @@ def test_idle_ttl_without_activity_counts_from_creation(load, now) -> None:
     assert actions(make_plan(spec, state, observed(state), now + timedelta(minutes=59)))["deployment.ep"] == NOOP
     plan = make_plan(spec, state, observed(state), now + timedelta(hours=1))
     assert actions(plan)["deployment.ep"] == (Action.DELETE, Reason.DELETE_BECAUSE_IDLE_TTL_EXPIRED)
+    assert plan.change("deployment.ep").expires_at == (now + timedelta(hours=1)).isoformat()
 
 
-def _expire(state: State, now: datetime) -> State:
+def _expire(state: State, ended: datetime, **lifetime: str | None) -> State:
+    """The record the engine leaves for an expiry at `ended` (optionally under another ttl/idle_ttl)."""
     rs = state.resources["deployment.ep"]
     rs.status = Status.EXPIRED
-    rs.expires_at = now
-    rs.outputs = {"expired_at": now.isoformat()}
+    rs.expires_at = ended
+    rs.outputs = {"expired_at": ended.isoformat()}
+    rs.inputs.update(lifetime)
     return state
 
 
@@ -505,9 +522,20 @@ def test_expired_tombstone_stays_down(spec, applied, now) -> None:
     ep = plan.change("deployment.ep")
     assert (ep.action, ep.reason) == (Action.NOOP, Reason.NOOP_BECAUSE_EXPIRED)
     assert "fastuner apply --renew deployment.ep" in ep.detail
+    assert f"ended at {(now + timedelta(hours=8)).isoformat()}" in ep.detail
+    assert "stays down" not in ep.detail  # the reason says it; the detail adds only what is new
     assert ep.expires_at == (now + timedelta(hours=8)).isoformat()
     assert ep.cost == {}
     assert not plan.has_changes and plan.refresh == {}
+
+
+def test_the_ttl_change_that_made_it_expire_is_not_a_renewal(load, applied, now) -> None:
+    _expire(applied, now + timedelta(minutes=1), ttl="1m")  # shortened to 1m, then expired under it
+    short = load(SPEC.replace("ttl: 8h", "ttl: 1m"))
+    for later in (timedelta(minutes=2), timedelta(days=3)):
+        plan = make_plan(short, applied, observed(applied), now + later)
+        assert actions(plan)["deployment.ep"] == (Action.NOOP, Reason.NOOP_BECAUSE_EXPIRED)
+        assert not plan.has_changes
 
 
 def test_expired_tombstone_comes_back_when_renewed(spec, applied, now) -> None:
@@ -516,16 +544,33 @@ def test_expired_tombstone_comes_back_when_renewed(spec, applied, now) -> None:
     plan = make_plan(spec, applied, observed(applied), later, renew=["deployment.ep"])
     ep = plan.change("deployment.ep")
     assert (ep.action, ep.reason) == (Action.CREATE, Reason.CREATE_BECAUSE_RENEWED)
-    assert "renewed with --renew" in ep.detail
+    assert ep.detail == "requested with --renew"
     assert ep.expires_at == (later + timedelta(hours=8)).isoformat()
 
 
-def test_expired_tombstone_comes_back_when_its_ttl_changes(load, applied, now) -> None:
-    _expire(applied, now + timedelta(hours=8))
-    plan = make_plan(load(SPEC.replace("ttl: 8h", "ttl: 2d")), applied, observed(applied), now + timedelta(days=3))
+def test_a_ttl_changed_after_the_expiry_renews(load, applied, now) -> None:
+    _expire(applied, now + timedelta(minutes=1), ttl="1m")
+    later = now + timedelta(days=3)
+    plan = make_plan(load(SPEC), applied, observed(applied), later)  # ttl back to 8h
     ep = plan.change("deployment.ep")
     assert (ep.action, ep.reason) == (Action.CREATE, Reason.CREATE_BECAUSE_RENEWED)
-    assert "its ttl changed" in ep.detail
+    assert ep.detail == "ttl changed from 1m to 8h"
+    assert ep.expires_at == (later + timedelta(hours=8)).isoformat()  # a new lifetime from now
+
+
+def test_an_idle_ttl_changed_after_the_expiry_renews(load, now) -> None:
+    spec = load(IDLE)
+    state = settle(make_plan(spec, State(project="demo"), observed(), now), State(project="demo"), now)
+    _expire(state, now + timedelta(hours=1))
+    assert actions(make_plan(spec, state, observed(state), now + timedelta(hours=3)))["deployment.ep"] == \
+        (Action.NOOP, Reason.NOOP_BECAUSE_EXPIRED)
+    plan = make_plan(load(IDLE.replace("idle_ttl: 1h", "idle_ttl: 2h")), state, observed(state), now + timedelta(hours=3))
+    ep = plan.change("deployment.ep")
+    assert (ep.action, ep.reason, ep.detail) == (Action.CREATE, Reason.CREATE_BECAUSE_RENEWED,
+                                                 "idle_ttl changed from 1h to 2h")
+    plan = make_plan(load(IDLE.replace("idle_ttl: 1h", "idle_ttl: 1h\n    ttl: 1d")), state, observed(state),
+                     now + timedelta(hours=3))
+    assert plan.change("deployment.ep").detail == "ttl changed from none to 1d"
 
 
 def test_expired_tombstone_ignores_other_changes(load, applied, now) -> None:
@@ -579,7 +624,7 @@ def test_plan_json_round_trip(load, applied, now) -> None:
     applied.resources["adapter.ad2"].deposed.append(Deposed(physical_name="old-ad2", identity="o"))
     spec = load(SPEC.replace("ttl: 8h", "ttl: 8h\n    tags: {a: b}"))
     obs = Observed(resources={**observed(applied).resources,
-                              "adapter.ad": Observation("ready", outputs={"m": [1, 2.5]})},
+                              "adapter.ad": Observation(ObservationStatus.READY, outputs={"m": [1, 2.5]})},
                    dataset_sources={"ds": "c" * 64, "other": SHA2}, training_code_hash="code",
                    unsupported={"dataset": "nope"}, priced=True)
     plan = make_plan(spec, applied, obs, now)

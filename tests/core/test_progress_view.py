@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
+from fastuner.plan.status import ResultStatus
 from fastuner.views.progress import ProgressView
 
 
@@ -23,7 +24,7 @@ def test_each_new_progress_text_is_printed_at_once_and_only_once() -> None:
         for text in ("loading the base model m", "step 1/3 · loss 1.2000 · ETA 2s", "step 1/3 · loss 1.2000 · ETA 2s",
                      "step 2/3 · loss 1.1000 · ETA 1s", "step 3/3 · loss 1.0000"):
             view.progress("adapter.a", text)
-        view.finished(change, SimpleNamespace(status="done", elapsed=167.2, message="", deposed=None))
+        view.finished(change, SimpleNamespace(status=ResultStatus.DONE, elapsed=167.2, message="", deposed=None))
     lines = out.getvalue().splitlines()
     assert lines[0] == "adapter.a: Creating…"
     assert [line.split("] ", 1)[1] for line in lines[1:-1]] == [

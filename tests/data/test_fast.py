@@ -15,14 +15,17 @@ from concurrent.futures import Executor, Future
 
 import pytest
 
-from fastuner.data import LocalObjectStore, Rules, SplitSpec, scan_dataset, write_splits
+from fastuner.config.models import DatasetChecks, Split
+from fastuner.config.tasks import Task
+from fastuner.data import LocalObjectStore, scan_dataset, write_splits
 from fastuner.data.blocks import FileChanged, FileHash, map_blocks, read_block, read_blocks, split_lines
 from fastuner.data.split import PARTITIONS, RECORD, dedupe_partition, every_row_of
 from fastuner.errors import DiagnosticsError
 
 np = pytest.importorskip("numpy")  # without numpy the fast path is the reference: nothing to compare
 from fastuner.data.fast import dedupe_partition_fast, scan_block_fast  # noqa: E402
-from fastuner.data.rows import Limits, scan_block  # noqa: E402
+from fastuner.data.rows import scan_block  # noqa: E402
+from fastuner.data.scan import limits_for  # noqa: E402
 
 SPLITS = ("train", "validation", "test", "duplicate")
 WHITESPACE = [" ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\x85", "\xa0", "\u1680",
@@ -120,9 +123,9 @@ def test_nasty_files_scan_the_same(tmp_path, seed):
     task = ("classification", "text_generation", "qa")[seed % 3]
     path = tmp_path / "nasty.jsonl"
     path.write_bytes(nasty_file(rng, task, rng.randint(150, 900)))
-    split = SplitSpec(*rng.choice([(0.8, 0.1, 0.1), (0.5, 0.3, 0.2), (0.9, 0.0, 0.1), (1.0, 0.0, 0.0)]),
-                      seed=rng.randrange(100))
-    rules = Rules(min_rows=rng.choice([1, 50, 100]), max_input_chars=rng.choice([60, 8192]))
+    fractions = rng.choice([(0.8, 0.1, 0.1), (0.5, 0.3, 0.2), (0.9, 0.0, 0.1), (1.0, 0.0, 0.0)])
+    split = Split(**dict(zip(("train", "validation", "test"), fractions, strict=True)), seed=rng.randrange(100))
+    rules = DatasetChecks(min_rows=rng.choice([1, 50, 100]), max_input_chars=rng.choice([60, 8192]))
     reference, fast = both(path, task, split=split, rules=rules, block_bytes=rng.choice([512, 4096, 1 << 20]))
     assert_same_scan(reference, fast)
     if isinstance(reference, DiagnosticsError):
@@ -139,7 +142,7 @@ def test_nasty_files_scan_and_write_the_same_with_worker_processes(tmp_path, see
     task = ("classification", "text_generation")[seed % 2]
     path = tmp_path / "nasty.jsonl"
     path.write_bytes(nasty_file(rng, task, 3000))
-    reference, fast = both(path, task, rules=Rules(min_rows=10), workers=2, block_bytes=4096)
+    reference, fast = both(path, task, rules=DatasetChecks(min_rows=10), workers=2, block_bytes=4096)
     assert_same_scan(reference, fast)
     assert len(fast.layout.block_sizes) > 10
     stores = [LocalObjectStore(tmp_path / "a"), LocalObjectStore(tmp_path / "b")]
@@ -171,7 +174,7 @@ def test_bad_files_give_the_same_diagnostics(tmp_path, seed):
         lines[at] = bad_line(rng, at)
     path = tmp_path / "bad.jsonl"
     path.write_bytes(b"\n".join(lines))
-    reference, fast = both(path, "classification", rules=Rules(max_input_chars=64),
+    reference, fast = both(path, "classification", rules=DatasetChecks(max_input_chars=64),
                            block_bytes=rng.choice([256, 4096]))
     assert isinstance(reference, DiagnosticsError)
     assert_same_scan(reference, fast)
@@ -306,7 +309,7 @@ def test_strata_short_of_candidates_are_collected_again_the_same_way(tmp_path, m
     choices = [b"", b"\x00", b"\x30", b"\x10\x00", rng.randbytes(8)]
     monkeypatch.setattr(split_module, "thresholds_for",
                         lambda wanted, counts: [rng.choice(choices) for _ in counts])
-    reference, fast = both(path, "classification", rules=Rules(min_rows=10), split=SplitSpec(0.6, 0.2, 0.2))
+    reference, fast = both(path, "classification", rules=DatasetChecks(min_rows=10), split=Split(train=0.6, validation=0.2, test=0.2))
     assert_same_scan(reference, fast)
     assert reference.split_rows["validation"] > 0
 
@@ -334,7 +337,7 @@ def test_worker_processes_hand_rendered_lines_over_in_files_that_are_removed(tmp
     rng = random.Random(5)
     path = tmp_path / "x.jsonl"
     path.write_bytes(nasty_file(rng, "classification", 2000))
-    scan = scan_dataset(path, "classification", rules=Rules(min_rows=10), block_bytes=4096)
+    scan = scan_dataset(path, "classification", rules=DatasetChecks(min_rows=10), block_bytes=4096)
     staging = tmp_path / "staging"
     staging.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(staging))
@@ -368,7 +371,7 @@ def test_blocks_scan_the_same_or_go_to_the_reference(seed):
         for _ in range(rng.randint(1, 3)):
             lines[rng.randrange(len(lines))] = bad_line(rng, 0)
     data = b"\n".join(lines) + b"\n"
-    limits = Limits(task, rng.choice([64, 8192]), None if task == "classification" else 2048)
+    limits = limits_for(Task(task), DatasetChecks(max_input_chars=rng.choice([64, 8192])))
     block = (b"", data, len(data))
     for first in (True, False):
         reference = scan_block(block, limits, seed, first)
@@ -417,7 +420,7 @@ def test_scan_then_write_share_one_pool(tmp_path):
 
     path = tmp_path / "x.jsonl"
     path.write_bytes(nasty_file(random.Random(8), "qa", 1500))
-    scan = scan_dataset(path, "qa", rules=Rules(min_rows=10), workers=2, block_bytes=4096)
+    scan = scan_dataset(path, "qa", rules=DatasetChecks(min_rows=10), workers=2, block_bytes=4096)
     kept = blocks._idle[0]
     write_splits(scan, LocalObjectStore(tmp_path / "s"), workers=2)
     assert blocks._idle[0] is kept

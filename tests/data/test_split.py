@@ -6,10 +6,15 @@ from fractions import Fraction
 from functools import partial
 
 import pytest
+from pydantic import ValidationError
 
-from fastuner.data import InternalError, Rules, SplitSpec, scan_dataset
+from fastuner.config.models import DatasetChecks, Split
+from fastuner.config.tasks import Task
+from fastuner.data import InternalError, scan_dataset
 from fastuner.data.blocks import FileHash, InlineExecutor, map_blocks, read_blocks, split_lines
-from fastuner.data.rows import PARTITIONS, Limits, scan_block
+from fastuner.data.rows import PARTITIONS, scan_block
+from fastuner.data.rules import split_fractions
+from fastuner.data.scan import limits_for
 from fastuner.data.split import (
     allocate,
     check_disjoint,
@@ -51,7 +56,7 @@ def test_normalised_record_is_what_the_split_files_hold(write_rows, tmp_path):
     from fastuner.data import LocalObjectStore, write_splits
 
     rows = [*generation_rows(100), {"input": " cafe\u0301 \n", "target": "\tr\u00e9ponse ", "id": 1}]
-    scan = scan_dataset(write_rows(rows), "text_generation", split=SplitSpec(1.0, 0.0, 0.0))
+    scan = scan_dataset(write_rows(rows), "text_generation", split=Split(train=1.0, validation=0.0, test=0.0))
     store = LocalObjectStore(tmp_path / "store")
     out = write_splits(scan, store)
     lines = store.get(out["splits"]["train"]["key"]).decode().splitlines()
@@ -60,7 +65,7 @@ def test_normalised_record_is_what_the_split_files_hold(write_rows, tmp_path):
 
 # --- allocation --------------------------------------------------------------------------------------
 
-F = SplitSpec().fractions()
+F = split_fractions(Split())
 
 
 @pytest.mark.parametrize(("count", "expected"), [
@@ -79,21 +84,23 @@ def test_allocate_respects_zero_fractions():
 
 
 def test_split_fractions_must_add_up_to_one():
-    with pytest.raises(DiagnosticsError, match=r"must add up to 1, got 0.8 \+ 0.1 \+ 0.2 = 1.1"):
-        SplitSpec(0.8, 0.1, 0.2)
-    with pytest.raises(DiagnosticsError, match=r"split\.train must be greater than 0"):
-        SplitSpec(0.0, 0.5, 0.5)
-    with pytest.raises(DiagnosticsError, match="between 0 and 1"):
-        SplitSpec(1.2, -0.1, -0.1)
-    with pytest.raises(DiagnosticsError, match="seed must be a non-negative integer"):
-        SplitSpec(seed=-1)
-    assert SplitSpec(0.7, 0.2, 0.1).fractions() == (Fraction(7, 10), Fraction(2, 10), Fraction(1, 10))
-    assert SplitSpec(1, 0, 0).fractions() == (1, 0, 0)
+    """The scan reads the spec's own `Split`, so what it refuses is refused when the spec is loaded."""
+    with pytest.raises(ValidationError, match=r"must sum to 1 \(got 1.1\)"):
+        Split(train=0.8, validation=0.1, test=0.2)
+    with pytest.raises(ValidationError, match=r"train\n  Input should be greater than 0"):
+        Split(train=0.0, validation=0.5, test=0.5)
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
+        Split(train=1.2, validation=-0.1, test=-0.1)
+    with pytest.raises(ValidationError, match=r"seed\n  Input should be greater than or equal to 0"):
+        Split(seed=-1)
+    assert split_fractions(Split(train=0.7, validation=0.2, test=0.1)) == (Fraction(7, 10), Fraction(2, 10),
+                                                                          Fraction(1, 10))
+    assert split_fractions(Split(train=1, validation=0, test=0)) == (1, 0, 0)
 
 
 def test_rules_are_checked():
-    with pytest.raises(DiagnosticsError, match="min_rows must be a positive integer"):
-        Rules(min_rows=0)
+    with pytest.raises(ValidationError, match=r"min_rows\n  Input should be greater than or equal to 1"):
+        DatasetChecks(min_rows=0)
 
 
 # --- splitting ---------------------------------------------------------------------------------------
@@ -108,16 +115,16 @@ def test_default_split_is_80_10_10_and_every_row_lands_once(write_rows):
 
 
 def test_zero_fraction_gives_an_empty_split(write_rows):
-    scan = scan_dataset(write_rows(generation_rows(200)), "qa", split=SplitSpec(0.9, 0.0, 0.1))
+    scan = scan_dataset(write_rows(generation_rows(200)), "qa", split=Split(train=0.9, validation=0.0, test=0.1))
     assert scan.split_rows == {"train": 180, "validation": 0, "test": 20}
     assert not [w for w in scan.warnings if "too few" in w.summary]
 
 
 def test_same_seed_same_splits_different_seed_different_splits(write_rows):
     path = write_rows(classification_rows(500))
-    a = scan_dataset(path, "classification", split=SplitSpec(seed=1))
-    b = scan_dataset(path, "classification", split=SplitSpec(seed=1))
-    c = scan_dataset(path, "classification", split=SplitSpec(seed=2))
+    a = scan_dataset(path, "classification", split=Split(seed=1))
+    b = scan_dataset(path, "classification", split=Split(seed=1))
+    c = scan_dataset(path, "classification", split=Split(seed=2))
     assert splits_of(a) == splits_of(b) and a.version == b.version
     assert splits_of(a)["test"] != splits_of(c)["test"]
     assert a.split_rows == c.split_rows  # same sizes, different records
@@ -178,7 +185,7 @@ def to_record(row: dict) -> str:
 def _candidates_of(path):
     """Scan one block by hand and return (candidates of every row, record lookup)."""
     data = path.read_bytes()
-    block = scan_block((b"", data, len(data)), Limits("classification", 8192, None), 42, True)
+    block = scan_block((b"", data, len(data)), limits_for(Task.CLASSIFICATION, DatasetChecks()), 42, True)
     maps = [list(range(len(block.label_names)))]
     everything = every_row_of(set(maps[0]), len(maps[0]))
     candidates = sorted(c for p in range(PARTITIONS)
@@ -280,9 +287,9 @@ def test_version_changes_with_everything_that_changes_the_split_files(write_rows
     base = scan_dataset(path, "classification")
     assert base.version == scan_dataset(path, "classification", workers=2, block_bytes=1024).version
     others = [
-        scan_dataset(path, "classification", split=SplitSpec(0.8, 0.15, 0.05)),
-        scan_dataset(path, "classification", split=SplitSpec(seed=43)),
-        scan_dataset(path, "classification", rules=Rules(max_input_chars=100)),
+        scan_dataset(path, "classification", split=Split(train=0.8, validation=0.15, test=0.05)),
+        scan_dataset(path, "classification", split=Split(seed=43)),
+        scan_dataset(path, "classification", rules=DatasetChecks(max_input_chars=100)),
         scan_dataset(write_rows(classification_rows(301), "b.jsonl"), "classification"),
     ]
     versions = {base.version} | {o.version for o in others}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fastuner.data import LocalObjectStore, materialize
+from fastuner.data import LocalObjectStore
 from fastuner.errors import DiagnosticsError
 
 
@@ -84,11 +84,11 @@ def test_materialize_hard_links_and_replaces_an_old_file(tmp_path):
     channel = tmp_path / "channels" / "train"
     channel.mkdir(parents=True)
     (channel / "train.jsonl").write_text("stale\n")
-    placed = materialize(store, key, channel, "train.jsonl")
+    placed = store.materialize(key, channel, "train.jsonl")
     assert placed == channel / "train.jsonl"
     assert placed.read_bytes() == store.get(key)
     assert os.stat(placed).st_ino == os.stat(store.path(key)).st_ino
-    assert materialize(store, key, channel, "train.jsonl") == placed  # again: nothing to do
+    assert store.materialize(key, channel, "train.jsonl") == placed  # again: nothing to do
     assert sorted(p.name for p in channel.iterdir()) == ["train.jsonl"]
 
 
@@ -100,10 +100,20 @@ def test_materialize_copies_across_filesystems(tmp_path):
     key = store.put_bytes(b"copied\n")
     dest = other / f"fastuner-test-{os.getpid()}"
     try:
-        placed = materialize(store, key, dest, "x.jsonl")
+        placed = store.materialize(key, dest, "x.jsonl")
         assert placed.read_bytes() == b"copied\n"
         assert os.stat(placed).st_ino != os.stat(store.path(key)).st_ino
     finally:
         for p in dest.glob("*"):
             p.unlink()
         dest.rmdir()
+
+
+def test_delete_removes_the_object_and_is_silent_when_it_is_gone(tmp_path):
+    store = LocalObjectStore(tmp_path)
+    key, other = store.put_bytes(b"gone"), store.put_bytes(b"kept")
+    store.delete(key)
+    store.delete(key)
+    assert not store.exists(key) and store.exists(other)
+    with pytest.raises(ValueError, match="not an object key"):
+        store.delete("../outside")

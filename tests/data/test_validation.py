@@ -6,8 +6,11 @@ import json
 
 import pytest
 
-from fastuner.data import MAX_REPORTED_ERRORS, Rules, scan_dataset
-from fastuner.data.rows import Limits, _check_row, normalise_line
+from fastuner.config.models import DatasetChecks
+from fastuner.config.tasks import Task
+from fastuner.data import MAX_REPORTED_ERRORS, scan_dataset
+from fastuner.data.rows import _check_row, normalise_line
+from fastuner.data.scan import limits_for
 from fastuner.errors import DiagnosticsError, Severity
 from tests.data.helpers import classification_rows, generation_rows
 
@@ -68,7 +71,7 @@ def test_99_rows_are_too_few_and_the_minimum_is_configurable(write_rows):
     path = write_rows(classification_rows(99))
     (error,) = errors_of(path)
     assert error.summary == "only 99 rows; at least 100 distinct rows are needed"
-    scan = scan_dataset(path, "classification", rules=Rules(min_rows=99))
+    scan = scan_dataset(path, "classification", rules=DatasetChecks(min_rows=99))
     assert scan.counts.distinct == 99
     assert scan_dataset(write_rows(classification_rows(100)), "classification").counts.distinct == 100
 
@@ -109,7 +112,7 @@ def test_length_limits_are_inclusive_and_counted_after_normalisation(write_rows)
 def test_limits_come_from_rules(write_rows):
     rows = generation_rows(120)
     rows[7] = {"input": "a" * 21, "target": "b"}
-    (error,) = errors_of(write_rows(rows), "text_generation", rules=Rules(max_input_chars=20))
+    (error,) = errors_of(write_rows(rows), "text_generation", rules=DatasetChecks(max_input_chars=20))
     assert error.summary == '"input" is too long: 21 characters (limit 20)'
 
 
@@ -253,10 +256,10 @@ def test_byte_order_mark_and_crlf_are_accepted(write_rows):
 ])
 def test_fast_path_and_careful_path_agree(line):
     """The scan's fast path must accept exactly what the careful path accepts, with the same bytes."""
-    for limits in (Limits("classification", 8192, None), Limits("text_generation", 8192, 2048)):
-        fast = normalise_line(line.replace(b'"label"', b'"target"') if limits.task != "classification" else line,
+    for limits in (limits_for(Task.CLASSIFICATION, DatasetChecks()), limits_for(Task.TEXT_GENERATION, DatasetChecks())):
+        fast = normalise_line(line.replace(b'"label"', b'"target"') if limits.second == "target" else line,
                               limits)
-        slow = _check_row(line.replace(b'"label"', b'"target"') if limits.task != "classification" else line,
+        slow = _check_row(line.replace(b'"label"', b'"target"') if limits.second == "target" else line,
                           limits)
         if slow is None or not isinstance(slow, tuple):
             assert type(fast) is type(slow)

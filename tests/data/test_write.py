@@ -9,7 +9,9 @@ import unicodedata
 
 import pytest
 
-from fastuner.data import LocalObjectStore, SplitSpec, scan_dataset, write_splits
+from fastuner.config.models import Split
+from fastuner.data import LocalObjectStore, scan_dataset, write_splits
+from fastuner.data.rules import split_fractions
 from fastuner.data.split import allocate
 from fastuner.errors import DiagnosticsError
 from tests.data.helpers import classification_rows, generation_rows
@@ -73,9 +75,9 @@ def test_split_files_are_byte_identical_across_runs_and_pinned(write_rows, tmp_p
     """The same file and seed give the same bytes on every machine and Python version: these hashes
     are pinned. A deliberate change to normalisation or splitting must bump NORMALISATION_VERSION."""
     path = write_rows(golden_rows())
-    scan = scan_dataset(path, "classification", split=SplitSpec(0.8, 0.1, 0.1, seed=7))
+    scan = scan_dataset(path, "classification", split=Split(train=0.8, validation=0.1, test=0.1, seed=7))
     out = write_splits(scan, LocalObjectStore(tmp_path / "a"))
-    again = write_splits(scan_dataset(path, "classification", split=SplitSpec(seed=7), workers=2,
+    again = write_splits(scan_dataset(path, "classification", split=Split(seed=7), workers=2,
                                       block_bytes=1024), LocalObjectStore(tmp_path / "b"), workers=2)
     assert again == out
     assert scan.counts.distinct == 300 and scan.counts.duplicates == 25
@@ -122,16 +124,16 @@ def reference_splits(rows: list[dict], seed: int, fractions) -> dict[str, bytes]
 
 def test_split_files_follow_the_documented_rule(write_rows, tmp_path):
     rows = golden_rows()
-    spec = SplitSpec(0.7, 0.2, 0.1, seed=11)
+    spec = Split(train=0.7, validation=0.2, test=0.1, seed=11)
     store = LocalObjectStore(tmp_path / "s")
     out = write_splits(scan_dataset(write_rows(rows), "classification", split=spec), store)
-    expected = reference_splits(rows, 11, spec.fractions())
+    expected = reference_splits(rows, 11, split_fractions(spec))
     for name in ("train", "validation", "test"):
         assert store.get(out["splits"][name]["key"]) == expected[name], name
 
 
 def test_empty_split_is_stored_as_an_empty_object(write_rows, tmp_path):
-    scan = scan_dataset(write_rows(generation_rows(100)), "qa", split=SplitSpec(0.9, 0.0, 0.1))
+    scan = scan_dataset(write_rows(generation_rows(100)), "qa", split=Split(train=0.9, validation=0.0, test=0.1))
     out = write_splits(scan, LocalObjectStore(tmp_path / "s"))
     assert out["splits"]["validation"]["rows"] == 0 and out["splits"]["validation"]["bytes"] == 0
     assert "labels" not in out["splits"]["validation"]

@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from fastuner.providers.local.client import Client, InvokeError, Row, read_rows, run_rows
+from fastuner.providers.endpoint import InvokeError, Row, read_rows, run_rows
+from fastuner.providers.local.client import Client
 from tests.invoke.fakeserver import FakeServer, Script, closed_port_url
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fastuner.providers.local.programs import CONTAINERS
+from fastuner.providers.programs import CONTAINERS
 from tests.cli.helpers import fastuner_subprocess
 from tests.providers.test_local_adapters import state_of, write_project
 

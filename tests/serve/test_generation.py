@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.serve.helpers import TEXTS
+
+pytestmark = pytest.mark.slow  # starts the inference server as a process
 
 PROMPT = "where is my order"
 

@@ -7,7 +7,11 @@ import shutil
 import signal
 import socket
 
+import pytest
+
 from tests.serve.harness import ServerProcess, wait_until
+
+pytestmark = pytest.mark.slow  # starts the inference server as a process
 
 
 def failed_start(args: list[str], tmp_path, name: str) -> tuple[int, str]:

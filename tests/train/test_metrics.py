@@ -18,3 +18,11 @@ def test_accuracy_and_macro_f1() -> None:
 def test_classes_absent_from_truth_and_predictions_do_not_count() -> None:
     confusion = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.0]])
     assert confusion_metrics(confusion) == {"accuracy": 1.0, "macro_f1": 1.0}
+
+
+def test_a_classification_run_reports_the_metrics_its_task_declares() -> None:
+    """fastuner reads `test_<metric>` for each metric of the task's table (pinned to fastuner's by
+    tests/core/test_tasks.py), so the names computed here must be those."""
+    from fastuner_train.tasks import TASKS
+
+    assert tuple(confusion_metrics(torch.eye(2))) == TASKS["classification"].metrics

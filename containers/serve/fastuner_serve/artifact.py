@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .tasks import TASK_FAMILIES
+
 PREFIX = "base_model.model."
 LORA_SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B"}
 # adapter_config keys that change what the weights mean; a non-default value is refused.
@@ -61,7 +63,7 @@ class AdapterArtifact:
 
     @property
     def server_task(self) -> str:
-        return "classification" if self.task == "classification" else "generation"
+        return TASK_FAMILIES[self.task]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -82,7 +84,7 @@ def read_artifact(path: str | Path) -> AdapterArtifact:
     header = read_safetensors_header(weights_file)
 
     task = meta.get("task")
-    if task not in ("classification", "text_generation", "qa"):
+    if task not in TASK_FAMILIES:
         raise ArtifactError(f"{path / 'fastuner.json'}: unknown task {task!r}")
     if meta.get("format_version", 1) != 1:
         raise ArtifactError(f"{path / 'fastuner.json'}: format_version {meta.get('format_version')!r} "
@@ -105,7 +107,7 @@ def read_artifact(path: str | Path) -> AdapterArtifact:
         raise ArtifactError(f"{path / 'fastuner.json'}: max_input_chars must be a positive integer, "
                             f"got {max_input_chars!r}")
 
-    server_task = "classification" if task == "classification" else "generation"
+    server_task = TASK_FAMILIES[task]
     check_config(config, path / "adapter_config.json", server_task)
     targets, saved = classify_tensors(header, config, path / "adapter_model.safetensors")
     if not targets:

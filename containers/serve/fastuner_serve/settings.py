@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StartupError
+from .tasks import FAMILIES
 
-TASKS = ("classification", "generation")
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_MODEL_DIR = "/opt/ml/model"
 
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base-model-id", action="append", dest="base_model_ids",
                         help="another name adapters may give as base_model for this base (repeatable)")
     parser.add_argument("--base-model-revision", help="hub revision of the base model")
-    parser.add_argument("--task", choices=TASKS, help="default: the first adapter's task, or the base's")
+    parser.add_argument("--task", choices=FAMILIES, help="default: the first adapter's task, or the base's")
     parser.add_argument("--adapter", action="append", dest="adapters", metavar="NAME=LOCATION",
                         help="register an adapter: a folder, s3://bucket/prefix/ or s3://.../model.tar.gz")
     parser.add_argument("--cache-size", type=int, help="adapters kept loaded at once (LRU; default 4)")
@@ -209,8 +209,8 @@ def check_name(name: str) -> str:
 
 def check_settings(settings: Settings) -> None:
     problems = []
-    if settings.task is not None and settings.task not in TASKS:
-        problems.append(f"task must be one of {', '.join(TASKS)}, got '{settings.task}'")
+    if settings.task is not None and settings.task not in FAMILIES:
+        problems.append(f"task must be one of {', '.join(FAMILIES)}, got '{settings.task}'")
     if not isinstance(settings.cache_size, int) or settings.cache_size < 1:
         problems.append(f"cache_size must be an integer >= 1, got {settings.cache_size!r}")
     if not isinstance(settings.port, int) or not 0 <= settings.port <= 65535:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TrainError
+from .tasks import TASKS
 
 IGNORE = -100
 
@@ -45,7 +46,7 @@ def read_split(name: str, directory: Path | None, task: str, *, required: bool) 
     files = sorted(directory.glob("*.jsonl"))
     if not files:
         raise TrainError(f"the {name} split is empty: no *.jsonl file in {directory}")
-    fields = ("input", "label") if task == "classification" else ("input", "target")
+    fields = TASKS[task].row_fields
     records: list[dict[str, str]] = []
     for file in files:
         with file.open(encoding="utf-8") as handle:

@@ -35,7 +35,7 @@ def _run(hp: Hyperparameters, paths: Paths, progress: dict[str, str], stop: Any)
     validation = data.read_split("validation", paths.validation, hp.task, required=False)
     test = data.read_split("test", paths.test, hp.task, required=False)
     others = [s for s in (validation, test) if s is not None]
-    labels = data.resolve_labels(train, others, hp.labels) if hp.task == "classification" else None
+    labels = data.resolve_labels(train, others, hp.labels) if not hp.is_causal_lm else None
     log.info("dataset: %s examples; importing torch and transformers", ", ".join(
         f"{len(s.records)} {s.name}" for s in (train, validation, test) if s is not None))
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TrainError
+from .tasks import TASKS
 
-TASKS = ("classification", "text_generation", "qa")
 METHODS = ("lora", "qlora")
 ATTENTION_BACKENDS = ("auto", "varlen", "flex", "sdpa")
 SWITCHES = ("auto", "true", "false")
@@ -64,7 +64,7 @@ class Hyperparameters:
 
     @property
     def is_causal_lm(self) -> bool:
-        return self.task != "classification"
+        return TASKS[self.task].is_causal_lm
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Hyperparameters)}

@@ -24,18 +24,20 @@ def local_provider(spec: Spec, workspace: str) -> Provider:
     from fastuner.providers.local.base_models import check_base_models
     from fastuner.providers.local.datasets import LocalDatasets
     from fastuner.providers.local.deployments import LocalDeployments
-    from fastuner.providers.local.programs import code_hash
+    from fastuner.providers.programs import code_hash
 
     root = work_dir(spec)
     settings = spec.config.provider.local
+    datasets = LocalDatasets(root, spec.base_dir)
+    adapters = LocalAdapters(root, spec.base_dir, python=settings.python, device=settings.device,
+                             slots=settings.training_slots)
+    deployments = LocalDeployments(root, spec.base_dir, python=settings.python, device=settings.device)
     return Provider(
         name="local",
-        resources={
-            "dataset": LocalDatasets(root, spec.base_dir),
-            "adapter": LocalAdapters(root, spec.base_dir, python=settings.python, device=settings.device,
-                                     slots=settings.training_slots),
-            "deployment": LocalDeployments(root, spec.base_dir, python=settings.python, device=settings.device),
-        },
+        resources={"dataset": datasets, "adapter": adapters, "deployment": deployments},
+        logs={"adapter": adapters, "deployment": deployments},
+        endpoints=deployments,
+        splits=datasets,
         priced=False,
         training_code_hash=lambda: code_hash("train"),
         checks=lambda: check_base_models(spec),

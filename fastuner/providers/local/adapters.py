@@ -28,69 +28,35 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fastuner.config.duration import format_elapsed, parse_duration
-from fastuner.data.store import LocalObjectStore, materialize
+from fastuner.config.tasks import Task
+from fastuner.data.store import LocalObjectStore, ObjectStore
 from fastuner.errors import DiagnosticsError
 from fastuner.plan.model import Change
-from fastuner.plan.observed import Observation
-from fastuner.providers.base import Context, Outcome, ProviderError
+from fastuner.plan.observed import Observation, ObservationStatus
+from fastuner.providers.base import Context, Outcome, OutcomeStatus, ProviderError, ResourceProvider
 from fastuner.providers.local import processes
-from fastuner.providers.local.programs import program
 from fastuner.providers.local.sagemaker_tree import write_input_config
 from fastuner.providers.local.trainlog import LogFollower, last_step
+from fastuner.providers.programs import program
+from fastuner.providers.training import training_config
 from fastuner.state.model import ResourceState
 
 SPLITS = ("train", "validation", "test")
 KEPT = ("model", "input/config/hyperparameters.json", "train.log")  # what a restored run needs
 
 
-def resolve_model(value: str, spec_dir: Path) -> str:
-    """A local folder (absolute, or relative to fastuner.yaml) becomes an absolute path; anything else
-    is a hub id for transformers (HF_HOME and HF_HUB_OFFLINE are honoured by the program)."""
-    p = Path(value).expanduser()
-    candidate = p if p.is_absolute() else spec_dir / p
-    if candidate.exists():
-        return str(candidate.resolve())
-    return value
-
-
-def hyperparameters(inputs: dict[str, Any], dataset_inputs: dict[str, Any], labels: list[str] | None, spec_dir: Path,
-                    checkpoint_dir: Path) -> dict[str, Any]:
-    """The training program's config (containers/README.md) from an adapter's resolved inputs and its
-    dataset's. The dataset's `max_input_chars` goes into the artifact's fastuner.json, so the server
-    refuses inputs the adapter was never trained on (wherever the artifact is served)."""
-    lora, training = inputs["lora"], inputs["training"]
-    config: dict[str, Any] = {
-        "task": dataset_inputs["task"],
-        "base_model": resolve_model(inputs["base_model"], spec_dir),
-        "base_model_revision": inputs.get("base_model_revision"),
-        "method": inputs["method"],
-        "lora_r": lora["r"], "lora_alpha": lora["alpha"], "lora_dropout": lora["dropout"],
-        "target_modules": lora["target_modules"],
-        "epochs": training["epochs"], "learning_rate": training["learning_rate"],
-        "warmup_ratio": training["warmup_ratio"], "weight_decay": training["weight_decay"],
-        "batch_tokens": training["batch_tokens"], "max_seq_len": training["max_seq_len"],
-        "grad_accum": training["grad_accum"], "gradient_checkpointing": training["gradient_checkpointing"],
-        "seed": training["seed"], "checkpoint_every": training["checkpoint_every"],
-        "max_steps": training.get("max_steps"),
-        "checkpoint_dir": str(checkpoint_dir),
-        "max_input_chars": (dataset_inputs.get("checks") or {}).get("max_input_chars"),
-    }
-    if labels:
-        config["labels"] = sorted(labels)
-    return config
-
-
-class LocalAdapters:
+class LocalAdapters(ResourceProvider):
     kind = "adapter"
 
     def __init__(self, work_dir: Path, spec_dir: Path, *, python: str | None = None, device: str = "auto",
                  slots: int = 1, poll: float = 0.25) -> None:
         self.runs = work_dir / "runs"
-        self.store = LocalObjectStore(work_dir / "objects")
+        self.store: ObjectStore = LocalObjectStore(work_dir / "objects")
         self.spec_dir = spec_dir
         self.python = python or sys.executable
         self.device = device
@@ -107,18 +73,18 @@ class LocalAdapters:
         run = self.run_dir(rs.physical_name or "")
         done = self._finished_outputs(run)
         if done is not None:
-            return Observation("ready", outputs=done, stored=stored)
+            return Observation(ObservationStatus.READY, outputs=done, stored=stored)
         code = processes.exit_code(run)
         if code is not None and code != 0:
-            return Observation("failed", detail=self._failure(run, code), stored=stored)
+            return Observation(ObservationStatus.FAILED, detail=self._failure(run, code), stored=stored)
         info = processes.recorded(run)
         if info and processes.alive(int(info["pid"])):
             progress = last_step(run / "train.log")
-            return Observation("pending", detail=f"training (pid {info['pid']}){progress}", stored=stored)
+            return Observation(ObservationStatus.PENDING, detail=f"training (pid {info['pid']}){progress}", stored=stored)
         if rs.status == "pending" or (rs.pending is not None):
-            return Observation("pending", detail="the training process is gone; apply restarts it from its "
+            return Observation(ObservationStatus.PENDING, detail="the training process is gone; apply restarts it from its "
                                                  "last checkpoint", stored=stored)
-        return Observation("missing", detail=f"no trained adapter at {run / 'model'}", stored=stored)
+        return Observation(ObservationStatus.MISSING, detail=f"no trained adapter at {run / 'model'}", stored=stored)
 
     def _stored(self, rs: ResourceState) -> frozenset[str]:
         """Identities whose kept result (earlier runs, and the current one's) is whole in the store."""
@@ -196,7 +162,7 @@ class LocalAdapters:
 
     def _kept(self, run: Path, outcome: Outcome | None = None) -> Outcome:
         """A finished run, its files put in the object store (once) so that it can be restored later."""
-        if outcome is not None and outcome.status != "ready":
+        if outcome is not None and outcome.status is not OutcomeStatus.READY:
             return outcome
         if not (run / "artifact.json").is_file():
             artifact = {}
@@ -219,7 +185,7 @@ class LocalAdapters:
         shutil.rmtree(run, ignore_errors=True)
         for rel, key in artifact.items():
             target = run / rel
-            materialize(self.store, key, target.parent, target.name)
+            self.store.materialize(key, target.parent, target.name)
         _write_json(run / "artifact.json", artifact)
         _write_json(run / "restored.json", {"from": restore.get("physical_name"),
                                             "duration_s": restore.get("duration_s"), "restored_at": time.time()})
@@ -243,7 +209,7 @@ class LocalAdapters:
             folder = run / "input" / "data" / split
             shutil.rmtree(folder, ignore_errors=True)
             try:
-                materialize(self.store, entry["key"], folder, f"{split}.jsonl")
+                self.store.materialize(entry["key"], folder, f"{split}.jsonl")
             except DiagnosticsError as exc:
                 raise ProviderError(exc.diagnostics[0].summary, f"Re-create {dataset_address}: "
                                     f"fastuner apply --replace {dataset_address}") from None
@@ -251,7 +217,7 @@ class LocalAdapters:
         if "train" not in channels:
             raise ProviderError(f"{dataset_address} has an empty train split")
         labels = list((dataset.outputs.get("labels") or {}).keys()) or None
-        config = hyperparameters(inputs, dataset.inputs, labels, self.spec_dir, run / "checkpoints")
+        config = training_config(inputs, dataset.inputs, labels, self.spec_dir, run / "checkpoints")
         config_dir = run / "input" / "config"
         config_file = write_input_config(config_dir, config, channels)
         env = dict(os.environ)
@@ -315,12 +281,15 @@ class LocalAdapters:
         for kind, text in follower.poll():
             (ctx.warning if kind == "warning" else ctx.progress)(text)
 
-    def log_file(self, rs: ResourceState) -> tuple[Path, bool]:
-        """The run's log and whether the run is still going (for `fastuner logs -f`)."""
+    def read_log(self, rs: ResourceState, *, follow: bool) -> Iterator[str]:
+        """The run's train.log; followed while the training process lives."""
         run = self.run_dir(rs.physical_name or "")
+        return processes.read_log(rs.address, run / "train.log", lambda: self._running(run), follow=follow)
+
+    @staticmethod
+    def _running(run: Path) -> bool:
         info = processes.recorded(run)
-        running = bool(info) and processes.exit_code(run) is None and processes.alive(int(info["pid"]))
-        return run / "train.log", running
+        return bool(info) and processes.exit_code(run) is None and processes.alive(int(info["pid"]))
 
     # --- updating and deleting ----------------------------------------------------------------------
 
@@ -340,7 +309,7 @@ class LocalAdapters:
         artifacts = [rs.outputs.get("artifact") or {}, *(t.artifact for t in rs.history)]
         for key in {k for artifact in artifacts for k in artifact.values()} - keep:
             with contextlib.suppress(ValueError):
-                self.store.path(key).unlink(missing_ok=True)
+                self.store.delete(key)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -366,7 +335,7 @@ def summarize(task: str | None, metrics: dict[str, Any], duration: float) -> str
     took = format_elapsed(duration)
     steps = metrics.get("steps")
     head = f"{steps} steps in {took}" if steps is not None else f"trained in {took}"
-    if task == "classification" and "test_accuracy" in metrics:
+    if task is not None and Task(task).definition.classifies and "test_accuracy" in metrics:
         base = metrics.get("base_test_accuracy")
         base_text = f" (base model, untrained head: {base:.1%})" if isinstance(base, int | float) else ""
         return f"test accuracy {metrics['test_accuracy']:.1%}{base_text}; {head}"

@@ -8,41 +8,15 @@ resource in state still refers to them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fastuner.data.rules import Rules, SplitSpec
-from fastuner.data.store import LocalObjectStore
+from fastuner.data.store import LocalObjectStore, ObjectStore
 from fastuner.errors import DiagnosticsError
 from fastuner.plan.model import Change
-from fastuner.plan.observed import Observation
-from fastuner.providers.base import Context, Outcome, ProviderError
+from fastuner.plan.observed import Observation, ObservationStatus
+from fastuner.providers.base import Context, Outcome, ProviderError, ResourceProvider
+from fastuner.providers.datasets import describe_scan, scan_inputs
 from fastuner.state.model import ResourceState
-
-if TYPE_CHECKING:
-    from fastuner.data.scan import DatasetScan
-
-
-def scan_inputs(spec_dir: Path, inputs: dict[str, Any], address: str | None = None) -> DatasetScan:
-    """Validate the dataset described by resolved inputs (the spec's dataset fields). The scanning
-    modules load here, not with the provider: `plan` reads stored versions and scans nothing."""
-    from fastuner.data.scan import scan_dataset
-
-    path = Path(inputs["path"])
-    path = path if path.is_absolute() else spec_dir / path
-    split = SplitSpec(**inputs.get("split", {}))
-    rules = Rules(**inputs.get("checks", {}))
-    return scan_dataset(path, inputs["task"], split=split, rules=rules, address=address)
-
-
-def describe_scan(scan: DatasetScan) -> str:
-    c = scan.counts
-    parts = [f"{c.records} rows"]
-    if c.duplicates:
-        parts[0] += f", {c.duplicates} duplicate{'s' if c.duplicates != 1 else ''} dropped"
-    parts.append(" / ".join(f"{name} {n}" for name, n in scan.split_rows.items()))
-    if scan.labels:
-        parts.append(f"{len(scan.labels)} labels")
-    return "; ".join(parts)
 
 
 def _describe_outputs(outputs: dict[str, Any]) -> str:
@@ -55,11 +29,11 @@ def _describe_outputs(outputs: dict[str, Any]) -> str:
     return text
 
 
-class LocalDatasets:
+class LocalDatasets(ResourceProvider):
     kind = "dataset"
 
     def __init__(self, work_dir: Path, spec_dir: Path) -> None:
-        self.store = LocalObjectStore(work_dir / "objects")
+        self.store: ObjectStore = LocalObjectStore(work_dir / "objects")
         self.spec_dir = spec_dir
 
     def _keys(self, outputs: dict[str, Any]) -> list[str]:
@@ -71,11 +45,11 @@ class LocalDatasets:
     def read(self, rs: ResourceState) -> Observation:
         keys = self._keys(rs.outputs)
         if not keys:
-            return Observation("missing", detail="no stored version recorded")
+            return Observation(ObservationStatus.MISSING, detail="no stored version recorded")
         gone = [k for k in keys if not self.store.exists(k)]
         if gone:
-            return Observation("missing", detail=f"{len(gone)} stored object(s) are gone from {self.store.root}")
-        return Observation("ready", outputs=rs.outputs)
+            return Observation(ObservationStatus.MISSING, detail=f"{len(gone)} stored object(s) are gone from {self.store.root}")
+        return Observation(ObservationStatus.READY, outputs=rs.outputs)
 
     def create(self, change: Change, ctx: Context) -> Outcome:
         inputs = change.after or {}
@@ -92,7 +66,7 @@ class LocalDatasets:
             raise ProviderError(f"{inputs['path']} changed since the plan was made",
                                 "Run `fastuner plan` again to review the new version.")
         ctx.progress(f"storing splits ({describe_scan(scan)})")
-        from fastuner.data.write import write_splits
+        from fastuner.data.write import write_splits  # with the scan: not loaded for a plan
 
         try:
             outputs = write_splits(scan, self.store, address=change.address)
@@ -106,9 +80,16 @@ class LocalDatasets:
         # Only the path (same bytes elsewhere), tags and depends_on change in place: nothing to store.
         return Outcome.ready(prior.outputs)
 
+    def read_split(self, rs: ResourceState, split: str) -> bytes:
+        key = (((rs.outputs or {}).get("splits") or {}).get(split) or {}).get("key")
+        if not key or not self.store.exists(key):
+            raise ProviderError(f"{rs.address}'s {split} split ({key}) is missing from {self.store.root}",
+                                f"Re-create it: fastuner apply --replace {rs.address}")
+        return self.store.get(key)
+
     def delete(self, rs: ResourceState, ctx: Context) -> None:
         keep = ctx.referenced()
         for key in self._keys(rs.outputs):
             if key in keep:
                 continue
-            self.store.path(key).unlink(missing_ok=True)
+            self.store.delete(key)

@@ -18,24 +18,27 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from fastuner.plan.model import Change
-from fastuner.plan.observed import Observation
-from fastuner.providers.base import Context, Outcome, ProviderError
+from fastuner.plan.observed import Observation, ObservationStatus
+from fastuner.providers.base import Context, Outcome, ProviderError, ResourceProvider
+from fastuner.providers.endpoint import Endpoint
 from fastuner.providers.local import processes
-from fastuner.providers.local.adapters import resolve_model
+from fastuner.providers.local.client import Client
 from fastuner.providers.local.http import HttpError, metric, request
-from fastuner.providers.local.programs import program
+from fastuner.providers.programs import program
+from fastuner.providers.training import resolve_model
 from fastuner.state.model import ResourceState
 
 EXIT_REASONS = {2: "bad settings", 3: "the base model cannot be loaded", 4: "an adapter is missing, corrupt or "
                 "does not match the base model", 5: "the port is already in use"}
 
 
-class LocalDeployments:
+class LocalDeployments(ResourceProvider):
     kind = "deployment"
 
     def __init__(self, work_dir: Path, spec_dir: Path, *, python: str | None = None, device: str = "auto",
@@ -58,18 +61,18 @@ class LocalDeployments:
         if not info or not processes.alive(int(info["pid"])):
             code = processes.exit_code(run)
             why = f" (exited with code {code})" if code is not None else ""
-            return Observation("missing", detail=f"the server is not running{why}")
+            return Observation(ObservationStatus.MISSING, detail=f"the server is not running{why}")
         url = rs.outputs.get("url") or self._url(run)
         if url is None:
-            return Observation("pending", detail="the server is starting")
+            return Observation(ObservationStatus.PENDING, detail="the server is starting")
         try:
             request("GET", f"{url}/ping", timeout=5)
             text = request("GET", f"{url}/metrics", timeout=5)
         except (OSError, HttpError) as exc:
-            return Observation("missing", detail=f"the server (pid {info['pid']}) does not answer at {url}: {exc}")
+            return Observation(ObservationStatus.MISSING, detail=f"the server (pid {info['pid']}) does not answer at {url}: {exc}")
         last = metric(text, "fastuner_last_invocation_timestamp_seconds") if isinstance(text, str) else None
         last_at = datetime.fromtimestamp(last, UTC) if last else None
-        return Observation("ready", outputs=rs.outputs, last_activity=last_at)
+        return Observation(ObservationStatus.READY, outputs=rs.outputs, last_activity=last_at)
 
     @staticmethod
     def _url(run: Path) -> str | None:
@@ -213,7 +216,25 @@ class LocalDeployments:
             processes.stop(int(info["pid"]), grace=30)
         shutil.rmtree(run, ignore_errors=True)
 
-    def log_file(self, rs: ResourceState) -> tuple[Path, bool]:
+    def read_log(self, rs: ResourceState, *, follow: bool) -> Iterator[str]:
+        """The server's serve.log; followed while the server runs."""
         run = self.run_dir(rs.physical_name or "")
-        info = processes.recorded(run)
-        return run / "serve.log", bool(info) and processes.alive(int(info["pid"]))
+
+        def running() -> bool:
+            info = processes.recorded(run)
+            return bool(info) and processes.alive(int(info["pid"]))
+
+        return processes.read_log(rs.address, run / "serve.log", running, follow=follow)
+
+    # --- invoking ------------------------------------------------------------------------------------
+
+    def endpoint(self, rs: ResourceState, *, timeout: float, retries: int) -> Endpoint:
+        """The server's `/invocations`, once `/ping` answers (a dead server is the plan's to recreate)."""
+        url = rs.outputs["url"]
+        try:
+            request("GET", f"{url}/ping", timeout=5)
+        except (OSError, HttpError) as exc:
+            why = getattr(exc, "reason", None) or exc
+            raise ProviderError(f"the server of {rs.address} at {url} is not running ({why}); `fastuner plan` "
+                                "will show it being recreated, `fastuner apply` recreates it") from None
+        return Client(url, timeout=timeout, retries=retries)

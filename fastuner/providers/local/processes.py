@@ -9,9 +9,11 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from fastuner.providers.base import ProviderError
 
 # The shell runs the program in the background and waits for it, forwarding SIGTERM/SIGINT to it (a
 # plain `sh -c 'prog'` would die at once on SIGTERM and leave the program behind, unrecorded), then
@@ -113,3 +115,25 @@ def stop(pid: int, *, grace: float = 20.0) -> None:
         return
     while group_alive(pid) and time.monotonic() < deadline + 5:
         time.sleep(0.05)
+
+
+def read_log(address: str, path: Path, running: Callable[[], bool], *, follow: bool,
+             poll: float = 0.5) -> Iterator[str]:
+    """A detached program's log in chunks; with `follow`, more as it is written while `running()` says
+    the program still is (`fastuner logs ADDRESS -f`)."""
+    if not path.exists():
+        raise ProviderError(f"no log yet for {address} (expected {path})")
+    return _chunks(path, running() if follow else False, running, poll)
+
+
+def _chunks(path: Path, still: bool, running: Callable[[], bool], poll: float) -> Iterator[str]:
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                yield chunk.decode("utf-8", "replace")
+                continue
+            if not still:
+                return
+            time.sleep(poll)
+            still = running()

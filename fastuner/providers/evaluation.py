@@ -1,7 +1,7 @@
 """Scoring a served adapter on its dataset's test split (`fastuner invoke --evaluate`).
 
-The test split is read from the local object store by the key the dataset recorded in state
-(`splits.test.key`; `store` is the store's folder), so what is scored is exactly what training held out.
+The test split is read back through the provider that stored it (`Provider.splits`), so what is scored is
+exactly what training held out; the deployment is invoked through its provider's `Endpoint`.
 Metrics are defined as the training program defines them (containers/train evaluation.py): accuracy,
 macro-F1 averaged over the labels present in the truth or the predictions, and exact match of the
 generated text against the target after `strip()`.
@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from fastuner.data.store import LocalObjectStore
+from fastuner.config.tasks import Task
 from fastuner.errors import UserError
-from fastuner.providers.local.client import Client, Row, run_rows
+from fastuner.providers.base import ProviderError, SplitSource
+from fastuner.providers.endpoint import Endpoint, Row, run_rows
 from fastuner.state.model import State
 
 
@@ -27,15 +27,15 @@ from fastuner.state.model import State
 class EvalSplit:
     adapter: str  # address
     dataset: str  # address
-    task: str  # classification | text_generation | qa
-    records: list[dict[str, Any]]  # {"input", "label"} or {"input", "target"}
+    task: Task
+    records: list[dict[str, Any]]  # the task's row fields
 
     @property
     def answer_field(self) -> str:
-        return "label" if self.task == "classification" else "target"
+        return self.task.definition.target_field
 
 
-def read_test_split(state: State, adapter_address: str) -> EvalSplit:
+def read_test_split(state: State, adapter_address: str, splits: SplitSource) -> EvalSplit:
     adapter = state.get(adapter_address)
     if adapter is None:
         raise UserError(f"{adapter_address} is not in state; --evaluate needs the adapter's dataset",
@@ -49,17 +49,13 @@ def read_test_split(state: State, adapter_address: str) -> EvalSplit:
     if not split.get("rows") or not split.get("key"):
         raise UserError(f"{dataset.address} has no test split to evaluate on",
                         "Give it one in fastuner.yaml (split: {train: 0.8, validation: 0.1, test: 0.1}).")
-    store = dataset.outputs.get("store")
-    if not store:
-        raise UserError(f"{dataset.address} records no object store (not stored by the local provider)")
-    objects = LocalObjectStore(Path(store))
-    if not objects.exists(split["key"]):
-        raise UserError(f"{dataset.address}'s test split ({split['key']}) is missing from {store}",
-                        f"Re-create it: fastuner apply --replace {dataset.address}")
-    data = objects.get(split["key"])
+    try:
+        data = splits.read_split(dataset, "test")
+    except ProviderError as exc:
+        raise UserError(exc.message, exc.hint) from None
     records = [orjson.loads(line) for line in data.splitlines() if line.strip()]
-    task = (adapter.outputs or {}).get("task") or (dataset.inputs or {}).get("task") or "classification"
-    return EvalSplit(adapter_address, dataset.address, task, records)
+    task = (adapter.outputs or {}).get("task") or (dataset.inputs or {}).get("task") or Task.CLASSIFICATION
+    return EvalSplit(adapter_address, dataset.address, Task(task), records)
 
 
 def classification_metrics(truth: list[str], predicted: list[str | None]) -> dict[str, float]:
@@ -82,7 +78,7 @@ def exact_match(truth: list[str], generated: list[str | None]) -> float:
     return hits / len(truth) if truth else 0.0
 
 
-def evaluate(client: Client, split: EvalSplit, adapter: str, training_metrics: dict[str, Any], *, deployment: str,
+def evaluate(client: Endpoint, split: EvalSplit, adapter: str, training_metrics: dict[str, Any], *, deployment: str,
              params: dict[str, Any] | None = None, concurrency: int = 8, rows_per_request: int = 8,
              on_done: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Score the adapter as served. The base model is invoked on the same inputs for generation; for
@@ -90,9 +86,10 @@ def evaluate(client: Client, split: EvalSplit, adapter: str, training_metrics: d
     untrained head (`base_test_*`) stands in for it."""
     rows = [Row(i + 1, {"input": r["input"]}) for i, r in enumerate(split.records)]
     truth = [str(r[split.answer_field]) for r in split.records]
-    classification = split.task == "classification"
-    field, names = ("label", ("accuracy", "macro_f1")) if classification else ("generated_text", ("exact_match",))
-    runs = {"adapter": adapter} if classification else {"adapter": adapter, "base model": None}
+    definition = split.task.definition
+    classification = definition.classifies
+    field, names = definition.answer_field, definition.metrics
+    runs = {"adapter": adapter, "base model": None} if definition.base_model_answers else {"adapter": adapter}
     predictions: dict[str, list[str | None]] = {}
     failed: dict[str, int] = {}
     first_errors: dict[str, str] = {}
@@ -112,7 +109,7 @@ def evaluate(client: Client, split: EvalSplit, adapter: str, training_metrics: d
 
     trained = {n: training_metrics.get(f"test_{n}") for n in names}
     notes = []
-    if classification:
+    if not definition.base_model_answers:
         base = {n: training_metrics.get(f"base_test_{n}") for n in names}
         base_source = "training"
     else:

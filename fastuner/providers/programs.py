@@ -15,7 +15,7 @@ from fastuner.providers.base import ProviderError
 
 def _containers() -> Path:
     """`fastuner/_containers` in an installed wheel, else `containers/` at the repository root."""
-    package = Path(__file__).resolve().parents[2]
+    package = Path(__file__).resolve().parents[1]
     installed = package / "_containers"
     return installed if installed.is_dir() else package.parent / "containers"
 

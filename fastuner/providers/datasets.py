@@ -1,0 +1,35 @@
+"""A dataset's source file checked against its spec, as every provider does before storing it (and
+`fastuner validate` does without storing anything)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastuner.config.models import DatasetChecks, Split
+
+if TYPE_CHECKING:
+    from fastuner.data.scan import DatasetScan
+
+
+def scan_inputs(spec_dir: Path, inputs: dict[str, Any], address: str | None = None) -> DatasetScan:
+    """Validate the dataset described by resolved inputs (the spec's dataset fields). The scanning
+    modules load here, not with a provider: `plan` reads stored versions and scans nothing."""
+    from fastuner.data.scan import scan_dataset
+
+    path = Path(inputs["path"])
+    path = path if path.is_absolute() else spec_dir / path
+    split = Split(**inputs.get("split", {}))
+    rules = DatasetChecks(**inputs.get("checks", {}))
+    return scan_dataset(path, inputs["task"], split=split, rules=rules, address=address)
+
+
+def describe_scan(scan: DatasetScan) -> str:
+    c = scan.counts
+    parts = [f"{c.records} rows"]
+    if c.duplicates:
+        parts[0] += f", {c.duplicates} duplicate{'s' if c.duplicates != 1 else ''} dropped"
+    parts.append(" / ".join(f"{name} {n}" for name, n in scan.split_rows.items()))
+    if scan.labels:
+        parts.append(f"{len(scan.labels)} labels")
+    return "; ".join(parts)
