@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -20,21 +21,25 @@ from fastuner.cli.project import Project, open_project
 from fastuner.errors import Diagnostic, DiagnosticsError, Severity, UserError
 from fastuner.plan.status import ResultStatus
 
+if TYPE_CHECKING:
+    from fastuner.graph import Graph
+
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _checked(project: Project, *, local_inputs: bool = True) -> list[Diagnostic]:
+def _checked(project: Project, *, local_inputs: bool = True) -> tuple[Graph, list[Diagnostic]]:
     """Graph and cross-resource checks, and (with `local_inputs`) the provider's checks of what this
-    machine must have to apply (base models); errors raise, warnings are returned."""
+    machine must have to apply (base models); errors raise. The graph (built once, for the planner
+    too) and the warnings are returned."""
     from fastuner.config.checks import check_spec
     from fastuner.graph import build_graph
 
-    build_graph(project.spec)
+    graph = build_graph(project.spec)
     diags = check_spec(project.spec) + (project.provider.checks() if local_inputs else [])
     errors = [d for d in diags if d.severity is Severity.ERROR]
     if errors:
         raise DiagnosticsError(errors)
-    return diags
+    return graph, diags
 
 
 def _check_addresses(project: Project, addresses: list[str], flag: str, state=None) -> None:
@@ -53,7 +58,7 @@ def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
     from fastuner.views.diagnostics import render_diagnostics
 
     project = open_project(file, var, workspace)
-    warnings = _checked(project)
+    _, warnings = _checked(project)
     from fastuner.engine.refresh import dataset_sources
     from fastuner.providers.datasets import describe_scan, scan_inputs
 
@@ -95,14 +100,14 @@ def make_project_plan(project: Project, *, destroy: bool, replace: list[str], re
     if refresh_only and (destroy or replace or renew):
         raise UserError("--refresh-only records what exists; it cannot be combined with --destroy, --replace "
                         "or --renew")
-    warnings = _checked(project, local_inputs=hash_sources and not destroy)  # reap and destroy need neither
+    graph, warnings = _checked(project, local_inputs=hash_sources and not destroy)  # reap and destroy need neither
     state = project.store.read() or empty_state(project.spec.config.project, project.workspace)
     _check_addresses(project, replace, "--replace")
     _check_addresses(project, renew, "--renew", state)
     _check_addresses(project, list(target), "--target", state)
     observed = refresh(project.spec if not destroy else None, state, project.provider, hash_sources=hash_sources)
     plan = make_plan(project.spec, state, observed, now, destroy=destroy, replace=replace, renew=renew,
-                     target=target, refresh_only=refresh_only, reap=reap)
+                     target=target, refresh_only=refresh_only, reap=reap, graph=graph)
     return dataclasses.replace(plan, diagnostics=(*(w.to_dict() for w in warnings), *plan.diagnostics))
 
 

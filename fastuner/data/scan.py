@@ -29,7 +29,6 @@ from pathlib import Path
 
 from fastuner.config.models import DatasetChecks, Split
 from fastuner.config.tasks import DEFINITIONS, Task, parse_task
-from fastuner.data import fast as fast_path
 from fastuner.data.blocks import (
     DEFAULT_BLOCK_BYTES,
     FileChanged,
@@ -157,6 +156,8 @@ def scan_dataset(path: str | Path, task: Task | str, *, split: Split = Split(), 
             results: list[BlockScan] = []
             block_sizes: list[int] = []
             jobs = read_blocks(file, block_bytes, file_hash)
+            from fastuner.data import fast as fast_path  # numpy: only a scan needs it, not `plan`
+
             fast = fast and fast_path.available()
             try:
                 scan = fast_path.scan_block_either if fast else scan_block

@@ -40,16 +40,23 @@ def leaf_paths(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     """`{dotted path: leaf}` of nested dicts (maps named in ATOMIC stay one leaf)."""
     out: dict[str, Any] = {}
-    _flatten(value, prefix, out)
+    if isinstance(value, dict) and value and prefix.rpartition(".")[2] not in ATOMIC:
+        _flatten(value, prefix, out)
+    else:
+        out[prefix] = value
     return out
 
 
-def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(value, dict) and value and prefix.rpartition(".")[2] not in ATOMIC:
-        for k in sorted(value):
-            _flatten(value[k], f"{prefix}.{k}" if prefix else k, out)
-    else:
-        out[prefix] = value
+def _flatten(value: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
+    """Each member of a non-empty dict to descend into, its leaves written to `out` (every plan
+    flattens every resource's inputs: a call per dict, not per leaf)."""
+    for k in sorted(value):
+        v = value[k]
+        path = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict) and v and k not in ATOMIC:
+            _flatten(v, path, out)
+        else:
+            out[path] = v
 
 
 def diff_paths(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:

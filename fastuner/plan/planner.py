@@ -26,7 +26,7 @@ from fastuner import __version__
 from fastuner.config.kinds import KINDS, REPLACE, Kind, provider_inputs
 from fastuner.config.loader import Spec
 from fastuner.errors import Diagnostic
-from fastuner.graph import build_graph, graph_from_dependencies
+from fastuner.graph import Graph, build_graph, graph_from_dependencies
 from fastuner.plan.kinds import diff_flat, flatten, identity_flat, mode_of, physical_name
 from fastuner.plan.model import Action, Change, Plan, Reason
 from fastuner.plan.observed import Observation, ObservationStatus, Observed
@@ -41,11 +41,13 @@ RESTORABLE = {Reason.CREATE_BECAUSE_MISSING, Reason.REPLACE_BECAUSE_CANNOT_UPDAT
 
 def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, destroy: bool = False,
               replace: Iterable[str] = (), renew: Iterable[str] = (), target: Iterable[str] = (),
-              refresh_only: bool = False, reap: bool = False) -> Plan:
+              refresh_only: bool = False, reap: bool = False, graph: Graph | None = None) -> Plan:
     """`target`: plan only these addresses and what they depend on (for destroy: what depends on
     them); the plan lists its targets and warns that it is partial. `reap`: only the deletes of
-    expired resources (`fastuner reap`). `refresh_only`: no action at
-    all, only what refresh saw differ from state (drift), recorded in state on apply."""
+    expired resources (`fastuner reap`). `refresh_only`: no action at all, only what refresh saw
+    differ from state (drift), recorded in state on apply. `graph`: the spec's graph from
+    `build_graph`, which the caller built to check the spec (the dependencies are derived once per
+    plan); built here when not given."""
     config = spec.config
     replace, renew, targets = set(replace), set(renew), tuple(sorted(set(target)))
     spec_sha = hashlib.sha256(spec.text.encode()).hexdigest()
@@ -66,7 +68,7 @@ def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, de
                     destroy_waves=tuple(tuple(w) for w in order), **common)
         return _targeted(plan, recorded.with_dependents(targets)) if targets else plan
 
-    graph = build_graph(spec)
+    graph = graph if graph is not None else build_graph(spec)
     waves = graph.create_waves()
     identities: dict[str, str] = {}
     changes: list[Change] = []

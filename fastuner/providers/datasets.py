@@ -4,14 +4,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastuner.config.models import DatasetChecks, Split
-from fastuner.data.scan import DatasetScan, scan_dataset
+
+if TYPE_CHECKING:
+    from fastuner.data.scan import DatasetScan
 
 
 def scan_inputs(spec_dir: Path, inputs: dict[str, Any], address: str | None = None) -> DatasetScan:
-    """Validate the dataset described by resolved inputs (the spec's dataset fields)."""
+    """Validate the dataset described by resolved inputs (the spec's dataset fields). The scanning
+    modules load here, not with a provider: `plan` reads stored versions and scans nothing."""
+    from fastuner.data.scan import scan_dataset
+
     path = Path(inputs["path"])
     path = path if path.is_absolute() else spec_dir / path
     split = Split(**inputs.get("split", {}))

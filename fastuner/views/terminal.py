@@ -18,6 +18,7 @@ from rich.segment import Segment
 from fastuner.views.words import HEADINGS, SYMBOLS, attribute_rows, cost_line, reason_text, summary_line
 
 STYLES = {"create": "green", "update": "yellow", "replace": "magenta", "delete": "red", "no-op": "dim"}
+ROW_STYLES = {"+": STYLES["create"], "~": STYLES["update"], "-": STYLES["delete"]}  # an attribute row's symbol
 
 Piece = str | tuple[str, str]  # plain text, or (text, rich style)
 
@@ -33,6 +34,12 @@ class Lines:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
         styled = console.color_system is not None or console.record  # else styles write nothing
+        if not styled:  # a pipe or a CI log: the text as one segment, unless a tab needs expanding
+            text = "".join(["".join([p if isinstance(p, str) else p[0] for p in line]) + "\n" for line in self.lines])
+            if "\t" not in text:
+                if text:
+                    yield Segment(strip_control_codes(text))
+                return
         styles: dict[str, Any] = {}
         plain: list[str] = []  # unstyled text is merged into one segment: the bytes are the same
         for line in self.lines:
@@ -146,7 +153,7 @@ def _render_change(change: dict[str, Any], out: Lines, by_address: dict[str, dic
             value = row["after"]
         else:
             value = row["before"] + (" -> null" if action != "delete" else "")
-        line: list[Piece] = ["      ", (row["symbol"], STYLES.get(_row_action(row["symbol"]), "white")),
+        line: list[Piece] = ["      ", (row["symbol"], ROW_STYLES.get(row["symbol"], STYLES["no-op"])),
                              f" {row['path'].ljust(width)} = {value}"]
         if row["forces"]:
             line += [" ", ("# forces replacement", "red")]
@@ -165,10 +172,6 @@ def _render_change(change: dict[str, Any], out: Lines, by_address: dict[str, dic
         out.add("      ", (f"# cost: {_cost_text(cost)}", "dim"))
     out.add("    }")
     out.add()
-
-
-def _row_action(symbol: str) -> str:
-    return {"+": "create", "~": "update", "-": "delete"}.get(symbol, "no-op")
 
 
 def _all_paths(change: dict[str, Any]) -> set[str]:

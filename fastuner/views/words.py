@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastuner.config.kinds import KINDS
-from fastuner.plan.kinds import leaf_paths
+from fastuner.plan.kinds import flatten
 
 HEADINGS = {
     "create": "will be created",
@@ -108,8 +108,8 @@ def fmt_value(value: Any) -> str:
 def attribute_rows(change: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of (symbol, path, before, after, forces) to show for one change."""
     action = change["action"]
-    before = dict(leaf_paths(change.get("before") or {}))
-    after = dict(leaf_paths(change.get("after") or {}))
+    before = flatten(change.get("before") or {})
+    after = flatten(change.get("after") or {})
     forcing = set(change.get("replace_paths") or [])
     rows = []
     if action == "create":

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from fastuner.data.store import LocalObjectStore, ObjectStore
-from fastuner.data.write import write_splits
 from fastuner.errors import DiagnosticsError
 from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation, ObservationStatus
@@ -67,6 +66,8 @@ class LocalDatasets(ResourceProvider):
             raise ProviderError(f"{inputs['path']} changed since the plan was made",
                                 "Run `fastuner plan` again to review the new version.")
         ctx.progress(f"storing splits ({describe_scan(scan)})")
+        from fastuner.data.write import write_splits  # with the scan: not loaded for a plan
+
         try:
             outputs = write_splits(scan, self.store, address=change.address)
         except DiagnosticsError as exc:

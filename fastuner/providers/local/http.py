@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 
@@ -19,7 +17,12 @@ class HttpError(Exception):
 def request(method: str, url: str, body: Any = None, *, timeout: float = 10.0,
             headers: dict[str, str] | None = None) -> Any:
     """Send JSON, return decoded JSON (or text for non-JSON answers). Raises HttpError on 4xx/5xx and
-    OSError (URLError, ConnectionRefusedError, timeouts) when the server is unreachable."""
+    OSError (URLError, ConnectionRefusedError, timeouts) when the server is unreachable. urllib
+    (with http.client, ssl and email) loads on the first request: a plan whose deployments are not
+    running sends none."""
+    import urllib.error
+    import urllib.request
+
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"Content-Type": "application/json", **(headers or {})})
