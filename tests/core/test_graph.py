@@ -193,3 +193,43 @@ def test_subgraph_and_find_cycle() -> None:
     assert cycle is not None
     assert {(a, b) for a, b, _ in cycle} == {("a", "b"), ("b", "a")}
     assert {p for _, _, p in cycle} == {("p",), ("q",)}
+
+
+def test_waves_and_reachability_equal_networkx_on_random_graphs() -> None:
+    """The graph's own layered sort and reachability (networkx loads only to describe a cycle) give
+    what networkx's topological_generations, ancestors and descendants give, and refuse every cycle."""
+    import random
+
+    import networkx as nx
+
+    from fastuner.graph import CycleError, Edge, Graph
+
+    rng = random.Random(7)
+    for trial in range(300):
+        n = rng.randint(1, 30)
+        nodes = [f"dataset.n{i}" for i in range(n)]
+        order = rng.sample(nodes, n)
+        pairs = {(order[i], order[j]) for i in range(n) for j in range(i + 1, n) if rng.random() < 0.15}
+        if trial % 3 == 0 and n > 1:  # a back edge: a cycle
+            i, j = sorted(rng.sample(range(n), 2))
+            pairs.add((order[j], order[i]))
+        graph = Graph(nodes, [Edge(a, b) for a, b in pairs])
+        reference = nx.DiGraph()
+        reference.add_nodes_from(nodes)
+        reference.add_edges_from(pairs)
+        if not nx.is_directed_acyclic_graph(reference):
+            with pytest.raises(CycleError):
+                graph.create_waves()
+            cycle = graph.find_cycle()
+            assert cycle and all((a, b) in pairs for a, b, _ in cycle)
+            continue
+        assert graph.find_cycle() is None
+        assert graph.create_waves() == [sorted(w) for w in nx.topological_generations(reference)]
+        assert graph.destroy_waves() == [sorted(w) for w in nx.topological_generations(reference.reverse())]
+        for node in rng.sample(nodes, min(3, n)):
+            assert graph.descendants(node) == nx.descendants(reference, node)
+            assert graph.with_dependencies([node]) == {node} | nx.ancestors(reference, node)
+            assert graph.dependencies(node) == sorted(reference.predecessors(node))
+        keep = rng.sample(nodes, n // 2)
+        sub = graph.subgraph(keep)
+        assert sub.create_waves() == [sorted(w) for w in nx.topological_generations(reference.subgraph(keep))]
