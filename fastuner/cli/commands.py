@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from fastuner.cli.project import Project, open_project
 from fastuner.errors import Diagnostic, DiagnosticsError, Severity, UserError
-from fastuner.plan.status import ResultStatus
+from fastuner.plan.status import ApplyOutcome, ResultStatus
 
 if TYPE_CHECKING:
     from fastuner.graph import Graph
@@ -60,7 +60,8 @@ def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
     project = open_project(file, var, workspace)
     _, warnings = _checked(project)
     from fastuner.engine.refresh import dataset_sources
-    from fastuner.providers.datasets import describe_scan, scan_inputs
+    from fastuner.providers.datasets import scan_inputs
+    from fastuner.views.resources import describe_figures
 
     dataset_sources(project.spec)  # every file exists (errors point at its `path:`)
     reports, errors = [], []
@@ -83,7 +84,8 @@ def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
                   f"{len(config.datasets)} dataset(s), {len(config.adapters)} adapter(s), "
                   f"{len(config.deployments)} deployment(s).")
     for name, scan in reports:
-        console.print(f"  dataset.{escape(name)}: {escape(describe_scan(scan))}")
+        text = describe_figures(scan.counts.to_dict(), scan.split_rows, scan.labels)
+        console.print(f"  dataset.{escape(name)}: {escape(text)}")
     return EXIT_OK
 
 
@@ -232,6 +234,7 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
               console: Console, clock: Callable[[], datetime], target: list[str] = (),
               refresh_only: bool = False, lock_timeout: str | None = None) -> int:
     from fastuner.engine.apply import apply_plan
+    from fastuner.views.apply import render_cancelled, render_no_changes, render_refresh_complete
     from fastuner.views.progress import ProgressView
     from fastuner.views.terminal import render_plan
 
@@ -251,68 +254,45 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
         if not plan.has_changes and not plan.refresh:
             return EXIT_OK
         if plan.has_changes and not plan.blocked and not auto_approve and not _confirm(console, destroy):
-            console.print(f"{_operation(destroy)} cancelled.")
+            render_cancelled("destroy" if destroy else "apply", console)
             return EXIT_ERROR
-    destroy = destroy or plan.mode == "destroy"  # `fastuner apply` of a `plan --destroy` file too
+    operation = "destroy" if destroy or plan.mode == "destroy" else "apply"  # a `plan --destroy` file too
     if not plan.has_changes and not plan.refresh:
-        console.print(f"[bold green]No changes.[/bold green] Nothing to {'destroy' if destroy else 'apply'}.")
+        render_no_changes(operation, console)
         return EXIT_OK
     with _Interrupts(console) as interrupts, ProgressView(console) as view:
         result = apply_plan(plan, project.store, project.provider, spec_dir=project.spec_dir,
                             parallelism=parallelism, reporter=view, cancel=interrupts.cancel, wait_for=wait,
-                            clock=clock, operation="destroy" if destroy else "apply")
+                            clock=clock, operation=operation)
     if plan.mode == "refresh-only":
-        console.print(f"\n[bold green]Refresh complete![/bold green] Recorded {len(plan.refresh)} change(s) in state; "
-                      "nothing was created, updated or destroyed.")
+        render_refresh_complete(len(plan.refresh), console)
         return EXIT_OK
-    return _report(result, plan, console, destroy)
+    return _report(result, console, operation)
 
 
-def _operation(destroy: bool) -> str:
-    """The word a user reads in apply's verdicts: "Destroy complete!" after `fastuner destroy`."""
-    return "Destroy" if destroy else "Apply"
+OUTCOME_EXIT = {ApplyOutcome.COMPLETE: EXIT_OK, ApplyOutcome.FAILED: EXIT_ERROR,
+                ApplyOutcome.INTERRUPTED: EXIT_INTERRUPTED}
 
 
-def _report(result, plan, console: Console, destroy: bool) -> int:
-    done = {r.address: r for r in result.results if r.status is ResultStatus.DONE and not r.deposed}
-    counts = {"create": 0, "update": 0, "replace": 0, "delete": 0}
-    for r in done.values():
-        counts[r.action] = counts.get(r.action, 0) + 1
-    for address, _exc, tb in result.bugs:
-        console.print(f"[bold red]Bug while applying {escape(address)}[/bold red] — please report it:\n{escape(tb)}")
-    failed = [r for r in result.results if r.status is ResultStatus.FAILED]
-    skipped = [r for r in result.results if r.status is ResultStatus.SKIPPED]
-    pending = [r for r in result.results if r.status is ResultStatus.PENDING]
-    deferred = [r for r in result.results if r.status is ResultStatus.DEFERRED]
-    cancelled = [r for r in result.results if r.status is ResultStatus.CANCELLED]
-    line = (f"{counts['create']} created, {counts['update']} updated, {counts['replace']} replaced, "
-            f"{counts['delete']} destroyed")
-    if failed or skipped or result.bugs:
-        console.print(f"\n[bold red]{_operation(destroy)} failed.[/bold red] Resources: {line}; {len(failed)} failed, "
-                      f"{len(skipped)} skipped.")
-        for r in failed:
-            console.print(f"  [red]✗ {escape(r.address)}[/red]: {escape(r.message)}")
-        for r in skipped:
-            console.print(f"  [yellow]- {escape(r.address)}[/yellow]: {escape(r.message)}")
-        console.print(f"Fix the cause and run `fastuner {'destroy' if destroy else 'apply'}` again: completed work is "
-                      "kept in state.")
-        return EXIT_ERROR
-    if result.cancelled or cancelled:
-        console.print(f"\n[bold yellow]{_operation(destroy)} interrupted.[/bold yellow] Resources: {line}; "
-                      f"{len(cancelled)} not started. State is saved; run `fastuner {'destroy' if destroy else 'apply'}` "
-                      "to continue.")
-        return EXIT_INTERRUPTED
-    console.print(f"\n[bold green]{_operation(destroy)} complete![/bold green] Resources: {line}.")
-    if pending:
-        console.print(f"{len(pending)} still running: " + ", ".join(escape(r.address) for r in pending)
-                      + ". Run `fastuner apply` later to pick up their results"
-                      + (f" and carry out what waits on them ({', '.join(escape(r.address) for r in deferred)})"
-                         if deferred else "") + ".")
-    state = result.state
-    if state is not None:
-        for address in [r.address for r in result.results if r.status is ResultStatus.DONE and r.action != "delete"]:
-            rs = state.get(address)
-            summary = (rs.outputs or {}).get("summary") if rs else None
-            if summary:
-                console.print(f"  {escape(address)}: {escape(str(summary))}")
-    return EXIT_OK
+def _report(result, console: Console, operation: str) -> int:
+    """The view words how the run ended; the exit code follows from the same outcome."""
+    from fastuner.views.apply import render_apply_report
+
+    render_apply_report(_report_data(result, operation), console)
+    return OUTCOME_EXIT[result.outcome]
+
+
+def _report_data(result, operation: str) -> dict:
+    """An `ApplyResult` as the plain data views/apply.py words: each result, each bug, and the recorded
+    outputs of every resource created or updated."""
+    resources = []
+    if result.state is not None:
+        for r in result.results:
+            rs = result.state.get(r.address) if r.status is ResultStatus.DONE and r.action != "delete" else None
+            if rs is not None:
+                resources.append({"address": r.address, "kind": rs.kind, "outputs": rs.outputs or {}})
+    return {"operation": operation, "outcome": result.outcome,
+            "results": [{"address": r.address, "action": r.action, "status": r.status, "message": r.message,
+                         "deposed": r.deposed} for r in result.results],
+            "bugs": [{"address": address, "traceback": tb} for address, _exc, tb in result.bugs],
+            "resources": resources}

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from fastuner.cli.project import Project, open_project
 from fastuner.errors import UserError
+from fastuner.views.resources import describe_outputs
 from fastuner.views.state import STATUS_STYLE, render_state_overview
 
 
@@ -79,7 +80,7 @@ def run_state_overview(file, var, workspace, console: Console, json_out: bool) -
     rows = []
     for address in sorted(state.resources):
         rs = state.resources[address]
-        summary = str((rs.outputs or {}).get("summary", "")) or (rs.error or "")
+        summary = describe_outputs(rs.kind, rs.outputs) or rs.error or ""
         rows.append({"address": address, "status": str(rs.status), "physical_name": rs.physical_name or "",
                      "expires": rs.expires_at.isoformat(timespec="minutes") if rs.expires_at else "",
                      "summary": summary})

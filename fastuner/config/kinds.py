@@ -11,8 +11,9 @@ model or of a resource's recorded inputs (their JSON form, as state keeps them).
 It lives beside the spec models because every layer needs it: `config` (the loader and checks),
 `graph` (edges), `plan` (identities, expiry, cost), `engine` and `views`.
 
-To add a kind: its model and its `Config` section in config/models.py, a `Kind` in `KINDS` below, and
-a resource provider per provider (registered in that provider's constructor).
+To add a kind: its model and its `Config` section in config/models.py, a `Kind` in `KINDS` below, a
+resource provider per provider (registered in that provider's constructor), and its words in
+views/resources.py (docs/architecture.md lists the files).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from fastuner.engine.ledger import Ledger
 from fastuner.errors import UserError
 from fastuner.plan.model import Action, Change, Plan, Reason, recorded_expiry
 from fastuner.plan.observed import ObservationStatus
-from fastuner.plan.status import ResultStatus
+from fastuner.plan.status import ApplyOutcome, ResultStatus
 from fastuner.providers.base import Context, Outcome, OutcomeStatus, Provider, ProviderError, utcnow
 from fastuner.state.model import Deposed, Operation, ResourceState, State, Status, Trained, empty_state
 from fastuner.state.store import StateStore
@@ -54,6 +54,15 @@ class ApplyResult:
     @property
     def ok(self) -> bool:
         return not self.bugs and self.count(ResultStatus.FAILED) == 0 and self.count(ResultStatus.SKIPPED) == 0 and not self.cancelled
+
+    @property
+    def outcome(self) -> ApplyOutcome:
+        """Failed before interrupted: a run that was both reports the failure, which needs fixing."""
+        if self.bugs or self.count(ResultStatus.FAILED) or self.count(ResultStatus.SKIPPED):
+            return ApplyOutcome.FAILED
+        if self.cancelled or self.count(ResultStatus.CANCELLED):
+            return ApplyOutcome.INTERRUPTED
+        return ApplyOutcome.COMPLETE
 
 
 def check_fresh(plan: Plan, state: State) -> None:

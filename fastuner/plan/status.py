@@ -17,3 +17,11 @@ class ResultStatus(StrEnum):
     PENDING = "pending"  # started and left running (`--no-wait`, Ctrl-C); the next run picks it up
     DEFERRED = "deferred"  # waits on upstream work that is still pending
     CANCELLED = "cancelled"  # never started: the run was interrupted
+
+
+class ApplyOutcome(StrEnum):
+    """How a whole apply (or destroy) ended: the CLI maps it to an exit code, views word it."""
+
+    COMPLETE = "complete"  # nothing failed and nothing was left unstarted (work may still be pending)
+    FAILED = "failed"  # a change failed, was skipped for it, or hit a bug
+    INTERRUPTED = "interrupted"  # Ctrl-C: what had not started was not started

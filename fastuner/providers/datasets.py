@@ -23,13 +23,3 @@ def scan_inputs(spec_dir: Path, inputs: dict[str, Any], address: str | None = No
     rules = DatasetChecks(**inputs.get("checks", {}))
     return scan_dataset(path, inputs["task"], split=split, rules=rules, address=address)
 
-
-def describe_scan(scan: DatasetScan) -> str:
-    c = scan.counts
-    parts = [f"{c.records} rows"]
-    if c.duplicates:
-        parts[0] += f", {c.duplicates} duplicate{'s' if c.duplicates != 1 else ''} dropped"
-    parts.append(" / ".join(f"{name} {n}" for name, n in scan.split_rows.items()))
-    if scan.labels:
-        parts.append(f"{len(scan.labels)} labels")
-    return "; ".join(parts)

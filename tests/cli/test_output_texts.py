@@ -82,14 +82,26 @@ def test_show_keeps_the_table_where_it_fits() -> None:
     _assert_whole_at(300, out)
 
 
+# What state records for LONG's resources (a `summary` stored by an older version is stale and not shown).
+OUTPUTS = {
+    "dataset.customer-support-intents-2026-q3-multilingual": {
+        "counts": {"records": 1204, "duplicates": 24}, "labels": {f"label-{i}": 1 for i in range(12)},
+        "splits": {"train": {"rows": 944}, "validation": {"rows": 118}, "test": {"rows": 118}},
+        "summary": "stale words from an older version"},
+    "deployment.customer-support-intents-api-eu-west": {"url": URL, "adapters": {"a": "p", "b": "p", "c": "p"}},
+    "adapter.x": {"run": "x"},
+}
+
+
 def test_fastuner_show_on_an_80_column_terminal(project: Path, cli, capsys, monkeypatch) -> None:
     assert cli("apply", "--auto-approve", cwd=project).code == 0
     store = open_project(None, None, None).store
     draft = store.read().model_copy(deep=True)
-    for address, (physical, summary) in LONG.items():
+    for address, (physical, _) in LONG.items():
         kind, name = address.split(".")
         draft.resources[address] = ResourceState(
-            address=address, kind=kind, name=name, physical_name=physical or None, outputs={"summary": summary},
+            address=address, kind=kind, name=name, physical_name=physical or None, outputs=OUTPUTS[address],
+            error="failed: boom" if kind == "adapter" else None,
             expires_at=datetime(2026, 3, 1, 20, tzinfo=UTC) if kind == "deployment" else None)
     store.write(draft)
     monkeypatch.setenv("COLUMNS", "80")
@@ -97,3 +109,6 @@ def test_fastuner_show_on_an_80_column_terminal(project: Path, cli, capsys, monk
     out = capsys.readouterr().out
     _assert_whole_at(80, out)
     assert "dataset.intents  ready" in out
+    assert "1204 rows, 24 duplicates dropped; train 944 / validation 118 / test 118; 12\n    labels" in out, out
+    assert "serving 3 adapter(s) at\n    " + URL in out and "failed: boom" in out, out
+    assert "stale" not in out, out

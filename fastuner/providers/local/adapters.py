@@ -32,8 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fastuner.config.duration import format_elapsed, parse_duration
-from fastuner.config.tasks import Task
+from fastuner.config.duration import parse_duration
 from fastuner.data.store import LocalObjectStore, ObjectStore
 from fastuner.errors import DiagnosticsError
 from fastuner.plan.model import Change
@@ -114,11 +113,9 @@ class LocalAdapters(ResourceProvider):
         if restored:
             duration = float(restored.get("duration_s") or 0.0)
         config = json.loads((run / "input" / "config" / "hyperparameters.json").read_text())
-        summary = summarize(meta.get("task"), metrics, duration)
         extra: dict[str, Any] = {"artifact": _read_json(run / "artifact.json")} if (run / "artifact.json").is_file() else {}
         if restored:
             extra["restored_from"] = restored.get("from")
-            summary = f"restored from a previous run; {summary}"
         return {**extra,
             "run": run.name,
             "artifact_dir": str(model),
@@ -127,9 +124,8 @@ class LocalAdapters(ResourceProvider):
             "base_model": meta.get("base_model"),
             "labels": meta.get("labels"),
             "metrics": metrics,
-            "duration_s": round(duration, 1),
+            "duration_s": duration,
             "config": config,
-            "summary": summary,
         }
 
     @staticmethod
@@ -329,18 +325,3 @@ def _safe(rel: str) -> bool:
     """A relative path inside a run folder (a plan file is user-editable)."""
     parts = PurePosixPath(rel).parts
     return bool(parts) and not PurePosixPath(rel).is_absolute() and ".." not in parts
-
-
-def summarize(task: str | None, metrics: dict[str, Any], duration: float) -> str:
-    took = format_elapsed(duration)
-    steps = metrics.get("steps")
-    head = f"{steps} steps in {took}" if steps is not None else f"trained in {took}"
-    if task is not None and Task(task).definition.classifies and "test_accuracy" in metrics:
-        base = metrics.get("base_test_accuracy")
-        base_text = f" (base model, untrained head: {base:.1%})" if isinstance(base, int | float) else ""
-        return f"test accuracy {metrics['test_accuracy']:.1%}{base_text}; {head}"
-    if "test_exact_match" in metrics:
-        return f"test exact match {metrics['test_exact_match']:.1%}, test loss {metrics.get('test_loss', float('nan')):.3f}; {head}"
-    if "test_loss" in metrics:
-        return f"test loss {metrics['test_loss']:.3f}; {head}"
-    return head

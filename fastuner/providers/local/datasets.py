@@ -15,18 +15,8 @@ from fastuner.errors import DiagnosticsError
 from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation, ObservationStatus
 from fastuner.providers.base import Context, Outcome, ProviderError, ResourceProvider
-from fastuner.providers.datasets import describe_scan, scan_inputs
+from fastuner.providers.datasets import scan_inputs
 from fastuner.state.model import ResourceState
-
-
-def _describe_outputs(outputs: dict[str, Any]) -> str:
-    counts = outputs.get("counts", {})
-    splits = outputs.get("splits", {})
-    text = f"{counts.get('distinct', '?')} distinct rows; " + " / ".join(
-        f"{name} {s.get('rows', '?')}" for name, s in splits.items())
-    if outputs.get("labels"):
-        text += f"; {len(outputs['labels'])} labels"
-    return text
 
 
 class LocalDatasets(ResourceProvider):
@@ -65,7 +55,7 @@ class LocalDatasets(ResourceProvider):
         if inputs.get("source_sha256") and scan.source_sha256 != inputs["source_sha256"]:
             raise ProviderError(f"{inputs['path']} changed since the plan was made",
                                 "Run `fastuner plan` again to review the new version.")
-        ctx.progress(f"storing splits ({describe_scan(scan)})")
+        ctx.progress("storing splits")
         from fastuner.data.write import write_splits  # with the scan: not loaded for a plan
 
         try:
@@ -73,7 +63,6 @@ class LocalDatasets(ResourceProvider):
         except DiagnosticsError as exc:
             raise ProviderError(exc.diagnostics[0].summary, exc.diagnostics[0].detail) from None
         outputs["store"] = str(self.store.root)
-        outputs["summary"] = describe_scan(scan)
         return Outcome.ready(outputs)
 
     def update(self, change: Change, prior: ResourceState, ctx: Context) -> Outcome:

@@ -167,7 +167,6 @@ class LocalDeployments(ResourceProvider):
             "base_model": inputs["base_model"],
             "cache_size": inputs.get("cache_size", 8),
             "log": str(run / "serve.log"),
-            "summary": f"serving {len(adapters)} adapter(s) at {url}",
         }
 
     # --- updating ------------------------------------------------------------------------------------
