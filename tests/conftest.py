@@ -10,10 +10,9 @@ import pytest
 
 from fastuner.cli.main import main
 
-# Seconds each long test took on 2 busy CPU cores under `pytest -n 2` (a server-sharing group: all its
-# tests, the server's start included). The scheduler hands tests out in collection order, so these go
-# first, longest first: the short tests then fill the gaps instead of one worker finishing a long test
-# alone at the end. A test missing here still runs; it is only scheduled as if it were quick.
+# Seconds each long test took on 2 busy CPU cores under `pytest -n 2`. xdist hands tests out in
+# collection order, so these go first, longest first: the short tests then fill the gaps instead of
+# one worker finishing a long test alone at the end. A test missing here still runs, scheduled as quick.
 DURATIONS = {
     "tests/providers/test_adapter_cache.py::test_reverting_restores_the_earlier_run_and_the_oldest_is_evicted": 68,
     "tests/invoke/test_end_to_end.py::test_apply_invoke_batch_evaluate_destroy": 55,
@@ -25,31 +24,18 @@ DURATIONS = {
     "tests/providers/test_local_adapters.py::test_failures_are_explained_and_isolated": 35,
     "tests/providers/test_local_deployments.py::test_port_in_use_and_corrupt_adapter_are_explained": 32,
     "tests/train/test_resume.py::test_sigterm_saves_a_checkpoint_and_the_rerun_resumes": 31,
-    "cls_server": 30,
     "tests/train/test_distributed.py::test_two_processes_agree_and_rank0_saves_their_adapter": 24,
     "tests/providers/test_local_adapters.py::test_interrupted_apply_leaves_training_running": 24,
     "tests/providers/test_training_output.py::test_apply_output_and_training_log_without_a_terminal": 22,
     "tests/serve/test_lifecycle.py::test_sagemaker_serve_mode_and_sigterm_finishes_in_flight_requests": 22,
-    "gen_server": 20,
     "tests/train/test_train_process.py::test_text_generation_job": 19,
     "tests/train/test_faults.py::test_hub_id_in_offline_mode_fails_fast": 14,
 }
-SHARED_SERVERS = ("cls_server", "gen_server")  # session fixtures that start a server process
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Longest first (DURATIONS), and the tests of one shared server on one worker (`--dist loadgroup`
-    in pyproject.toml), so that each server starts once per run instead of once per worker."""
-    def weight(item: pytest.Item) -> float:
-        group = next((s for s in SHARED_SERVERS if s in getattr(item, "fixturenames", ())), None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-            return DURATIONS[group]
-        return DURATIONS.get(item.nodeid.split("[")[0], 0)
-
-    weights = {item.nodeid: weight(item) for item in items}
-    items.sort(key=lambda item: -weights[item.nodeid])  # stable: equal weights keep their order
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first (DURATIONS); the sort is stable, so everything else keeps its collection order."""
+    items.sort(key=lambda item: -DURATIONS.get(item.nodeid.split("[")[0], 0))
 
 
 @dataclass
