@@ -10,6 +10,33 @@ import pytest
 
 from fastuner.cli.main import main
 
+# Seconds each long test took on 2 busy CPU cores under `pytest -n 2`. xdist hands tests out in
+# collection order, so these go first, longest first: the short tests then fill the gaps instead of
+# one worker finishing a long test alone at the end. A test missing here still runs, scheduled as quick.
+DURATIONS = {
+    "tests/providers/test_adapter_cache.py::test_reverting_restores_the_earlier_run_and_the_oldest_is_evicted": 68,
+    "tests/invoke/test_end_to_end.py::test_apply_invoke_batch_evaluate_destroy": 55,
+    "tests/providers/test_sagemaker_toolkit.py::test_the_run_folder_runs_unchanged_under_the_sagemaker_training_toolkit": 51,
+    "tests/providers/test_local_deployments.py::test_lifecycle_update_in_place_drift_and_destroy": 48,
+    "tests/providers/test_local_adapters.py::test_trains_classification_and_generation_adapters": 48,
+    "tests/providers/test_local_deployments.py::test_ttl_expiry_reap_and_renew": 46,
+    "tests/providers/test_local_adapters.py::test_no_wait_then_adopt_and_resume_after_a_kill": 46,
+    "tests/providers/test_local_adapters.py::test_failures_are_explained_and_isolated": 35,
+    "tests/providers/test_local_deployments.py::test_port_in_use_and_corrupt_adapter_are_explained": 32,
+    "tests/train/test_resume.py::test_sigterm_saves_a_checkpoint_and_the_rerun_resumes": 31,
+    "tests/train/test_distributed.py::test_two_processes_agree_and_rank0_saves_their_adapter": 24,
+    "tests/providers/test_local_adapters.py::test_interrupted_apply_leaves_training_running": 24,
+    "tests/providers/test_training_output.py::test_apply_output_and_training_log_without_a_terminal": 22,
+    "tests/serve/test_lifecycle.py::test_sagemaker_serve_mode_and_sigterm_finishes_in_flight_requests": 22,
+    "tests/train/test_train_process.py::test_text_generation_job": 19,
+    "tests/train/test_faults.py::test_hub_id_in_offline_mode_fails_fast": 14,
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first (DURATIONS); the sort is stable, so everything else keeps its collection order."""
+    items.sort(key=lambda item: -DURATIONS.get(item.nodeid.split("[")[0], 0))
+
 
 @dataclass
 class Run:
