@@ -72,13 +72,15 @@ def clock() -> Clock:
 def cli(capsys, monkeypatch):
     """Run `fastuner ARGS` in-process in a folder; returns exit code and captured output.
 
-    `clock` (optional) is the current time the command sees."""
+    `clock` (optional) is the current time the command sees; `environ` (optional) the environment it
+    reads instead of the process's (FASTUNER_WORKSPACE, FASTUNER_VAR_*, the programs' environment)."""
 
-    def run(*args: str, cwd: Path | None = None, clock: Clock | None = None) -> Run:
+    def run(*args: str, cwd: Path | None = None, clock: Clock | None = None,
+            environ: dict[str, str] | None = None) -> Run:
         if cwd is not None:
             monkeypatch.chdir(cwd)
         monkeypatch.setenv("COLUMNS", "200")
-        code = main(list(args), clock=clock)
+        code = main(list(args), clock=clock, environ=environ)
         captured = capsys.readouterr()
         return Run(code, captured.out, captured.err)
 

@@ -10,8 +10,7 @@ and evaluating them from strings cost 30 ms, `--help` included.
 
 import gc
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Annotated
 
@@ -19,6 +18,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from fastuner import __version__
+from fastuner.cli import runtime
 
 app = typer.Typer(
     name="fastuner",
@@ -80,21 +80,8 @@ def _value_word(option: TyperOption) -> str:
     return max(option.opts, key=len).lstrip("-").replace("-", "_").upper()
 
 
-@dataclass(frozen=True)
-class Runtime:
-    """What the composition root is handed rather than reading globally: the current time (tests pass a
-    clock they move, so TTL behaviour is tested without waiting)."""
-
-    clock: Callable[[], datetime]
-
-
-def _clock(ctx: typer.Context) -> Callable[[], datetime]:
-    runtime = ctx.find_object(Runtime)
-    if runtime is not None:
-        return runtime.clock
-    from fastuner.providers.base import utcnow
-
-    return utcnow
+def _clock() -> Callable[[], datetime]:
+    return runtime.current().clock
 
 
 def _console(no_color: bool = False, stderr: bool = False):
@@ -132,7 +119,6 @@ def validate(file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt =
 
 @app.command(cls=_Command)
 def plan(
-    ctx: typer.Context,
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     out: Annotated[str | None, typer.Option("--out", "-o", metavar="FILE",
                                             help="Save the plan (JSON) for apply.")] = None,
@@ -148,7 +134,7 @@ def plan(
     raise typer.Exit(run_plan(file, var, workspace, out=out, detailed_exitcode=detailed_exitcode, destroy=destroy,
                               replace=replace or [], renew=renew or [], target=target or [],
                               refresh_only=refresh_only, json_out=json_out, console=_console(no_color),
-                              clock=_clock(ctx)))
+                              clock=_clock()))
 
 
 @app.command(cls=_Command)
@@ -168,7 +154,6 @@ def show(
 
 @app.command(cls=_Command)
 def apply(
-    ctx: typer.Context,
     planfile: Annotated[str | None, typer.Argument(metavar="PLANFILE", help="Apply exactly this saved plan.")] = None,
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
@@ -184,12 +169,11 @@ def apply(
     raise typer.Exit(run_apply(planfile, file, var, workspace, auto_approve=auto_approve, parallelism=parallelism,
                                wait=not no_wait, replace=replace or [], renew=renew or [], destroy=False,
                                target=target or [], refresh_only=refresh_only, lock_timeout=lock_timeout,
-                               console=_console(no_color), clock=_clock(ctx)))
+                               console=_console(no_color), clock=_clock()))
 
 
 @app.command(cls=_Command)
 def destroy(
-    ctx: typer.Context,
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
     parallelism: ParallelismOpt = 10,
@@ -202,12 +186,11 @@ def destroy(
 
     raise typer.Exit(run_apply(None, file, var, workspace, auto_approve=auto_approve, parallelism=parallelism,
                                wait=True, replace=[], renew=[], destroy=True, target=target or [],
-                               lock_timeout=lock_timeout, console=_console(no_color), clock=_clock(ctx)))
+                               lock_timeout=lock_timeout, console=_console(no_color), clock=_clock()))
 
 
 @app.command(cls=_Command)
 def reap(
-    ctx: typer.Context,
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be reaped.")] = False,
@@ -217,7 +200,7 @@ def reap(
     from fastuner.cli.reap import run_reap
 
     raise typer.Exit(run_reap(file, var, workspace, auto_approve=auto_approve, dry_run=dry_run, json_out=json_out,
-                              lock_timeout=lock_timeout, console=_console(no_color), clock=_clock(ctx)))
+                              lock_timeout=lock_timeout, console=_console(no_color), clock=_clock()))
 
 
 # --- state ---------------------------------------------------------------------------------------
@@ -282,7 +265,6 @@ def logs(
 
 @app.command(cls=_Command)
 def invoke(
-    ctx: typer.Context,
     address: Annotated[str, typer.Argument(metavar="ADDRESS", help="deployment.NAME")],
     adapter: Annotated[str | None, typer.Option("--adapter", "-a", metavar="NAME", help="Adapter to use (default: the "
                                                 "deployment's only adapter, else the base model).")] = None,
@@ -312,7 +294,7 @@ def invoke(
                       concurrency=concurrency, rows_per_request=rows_per_request, retries=retries,
                       timeout=timeout, json_out=json_out)
     raise typer.Exit(run_invoke(address, options, file, var, workspace, console=_console(no_color),
-                                err_console=_console(no_color, stderr=True), clock=_clock(ctx)))
+                                err_console=_console(no_color, stderr=True), clock=_clock()))
 
 
 @ci_app.command("github", cls=_Command)
@@ -354,23 +336,28 @@ def schema(
 GC_YOUNG_THRESHOLD = 50_000
 
 
-def main(argv: list[str] | None = None, *, clock: Callable[[], datetime] | None = None) -> int:
+def main(argv: list[str] | None = None, *, clock: Callable[[], datetime] | None = None,
+         environ: Mapping[str, str] | None = None) -> int:
     """Console-script entry point: user errors become diagnostics and exit 1; bugs keep their traceback.
 
     Usage errors also exit 1 (not click's 2), so that `plan --detailed-exitcode` keeps 2 for "changes".
     `clock` is the current time for every decision a command makes (expiry, idleness); default: the system's.
+    `environ` is the environment it reads (FASTUNER_WORKSPACE, FASTUNER_VAR_*, what the training and
+    serving programs start with); default: `os.environ`.
     """
     thresholds = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
     try:
-        return _run(argv, clock)
+        with runtime.running(runtime.Runtime(clock=clock or runtime.system_clock,
+                                             **({"environ": environ} if environ is not None else {}))):
+            return _run(argv)
     finally:
         gc.set_threshold(*thresholds)  # as it was, for a caller in the same process (tests)
 
 
-def _run(argv: list[str] | None, clock: Callable[[], datetime] | None) -> int:
+def _run(argv: list[str] | None) -> int:
     try:
-        rc = app(args=argv, standalone_mode=False, obj=Runtime(clock) if clock is not None else None)
+        rc = app(args=argv, standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except typer.Abort:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastuner.cli import runtime
 from fastuner.config.duration import parse_duration
 from fastuner.config.kinds import KINDS
 from fastuner.config.loader import Spec, load_spec
@@ -39,8 +40,8 @@ def parse_vars(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
-def resolve_workspace(workspace: str | None) -> str:
-    ws = workspace or os.environ.get(WORKSPACE_ENV) or "default"
+def resolve_workspace(workspace: str | None, environ: Mapping[str, str]) -> str:
+    ws = workspace or environ.get(WORKSPACE_ENV) or "default"
     import re
 
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", ws):
@@ -64,11 +65,11 @@ def build_store(spec: Spec, workspace: str, notice=None, lock_timeout: float = 0
     return LocalStateStore(state_path(spec, workspace), on_notice=notice, lock_timeout=lock_timeout)
 
 
-def build_provider(spec: Spec, workspace: str) -> Provider:
+def build_provider(spec: Spec, workspace: str, environ: Mapping[str, str]) -> Provider:
     if spec.config.provider.local is not None:
         from fastuner.providers.local import local_provider
 
-        return local_provider(spec, workspace)
+        return local_provider(spec, workspace, environ)
     unsupported = "the sagemaker provider is not available in this version of fastuner"
     return Provider(name="sagemaker", resources={}, priced=True,
                     unsupported={k: unsupported for k in KINDS})
@@ -80,10 +81,11 @@ def open_project(file: str | None, variables: list[str] | None, workspace: str |
     without planning; the spec's resources are not loaded, so their variables need no value.
     `lock_timeout` (a duration, "0" by default) is how long to wait for a state lock held elsewhere."""
     wait = parse_lock_timeout(lock_timeout)
-    spec = load_spec(file, variables=parse_vars(variables), resources=not state_only)
-    ws = resolve_workspace(workspace)
+    environ = runtime.current().environ
+    spec = load_spec(file, variables=parse_vars(variables), resources=not state_only, environ=environ)
+    ws = resolve_workspace(workspace, environ)
     return Project(spec=spec, workspace=ws, store=build_store(spec, ws, notice, wait),
-                   provider=build_provider(spec, ws))
+                   provider=build_provider(spec, ws, environ))
 
 
 def parse_lock_timeout(text: str | None) -> float:

@@ -88,6 +88,11 @@ def test_every_spec_command_honours_file_var_and_workspace(name: str, project: P
     monkeypatch.setenv("FASTUNER_WORKSPACE", "Other_Bad")
     run = cli(*argv)
     assert run.code == 1 and "invalid workspace name 'Other_Bad'" in run.err, run.text
+    # the environment handed to main() is the one read, not the process's
+    run = cli(*argv, environ={"FASTUNER_VAR_where": "st", "FASTUNER_WORKSPACE": "Handed_In"})
+    assert run.code == 1 and "invalid workspace name 'Handed_In'" in run.err, run.text
+    run = cli(*argv, environ={})
+    assert run.code == 1 and "variable `where` has no value" in run.err, run.text
 
 
 def test_state_commands_need_no_value_for_a_resource_variable(project: Path, cli) -> None:

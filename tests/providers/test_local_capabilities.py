@@ -43,3 +43,15 @@ def test_a_stored_split_reads_back_byte_for_byte_and_a_lost_one_says_how_to_recr
     with pytest.raises(ProviderError, match=r"dataset\.d's train split \(None\) is missing") as info:
         datasets.read_split(rs, "train")
     assert info.value.hint == "Re-create it: fastuner apply --replace dataset.d"
+
+
+def test_the_programs_start_with_the_environment_the_composition_root_was_handed(tmp_path) -> None:
+    """The training and serving programs start with the environment given to the provider (what
+    `main(environ=...)` hands the composition root), not the process's."""
+    from fastuner.config.loader import load_spec
+    from fastuner.providers.local import local_provider
+
+    (tmp_path / "fastuner.yaml").write_text("version: 1\nproject: demo\n")
+    provider = local_provider(load_spec(tmp_path / "fastuner.yaml"), "default", {"HF_HOME": "/handed/in"})
+    for kind in ("adapter", "deployment"):
+        assert provider.resources[kind].env == {"HF_HOME": "/handed/in"}

@@ -8,6 +8,8 @@ Datasets are validated, split and stored in a content-addressed object store und
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from fastuner.config.loader import Spec
@@ -19,19 +21,22 @@ def work_dir(spec: Spec) -> Path:
     return spec.resolve(local.work_dir if local else ".fastuner")
 
 
-def local_provider(spec: Spec, workspace: str) -> Provider:
+def local_provider(spec: Spec, workspace: str, env: Mapping[str, str] | None = None) -> Provider:
+    """`env`: the environment the composition root was handed (the training and serving programs
+    start with it; the base-model checks read the Hugging Face cache settings from it)."""
     from fastuner.providers.local.adapters import LocalAdapters
     from fastuner.providers.local.base_models import check_base_models
     from fastuner.providers.local.datasets import LocalDatasets
     from fastuner.providers.local.deployments import LocalDeployments
     from fastuner.providers.programs import code_hash
 
+    env = dict(os.environ if env is None else env)
     root = work_dir(spec)
     settings = spec.config.provider.local
     datasets = LocalDatasets(root, spec.base_dir)
     adapters = LocalAdapters(root, spec.base_dir, python=settings.python, device=settings.device,
-                             slots=settings.training_slots)
-    deployments = LocalDeployments(root, spec.base_dir, python=settings.python, device=settings.device)
+                             slots=settings.training_slots, env=env)
+    deployments = LocalDeployments(root, spec.base_dir, python=settings.python, device=settings.device, env=env)
     return Provider(
         name="local",
         resources={"dataset": datasets, "adapter": adapters, "deployment": deployments},
@@ -40,6 +45,6 @@ def local_provider(spec: Spec, workspace: str) -> Provider:
         splits=datasets,
         priced=False,
         training_code_hash=lambda: code_hash("train"),
-        checks=lambda: check_base_models(spec),
+        checks=lambda: check_base_models(spec, env),
         keep_previous=settings.keep_previous,
     )

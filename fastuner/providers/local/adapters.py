@@ -28,7 +28,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -53,8 +53,9 @@ class LocalAdapters(ResourceProvider):
     kind = "adapter"
 
     def __init__(self, work_dir: Path, spec_dir: Path, *, python: str | None = None, device: str = "auto",
-                 slots: int = 1, poll: float = 0.25) -> None:
+                 slots: int = 1, poll: float = 0.25, env: Mapping[str, str] | None = None) -> None:
         self.runs = work_dir / "runs"
+        self.env = dict(os.environ if env is None else env)  # what the training program starts with
         self.store: ObjectStore = LocalObjectStore(work_dir / "objects")
         self.spec_dir = spec_dir
         self.python = python or sys.executable
@@ -216,7 +217,7 @@ class LocalAdapters(ResourceProvider):
         config = training_config(inputs, dataset.inputs, labels, self.spec_dir, run / "checkpoints")
         config_dir = run / "input" / "config"
         config_file = write_input_config(config_dir, config, channels)
-        env = dict(os.environ)
+        env = dict(self.env)
         env.update({
             "SM_MODEL_DIR": str(run / "model"),
             "SM_OUTPUT_DIR": str(run / "output"),

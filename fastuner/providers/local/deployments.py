@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,8 +42,9 @@ class LocalDeployments(ResourceProvider):
     kind = "deployment"
 
     def __init__(self, work_dir: Path, spec_dir: Path, *, python: str | None = None, device: str = "auto",
-                 startup_timeout: float = 600.0, poll: float = 0.1) -> None:
+                 startup_timeout: float = 600.0, poll: float = 0.1, env: Mapping[str, str] | None = None) -> None:
         self.root = work_dir / "deployments"
+        self.env = dict(os.environ if env is None else env)  # what the server starts with
         self.spec_dir = spec_dir
         self.python = python or sys.executable
         self.device = device
@@ -116,7 +117,7 @@ class LocalDeployments(ResourceProvider):
             argv += ["--device", self.device]
         for name, path in sorted(adapters.items()):
             argv += ["--adapter", f"{name}={path}"]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**self.env, "PYTHONUNBUFFERED": "1"}
         ctx.progress("starting the server")
         return processes.launch(argv, cwd=run, env=env, log=run / "serve.log")
 
