@@ -34,7 +34,8 @@ def render_apply_report(report: Mapping[str, Any], console: Console) -> None:
     failed, skipped, pending, deferred, cancelled = (
         [r for r in results if r["status"] == status] for status in
         (ResultStatus.FAILED, ResultStatus.SKIPPED, ResultStatus.PENDING, ResultStatus.DEFERRED, ResultStatus.CANCELLED))
-    line = (f"{counts['create']} created, {counts['update']} updated, {counts['replace']} replaced, "
+    line = (f"{counts['delete']} destroyed" if operation == "destroy" else  # as Terraform words a destroy
+            f"{counts['create']} created, {counts['update']} updated, {counts['replace']} replaced, "
             f"{counts['delete']} destroyed")
     if report["outcome"] == ApplyOutcome.FAILED:
         console.print(f"\n[bold red]{verb} failed.[/bold red] Resources: {line}; {len(failed)} failed, "

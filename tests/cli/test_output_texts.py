@@ -35,7 +35,7 @@ def test_destroy_says_destroy(project: Path, cli) -> None:
     assert run.code == 0, run.text
     assert "  # dataset.intents will be destroyed\n" in run.out
     assert "(destroy)" not in run.out and "Apply complete" not in run.out
-    assert "Destroy complete! Resources: 0 created, 0 updated, 0 replaced, 1 destroyed." in run.out
+    assert "Destroy complete! Resources: 1 destroyed.\n" in run.out
     run = cli("destroy", "--auto-approve")
     assert "No changes. No objects need to be destroyed." in run.out, run.out
 

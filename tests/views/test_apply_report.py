@@ -74,7 +74,7 @@ def test_failed_lists_failures_and_skips_after_any_bug() -> None:
                             result("dataset.d", ResultStatus.SKIPPED, "delete", "still in use")]})
     assert out == (
         "Bug while applying adapter.a — please report it:\nTraceback [x]\n"
-        "\nDestroy failed. Resources: 0 created, 0 updated, 0 replaced, 0 destroyed; 1 failed, 1 skipped.\n"
+        "\nDestroy failed. Resources: 0 destroyed; 1 failed, 1 skipped.\n"
         "  ✗ adapter.a: boom [1]\n  - dataset.d: still in use\n"
         "Fix the cause and run `fastuner destroy` again: completed work is kept in state.\n")
 
