@@ -8,7 +8,6 @@ from pathlib import Path
 
 from fastuner.cli import runtime
 from fastuner.config.duration import parse_duration
-from fastuner.config.kinds import KINDS
 from fastuner.config.loader import Spec, load_spec
 from fastuner.errors import UserError
 from fastuner.providers.base import Provider
@@ -58,10 +57,16 @@ def state_path(spec: Spec, workspace: str) -> Path:
     return path
 
 
-def build_store(spec: Spec, workspace: str, notice=None, lock_timeout: float = 0.0) -> StateStore:
-    if spec.config.backend.s3 is not None:
-        raise UserError("the s3 state backend is not available in this version of fastuner",
-                        "Use backend: {local: {path: ...}} for now.")
+def build_store(spec: Spec, workspace: str, notice=None, lock_timeout: float = 0.0,
+                environ: Mapping[str, str] | None = None) -> StateStore:
+    s3 = spec.config.backend.s3
+    if s3 is not None:
+        from fastuner.aws.clients import AwsSession
+        from fastuner.state.s3 import S3StateStore, workspace_key
+
+        session = AwsSession(s3.region, environ=environ)
+        return S3StateStore(session, s3.bucket, workspace_key(s3.key, workspace), kms_key_id=s3.kms_key_id,
+                            on_notice=notice, lock_timeout=lock_timeout)
     return LocalStateStore(state_path(spec, workspace), on_notice=notice, lock_timeout=lock_timeout)
 
 
@@ -70,9 +75,9 @@ def build_provider(spec: Spec, workspace: str, environ: Mapping[str, str]) -> Pr
         from fastuner.providers.local import local_provider
 
         return local_provider(spec, workspace, environ)
-    unsupported = "the sagemaker provider is not available in this version of fastuner"
-    return Provider(name="sagemaker", resources={}, priced=True,
-                    unsupported={k: unsupported for k in KINDS})
+    from fastuner.providers.sagemaker import sagemaker_provider
+
+    return sagemaker_provider(spec, workspace, environ)
 
 
 def open_project(file: str | None, variables: list[str] | None, workspace: str | None, *, notice=None,
@@ -84,7 +89,7 @@ def open_project(file: str | None, variables: list[str] | None, workspace: str |
     environ = runtime.current().environ
     spec = load_spec(file, variables=parse_vars(variables), resources=not state_only, environ=environ)
     ws = resolve_workspace(workspace, environ)
-    return Project(spec=spec, workspace=ws, store=build_store(spec, ws, notice, wait),
+    return Project(spec=spec, workspace=ws, store=build_store(spec, ws, notice, wait, environ),
                    provider=build_provider(spec, ws, environ))
 
 
