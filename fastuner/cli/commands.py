@@ -296,3 +296,27 @@ def _report_data(result, operation: str) -> dict:
                          "deposed": r.deposed} for r in result.results],
             "bugs": [{"address": address, "traceback": tb} for address, _exc, tb in result.bugs],
             "resources": resources}
+
+
+# --- import ----------------------------------------------------------------------------------------
+
+
+def run_import(address: str, resource_id: str, file, var, workspace, *, console: Console,
+               clock: Callable[[], datetime], lock_timeout: str | None = None) -> int:
+    """Adopt an existing resource (a SageMaker training job by name) as ADDRESS of the spec."""
+    from fastuner.engine.adopt import import_resource
+
+    project = open_project(file, var, workspace, lock_timeout=lock_timeout,
+                           notice=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]"))
+    from fastuner.config.kinds import resources
+
+    if address not in set(resources(project.spec.config)):
+        raise UserError(f"{address} is not in {project.spec.file.name}",
+                        "Write the resource in the spec first, as it should be; import then checks the existing "
+                        "one against it.")
+    plan = make_project_plan(project, destroy=False, replace=[], renew=[], now=clock(), target=[address])
+    rs = import_resource(plan, address, resource_id, project.store, project.provider, spec_dir=project.spec_dir,
+                         clock=clock, progress=lambda text: console.print(f"  {escape(text)}"))
+    console.print(f"[bold green]Imported[/bold green] {escape(resource_id)} as {escape(address)} "
+                  f"({escape(str(rs.status))}). `fastuner plan` now shows no change for it.")
+    return EXIT_OK

@@ -248,6 +248,20 @@ def force_unlock(lock_id: Annotated[str, typer.Argument(metavar="LOCK_ID",
     raise typer.Exit(run_force_unlock(lock_id, file, var, workspace, _console(no_color)))
 
 
+@app.command("import", cls=_Command)
+def import_(address: Annotated[str, typer.Argument(metavar="ADDRESS", help="The resource of the spec, e.g. "
+                                                  "adapter.intents-lora.")],
+            resource_id: Annotated[str, typer.Argument(metavar="ID", help="What exists: a SageMaker training "
+                                                       "job's name.")],
+            file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
+            lock_timeout: LockTimeoutOpt = "0s", no_color: NoColorOpt = False) -> None:
+    """Bring an existing resource under fastuner, checked against the spec (nothing is created)."""
+    from fastuner.cli.commands import run_import
+
+    raise typer.Exit(run_import(address, resource_id, file, var, workspace, console=_console(no_color),
+                                clock=_clock(), lock_timeout=lock_timeout))
+
+
 @app.command(cls=_Command)
 def logs(
     address: Annotated[str, typer.Argument(metavar="ADDRESS", help="adapter.NAME (training log) or "

@@ -12,8 +12,8 @@ Contract (every implementation, local, SageMaker or in-memory):
 
 Besides the resource kinds, a provider offers what the CLI does to running resources, each an explicit
 capability built in the composition root (never looked up by attribute): the logs of a kind's work
-(`fastuner logs`), an endpoint to invoke a deployment (`fastuner invoke`), and the stored splits of a
-dataset (`invoke --evaluate`).
+(`fastuner logs`), an endpoint to invoke a deployment (`fastuner invoke`), the stored splits of a
+dataset (`invoke --evaluate`), and adopting what already exists (`fastuner import`).
 """
 
 from __future__ import annotations
@@ -147,6 +147,15 @@ class SplitSource(Protocol):
         ...
 
 
+class ImportSource(Protocol):
+    """A kind whose existing cloud resources can be brought under fastuner (`fastuner import`)."""
+
+    def import_resource(self, change: Change, resource_id: str, ctx: Context) -> Outcome:
+        """Adopt the existing resource `resource_id` as the planned creation `change`. ProviderError, listing
+        how it differs, when it is not what the spec describes (then nothing is recorded)."""
+        ...
+
+
 @dataclass
 class Provider:
     """A named set of resource providers, built in one place (the CLI's composition root)."""
@@ -161,6 +170,7 @@ class Provider:
     logs: Mapping[str, LogSource] = field(default_factory=dict)  # by kind
     endpoints: EndpointSource | None = None
     splits: SplitSource | None = None
+    importers: Mapping[str, ImportSource] = field(default_factory=dict)  # by kind
 
     def for_kind(self, kind: str) -> ResourceProvider:
         try:
@@ -173,6 +183,12 @@ class Provider:
             return self.logs[kind]
         except KeyError:
             raise ProviderError(f"{kind} resources have no log on the {self.name} provider") from None
+
+    def importer(self, kind: str) -> ImportSource:
+        try:
+            return self.importers[kind]
+        except KeyError:
+            raise ProviderError(f"{kind} resources cannot be imported on the {self.name} provider") from None
 
     def endpoint_source(self) -> EndpointSource:
         if self.endpoints is None:

@@ -108,6 +108,18 @@ class MemoryResources(ResourceProvider):
         finally:
             self.world._leave(address)
 
+    def import_resource(self, change: Change, resource_id: str, ctx: Context) -> Outcome:
+        """Adopt the object `resource_id` if it was made from the same inputs (the diff otherwise)."""
+        obj = self.world.objects.get(resource_id)
+        if obj is None:
+            raise ProviderError(f"{resource_id} does not exist")
+        after = change.after or {}
+        differ = sorted(k for k in set(obj.get("inputs", {})) | set(after) if obj.get("inputs", {}).get(k) != after.get(k))
+        if differ:
+            raise ProviderError(f"it differs from the spec in {', '.join(differ)}")
+        self.world.calls.append(("import", change.address, resource_id))
+        return Outcome(OutcomeStatus(obj.get("status", "ready")), obj.get("outputs", {}))
+
     def _generation(self, phys: str) -> int:
         return int(self.world.objects.get(phys, {}).get("outputs", {}).get("generation", 0))
 
@@ -123,5 +135,6 @@ class MemoryResources(ResourceProvider):
 
 def memory_provider(world: MemoryWorld | None = None, *, unsupported: dict[str, str] | None = None) -> Provider:
     world = world or MemoryWorld()
-    return Provider(name="memory", resources={k: MemoryResources(k, world) for k in KINDS},
+    resources = {k: MemoryResources(k, world) for k in KINDS}
+    return Provider(name="memory", resources=resources, importers=resources,
                     unsupported=unsupported or {}, training_code_hash=lambda: "memory")
