@@ -113,7 +113,7 @@ def _explain_client_error(exc: Any, prefix: str, service: str) -> AwsError:
     error = exc.response.get("Error") or {}
     message = str(error.get("Message") or "").strip()
     said = f"{message} ({code})" if message else code
-    service = service or _service_of(exc)
+    service = service or _service_of(exc, operation)
 
     def err(summary: str, hint: str) -> AwsError:
         return AwsError(prefix + summary, hint, code=code, operation=operation)
@@ -148,8 +148,8 @@ def _explain_client_error(exc: Any, prefix: str, service: str) -> AwsError:
                    "Choose an instance type the region offers (see the SageMaker pricing page for the region), "
                    "or another region.")
     if code == "NoSuchBucket":
-        bucket = error.get("BucketName") or _match(r"bucket\s+['\"]?([a-z0-9.-]+)", message) or "the bucket"
-        return err(f"the S3 bucket {bucket} does not exist",
+        bucket = error.get("BucketName") or _match(r"bucket\s+['\"]([a-z0-9.-]+)['\"]", message)
+        return err(f"the S3 bucket {bucket} does not exist" if bucket else "the S3 bucket does not exist",
                    "Create it with `fastuner bootstrap` (versioned, encrypted, private), or fix `bucket:` in "
                    "fastuner.yaml.")
     if code in THROTTLING:
@@ -162,13 +162,14 @@ def _explain_client_error(exc: Any, prefix: str, service: str) -> AwsError:
     return err(f"AWS refused {operation or 'a call'}: {said}", "")
 
 
-def _service_of(exc: Any) -> str:
-    """The IAM prefix of the failed call's service, when the exception tells it."""
-    text = str(exc)
+def _service_of(exc: Any, operation: str) -> str:
+    """The IAM prefix of the failed call's service, when the exception or the operation's name tells it."""
     m = re.search(r"arn:aws[\w-]*:([a-z0-9-]+):", error_message(exc))
     if m:
         return m.group(1)
-    return "s3" if "bucket" in text.lower() else "sagemaker"
+    if re.search(r"(Object|Objects|ObjectsV2|Bucket\w*|MultipartUpload|Part|ObjectVersions)$", operation):
+        return "s3"
+    return "sagemaker"
 
 
 def error_message(exc: BaseException) -> str:
