@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from fastuner.aws.clients import AwsSession
 from fastuner.aws.errors import (
@@ -278,7 +278,7 @@ class S3ObjectStore:
         with contextlib.suppress(Exception):
             self.s3.abort_multipart_upload(Bucket=self.bucket, Key=object_key, UploadId=upload_id)
 
-    def _conflicting(self, key: str) -> None:
+    def _conflicting(self, key: str) -> NoReturn:
         raise DiagnosticsError.single(f"uploading {self.uri(key)} kept conflicting with another writer",
                                       "Run again; the object store is unchanged.")
 

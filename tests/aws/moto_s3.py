@@ -4,6 +4,7 @@ rather than on what moto stored."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -55,7 +56,13 @@ def moto_s3(*buckets: str) -> Iterator[tuple[AwsSession, Calls]]:
 
 def raw_s3(session: AwsSession) -> Any:
     """A client of the same moto backend that the session does not observe: what "someone else" does."""
-    return session.session.client("s3", region_name=REGION)
+    client = _RAW.get(session)
+    if client is None:
+        client = _RAW[session] = session.session.client("s3", region_name=REGION)
+    return client
+
+
+_RAW: weakref.WeakKeyDictionary[AwsSession, Any] = weakref.WeakKeyDictionary()
 
 
 def answer(session: AwsSession, operation: str, code: str, status: int, *, times: int = 1,
