@@ -7,9 +7,14 @@ An object's key is `<namespace>/<sha256>/<filename>` under the provider's prefix
 Bytes are never uploaded twice: a HEAD first (an object already there costs one read and no write),
 then a conditional create (`IfNoneMatch="*"`); a 412 means another run stored the same bytes first, which
 is just as good. Large objects go up in parts, in parallel, and the multipart upload is completed
-conditionally too (s3transfer cannot pass `IfNoneMatch`, so the parts are sent here); a 409
-`ConditionalRequestConflict` (a concurrent conditional write) is retried after a HEAD. A failed or
-interrupted upload aborts its parts, so no half object is ever visible under a key.
+conditionally too (s3transfer cannot pass `IfNoneMatch`, so the parts are sent here). A 409
+`ConditionalRequestConflict` (a concurrent conditional write) is retried after a HEAD: a PUT is sent
+again, a multipart upload is started again (S3 drops an upload whose completion conflicted). A failed
+or interrupted upload stops sending parts and aborts the upload, so no half object is ever visible
+under a key and no parts are left to bill.
+
+Progress is reported per upload as `(bytes sent, total)`: to the store's `progress`, or to the callback
+handed to `put_bytes`, `put_file` or `open_writer` (a caller labelling each object it stores).
 """
 
 from __future__ import annotations
@@ -23,16 +28,23 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from fastuner.aws.clients import AwsSession
-from fastuner.aws.errors import aws_errors, is_conditional_conflict, is_not_found, is_precondition_failed
+from fastuner.aws.errors import (
+    aws_errors,
+    error_code,
+    is_conditional_conflict,
+    is_not_found,
+    is_precondition_failed,
+)
 from fastuner.aws.names import check_bucket, join_key
 from fastuner.errors import DiagnosticsError
 
 MULTIPART_THRESHOLD = 64 << 20  # one PUT below this
 PART_SIZE = 16 << 20  # ≥ 5 MiB (S3's minimum part), ≤ 10,000 parts: objects up to 160 GB
 PART_WORKERS = 4
+CONFLICT_ATTEMPTS = 5  # a conditional write that keeps meeting another writer's (409) gives up after these
 _COPY_BYTES = 1 << 20
 _HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -44,7 +56,8 @@ class S3ObjectStore:
 
     def __init__(self, session: AwsSession, bucket: str, prefix: str = "", *, namespace: str = "objects",
                  filename: str = "data", kms_key_id: str | None = None, progress: Progress | None = None,
-                 part_size: int = PART_SIZE, multipart_threshold: int = MULTIPART_THRESHOLD) -> None:
+                 part_size: int = PART_SIZE, multipart_threshold: int = MULTIPART_THRESHOLD,
+                 part_workers: int = PART_WORKERS) -> None:
         self.session = session
         self.bucket = check_bucket(bucket)
         self.prefix = prefix.strip("/")
@@ -54,6 +67,7 @@ class S3ObjectStore:
         self.progress = progress
         self.part_size = max(5 << 20, part_size)
         self.multipart_threshold = multipart_threshold
+        self.part_workers = max(1, part_workers)
 
     @property
     def s3(self) -> Any:
@@ -95,7 +109,7 @@ class S3ObjectStore:
                 self.s3.head_object(Bucket=self.bucket, Key=self.object_key(key))
                 return True
             except Exception as exc:
-                if is_not_found(exc):
+                if is_not_found(exc) and error_code(exc) != "NoSuchBucket":
                     return False
                 raise
 
@@ -128,14 +142,14 @@ class S3ObjectStore:
 
     # --- writing -----------------------------------------------------------------------------------
 
-    def put_bytes(self, data: bytes) -> str:
+    def put_bytes(self, data: bytes, progress: Progress | None = None) -> str:
         key = self.key_for(hashlib.sha256(data).hexdigest())
         if self.exists(key):
             return key
-        self._put_once(key, lambda: {"Body": data}, len(data))
+        self._put_once(key, lambda: {"Body": data}, len(data), progress or self.progress)
         return key
 
-    def put_file(self, path: str | Path) -> str:
+    def put_file(self, path: str | Path, progress: Progress | None = None) -> str:
         """Hashes the file, then uploads it unless the object is already there."""
         h = hashlib.sha256()
         with open(path, "rb") as source:
@@ -144,11 +158,11 @@ class S3ObjectStore:
         key = self.key_for(h.hexdigest())
         if self.exists(key):
             return key
-        self._upload(key, Path(path))
+        self._upload(key, Path(path), progress or self.progress)
         return key
 
-    def open_writer(self) -> _S3Writer:
-        return _S3Writer(self)
+    def open_writer(self, progress: Progress | None = None) -> _S3Writer:
+        return _S3Writer(self, progress or self.progress)
 
     def delete(self, key: str) -> None:
         with aws_errors(f"deleting {self.uri(key)}", "s3"):
@@ -159,87 +173,128 @@ class S3ObjectStore:
             return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
         return {}
 
-    def _upload(self, key: str, path: Path) -> None:
+    def _upload(self, key: str, path: Path, progress: Progress | None) -> None:
         size = path.stat().st_size
         if size < self.multipart_threshold:
-            self._put_once(key, lambda: {"Body": path.read_bytes()}, size)
-        else:
-            self._multipart(key, path, size)
+            self._put_once(key, lambda: {"Body": path.read_bytes()}, size, progress)
+            return
+        for _attempt in range(CONFLICT_ATTEMPTS):
+            if self._multipart(key, path, size, progress) or self.exists(key):
+                return
+        self._conflicting(key)
 
-    def _put_once(self, key: str, body: Callable[[], dict[str, Any]], size: int) -> None:
+    def _put_once(self, key: str, body: Callable[[], dict[str, Any]], size: int, progress: Progress | None) -> None:
         """A conditional create; 412: someone stored the same bytes first (done); 409: retried."""
-        for _attempt in range(5):
+        for _attempt in range(CONFLICT_ATTEMPTS):
             with aws_errors(f"uploading {self.uri(key)}", "s3"):
                 try:
                     self.s3.put_object(Bucket=self.bucket, Key=self.object_key(key), IfNoneMatch="*",
                                        **body(), **self._extra())
-                    self._report(size, size)
-                    return
                 except Exception as exc:
                     if is_precondition_failed(exc):
+                        _report(progress, size, size)
                         return
                     if is_conditional_conflict(exc):
                         if self.exists(key):
+                            _report(progress, size, size)
                             return
                         continue
                     raise
-        raise DiagnosticsError.single(f"uploading {self.uri(key)} kept conflicting with another writer",
-                                      "Run again; the object store is unchanged.")
+                _report(progress, size, size)
+                return
+        self._conflicting(key)
 
-    def _multipart(self, key: str, path: Path, size: int) -> None:
+    def _multipart(self, key: str, path: Path, size: int, progress: Progress | None) -> bool:
+        """One multipart upload, completed conditionally. True when the object is stored (by this upload,
+        or by another writer first: 412); False when the completion conflicted with another writer (409),
+        which ends the upload: the caller starts a new one unless the object is there by then. Whatever
+        does not complete is aborted, parts included."""
         s3 = self.s3
         object_key = self.object_key(key)
         with aws_errors(f"uploading {self.uri(key)}", "s3"):
             upload_id = s3.create_multipart_upload(Bucket=self.bucket, Key=object_key, **self._extra())["UploadId"]
-        sent = 0
-        lock = threading.Lock()
-        offsets = list(range(0, size, self.part_size))
-
-        def send(index_offset: tuple[int, int]) -> dict[str, Any]:
-            nonlocal sent
-            index, offset = index_offset
-            with open(path, "rb") as f:
-                f.seek(offset)
-                chunk = f.read(self.part_size)
-            with aws_errors(f"uploading part {index} of {self.uri(key)}", "s3"):
-                etag = s3.upload_part(Bucket=self.bucket, Key=object_key, UploadId=upload_id, PartNumber=index,
-                                      Body=chunk)["ETag"]
-            with lock:
-                sent += len(chunk)
-                self._report(sent, size)
-            return {"PartNumber": index, "ETag": etag}
-
+        completed = False
         try:
-            with ThreadPoolExecutor(max_workers=PART_WORKERS) as pool:
-                parts = list(pool.map(send, enumerate(offsets, start=1)))
+            parts = self._send_parts(key, path, size, upload_id, progress)
             with aws_errors(f"uploading {self.uri(key)}", "s3"):
                 try:
                     s3.complete_multipart_upload(Bucket=self.bucket, Key=object_key, UploadId=upload_id,
                                                  MultipartUpload={"Parts": parts}, IfNoneMatch="*")
                 except Exception as exc:
-                    if not (is_precondition_failed(exc) or (is_conditional_conflict(exc) and self.exists(key))):
-                        raise
-                    self._abort(object_key, upload_id)
-        except BaseException:
-            self._abort(object_key, upload_id)
-            raise
+                    if is_precondition_failed(exc):
+                        return True
+                    if is_conditional_conflict(exc):
+                        return False
+                    raise
+            completed = True
+            return True
+        finally:
+            if not completed:
+                self._abort(object_key, upload_id)
+
+    def _send_parts(self, key: str, path: Path, size: int, upload_id: str,
+                    progress: Progress | None) -> list[dict[str, Any]]:
+        """The file's parts, `part_workers` at a time; the first failure (or Ctrl-C) cancels the parts not
+        yet started and returns once the ones in flight have ended, so that the abort comes after them."""
+        s3 = self.s3
+        object_key = self.object_key(key)
+        sent = 0
+        lock = threading.Lock()
+        stop = threading.Event()  # a part failed, or Ctrl-C: the parts not started yet are not sent
+
+        def send(index: int, offset: int) -> dict[str, Any] | None:
+            nonlocal sent
+            if stop.is_set():
+                return None
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read(self.part_size)
+                with aws_errors(f"uploading part {index} of {self.uri(key)}", "s3"):
+                    etag = s3.upload_part(Bucket=self.bucket, Key=object_key, UploadId=upload_id,
+                                          PartNumber=index, Body=chunk)["ETag"]
+            except BaseException:
+                stop.set()
+                raise
+            with lock:
+                sent += len(chunk)
+                _report(progress, sent, size)
+            return {"PartNumber": index, "ETag": etag}
+
+        with ThreadPoolExecutor(max_workers=self.part_workers) as pool:
+            futures = [pool.submit(send, index, offset)
+                       for index, offset in enumerate(range(0, size, self.part_size), start=1)]
+            try:
+                parts = [future.result() for future in futures]
+            except BaseException:
+                stop.set()
+                for future in futures:
+                    future.cancel()
+                raise
+        return [part for part in parts if part is not None]
 
     def _abort(self, object_key: str, upload_id: str) -> None:
         # already completed or aborted: nothing to do (a lifecycle rule cleans up what a crash leaves)
         with contextlib.suppress(Exception):
             self.s3.abort_multipart_upload(Bucket=self.bucket, Key=object_key, UploadId=upload_id)
 
-    def _report(self, sent: int, total: int) -> None:
-        if self.progress is not None:
-            self.progress(sent, total)
+    def _conflicting(self, key: str) -> NoReturn:
+        raise DiagnosticsError.single(f"uploading {self.uri(key)} kept conflicting with another writer",
+                                      "Run again; the object store is unchanged.")
+
+
+def _report(progress: Progress | None, sent: int, total: int) -> None:
+    if progress is not None:
+        progress(sent, total)
 
 
 class _S3Writer:
     """Spools to a local temporary file while hashing (the key is known only at the end), then uploads
     unless the object is already there."""
 
-    def __init__(self, store: S3ObjectStore) -> None:
+    def __init__(self, store: S3ObjectStore, progress: Progress | None) -> None:
         self._store = store
+        self._progress = progress
         fd, name = tempfile.mkstemp(prefix="fastuner-upload-")
         self._temp = Path(name)
         self._file = os.fdopen(fd, "wb")
@@ -260,7 +315,7 @@ class _S3Writer:
         try:
             key = self._store.key_for(self._sha.hexdigest())
             if not self._store.exists(key):
-                self._store._upload(key, self._temp)
+                self._store._upload(key, self._temp, self._progress)
             return key
         finally:
             self._temp.unlink(missing_ok=True)

@@ -2,18 +2,40 @@
 
 Built by `sagemaker_provider` in the composition root (cli/project.py) from `provider: {sagemaker: …}`.
 Every AWS call goes through one `AwsSession` (fastuner/aws/clients.py) and every AWS failure through
-its error mapper (fastuner/aws/errors.py).
+its error mapper (fastuner/aws/errors.py), turned into `ProviderError` by `errors.provider_errors`.
+Nothing is called while the provider is built: credentials are needed only when a command reads or
+changes something in AWS (a plan against a state that records resources, apply, destroy).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fastuner.config.kinds import KINDS
 from fastuner.config.loader import Spec
 from fastuner.providers.base import Provider
 
+ADAPTERS_UNSUPPORTED = "adapters on SageMaker (training jobs) are not available in this version of fastuner yet"
+DEPLOYMENTS_UNSUPPORTED = "deployments on SageMaker (endpoints) are not available in this version of fastuner yet"
+
 
 def sagemaker_provider(spec: Spec, workspace: str, environ: Mapping[str, str]) -> Provider:
-    unsupported = "the sagemaker provider is not available in this version of fastuner"
-    return Provider(name="sagemaker", resources={}, priced=True, unsupported={k: unsupported for k in KINDS})
+    """`environ`: the environment the composition root was handed; the AWS session reads credentials,
+    profile and endpoints from it, never from `os.environ` directly."""
+    from fastuner.aws.clients import AwsSession
+    from fastuner.providers.programs import code_hash
+    from fastuner.providers.sagemaker.datasets import SageMakerDatasets
+
+    settings = spec.config.provider.sagemaker
+    if settings is None:
+        raise ValueError("sagemaker_provider needs a spec with `provider: {sagemaker: …}`")
+    session = AwsSession(settings.region, environ=environ)
+    datasets = SageMakerDatasets(session, settings.bucket, settings.prefix, spec.base_dir,
+                                 kms_key_id=settings.kms_key_id)
+    return Provider(
+        name="sagemaker",
+        resources={"dataset": datasets},
+        splits=datasets,
+        priced=True,
+        training_code_hash=lambda: code_hash("train"),
+        unsupported={"adapter": ADAPTERS_UNSUPPORTED, "deployment": DEPLOYMENTS_UNSUPPORTED},
+    )
