@@ -93,6 +93,23 @@ def open_project(file: str | None, variables: list[str] | None, workspace: str |
                    provider=build_provider(spec, ws, environ))
 
 
+def load_settings(file: str | None, variables: list[str] | None, workspace: str | None) -> tuple[Spec, str]:
+    """The spec's settings without its resources (so a variable only a resource uses needs no value)
+    and the workspace: for the commands that set up AWS (`bootstrap`, `iam-policy`)."""
+    environ = runtime.current().environ
+    spec = load_spec(file, variables=parse_vars(variables), resources=False, environ=environ)
+    return spec, resolve_workspace(workspace, environ)
+
+
+def aws_session(spec: Spec, environ: Mapping[str, str], region: str | None = None):
+    """An `AwsSession` for `region`; default the provider's region, else the S3 backend's."""
+    from fastuner.aws.clients import AwsSession
+
+    config = spec.config
+    sm, s3 = config.provider.sagemaker, config.backend.s3
+    return AwsSession(region or (sm.region if sm else None) or (s3.region if s3 else None), environ=environ)
+
+
 def parse_lock_timeout(text: str | None) -> float:
     """Seconds from `--lock-timeout` ("30s", "5m"); "0" means do not wait."""
     if text is None or text.strip() in ("0", "0s"):
