@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -17,6 +18,9 @@ from fastuner.cli import runtime
 from fastuner.cli.commands import EXIT_ERROR, EXIT_OK, _confirm
 from fastuner.cli.project import aws_session, load_settings
 from fastuner.errors import UserError
+
+if TYPE_CHECKING:
+    from fastuner.aws.clients import AwsSession
 
 
 def run_iam_policy(file, var, workspace, *, role: str, trust: bool, err_console: Console) -> int:
@@ -60,9 +64,9 @@ def run_bootstrap(file, var, workspace, *, role_name: str | None, auto_approve: 
     if role_name and config.provider.sagemaker is None:
         raise UserError("--role-name: the execution role is SageMaker's, and this spec does not use SageMaker")
     environ = runtime.current().environ
-    sessions: dict[str, object] = {}
+    sessions: dict[str, AwsSession] = {}
 
-    def session(region: str):
+    def session(region: str) -> AwsSession:
         if region not in sessions:
             sessions[region] = aws_session(spec, environ, region or None)
         return sessions[region]

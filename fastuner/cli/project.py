@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastuner.cli import runtime
 from fastuner.config.duration import parse_duration
@@ -13,6 +14,9 @@ from fastuner.errors import UserError
 from fastuner.providers.base import Provider
 from fastuner.state.local import LocalStateStore
 from fastuner.state.store import StateStore
+
+if TYPE_CHECKING:
+    from fastuner.aws.clients import AwsSession
 
 WORKSPACE_ENV = "FASTUNER_WORKSPACE"
 
@@ -101,7 +105,7 @@ def load_settings(file: str | None, variables: list[str] | None, workspace: str 
     return spec, resolve_workspace(workspace, environ)
 
 
-def aws_session(spec: Spec, environ: Mapping[str, str], region: str | None = None):
+def aws_session(spec: Spec, environ: Mapping[str, str], region: str | None = None) -> AwsSession:
     """An `AwsSession` for `region`; default the provider's region, else the S3 backend's."""
     from fastuner.aws.clients import AwsSession
 
