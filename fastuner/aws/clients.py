@@ -130,34 +130,55 @@ def endpoint_url(service: str, environ: Mapping[str, str]) -> str | None:
 
 def iam_action(call: Call) -> str:
     """The IAM action a call needs: `s3:PutObject`, `sagemaker:CreateTrainingJob`, `logs:GetLogEvents`.
-    (S3's HeadObject is authorised as s3:GetObject; ListObjectVersions as s3:ListBucketVersions.)"""
+
+    The prefix is the service's IAM namespace, which is not always its signing name (CloudWatch signs as
+    `monitoring`, the tagging API as `tagging`). S3 authorises many operations under another action's
+    name (HeadObject as s3:GetObject, ListObjectVersions as s3:ListBucketVersions, the parts of a
+    multipart upload as s3:PutObject), and reading or deleting a given version is its own action."""
     prefix = call.get("signing_name") or call["service"]
+    prefix = _IAM_PREFIXES.get(prefix, prefix)
     operation = call["operation"]
     if prefix == "s3":
         operation = _S3_ACTIONS.get(operation, operation)
+        if operation in ("GetObject", "DeleteObject") and (call.get("params") or {}).get("VersionId"):
+            operation += "Version"
     return f"{prefix}:{operation}"
 
 
+# signing names (or, in call logs without one, service names) whose IAM namespace differs
+_IAM_PREFIXES = {
+    "monitoring": "cloudwatch",
+    "tagging": "tag",
+    "resourcegroupstaggingapi": "tag",
+    "sagemaker-runtime": "sagemaker",
+    "service-quotas": "servicequotas",
+}
+
 _S3_ACTIONS = {
     "HeadObject": "GetObject",
+    "SelectObjectContent": "GetObject",
     "HeadBucket": "ListBucket",
     "ListObjectsV2": "ListBucket",
     "ListObjects": "ListBucket",
     "ListObjectVersions": "ListBucketVersions",
+    "ListMultipartUploads": "ListBucketMultipartUploads",
+    "ListParts": "ListMultipartUploadParts",
     "CreateMultipartUpload": "PutObject",
     "UploadPart": "PutObject",
+    "UploadPartCopy": "PutObject",
     "CompleteMultipartUpload": "PutObject",
-    "AbortMultipartUpload": "AbortMultipartUpload",
-    "GetObjectVersion": "GetObjectVersion",
+    "CopyObject": "PutObject",
     "DeleteObjects": "DeleteObject",
-    "PutBucketVersioning": "PutBucketVersioning",
-    "GetBucketVersioning": "GetBucketVersioning",
     "PutBucketEncryption": "PutEncryptionConfiguration",
     "GetBucketEncryption": "GetEncryptionConfiguration",
+    "DeleteBucketEncryption": "PutEncryptionConfiguration",
     "PutPublicAccessBlock": "PutBucketPublicAccessBlock",
     "GetPublicAccessBlock": "GetBucketPublicAccessBlock",
+    "DeletePublicAccessBlock": "PutBucketPublicAccessBlock",
     "PutBucketLifecycleConfiguration": "PutLifecycleConfiguration",
     "GetBucketLifecycleConfiguration": "GetLifecycleConfiguration",
+    "DeleteBucketLifecycle": "PutLifecycleConfiguration",
+    "DeleteBucketTagging": "PutBucketTagging",
 }
 
 

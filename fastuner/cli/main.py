@@ -12,6 +12,7 @@ import gc
 import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -201,6 +202,45 @@ def reap(
 
     raise typer.Exit(run_reap(file, var, workspace, auto_approve=auto_approve, dry_run=dry_run, json_out=json_out,
                               lock_timeout=lock_timeout, console=_console(no_color), clock=_clock()))
+
+
+# --- AWS setup ---------------------------------------------------------------------------------
+
+
+class PolicyRole(StrEnum):
+    runner = "runner"
+    execution = "execution"
+
+
+@app.command("iam-policy", cls=_Command)
+def iam_policy(
+    file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
+    role: Annotated[PolicyRole, typer.Option("--role", metavar="runner|execution", help="runner: the identity that runs fastuner; "
+                                             "execution: the role SageMaker jobs assume.")] = PolicyRole.runner,
+    trust: Annotated[bool, typer.Option("--trust", help="With --role execution: print its trust policy "
+                                        "instead.")] = False,
+) -> None:
+    """Print the least-privilege IAM policy this spec needs (JSON, for `aws iam put-role-policy`)."""
+    from fastuner.cli.aws_setup import run_iam_policy
+
+    raise typer.Exit(run_iam_policy(file, var, workspace, role=role.value, trust=trust,
+                                    err_console=_console(stderr=True)))
+
+
+@app.command(cls=_Command)
+def bootstrap(
+    file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
+    role_name: Annotated[str | None, typer.Option("--role-name", metavar="NAME", help="The SageMaker execution "
+                                                  "role to create or update (default: the one role_arn names).")] = None,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
+    json_out: JsonOpt = False, no_color: NoColorOpt = False,
+) -> None:
+    """Create the S3 bucket(s) and the SageMaker execution role this spec needs, or bring them in line
+    (versioning, encryption, no public access, lifecycle rules, the role's policy). Never deletes."""
+    from fastuner.cli.aws_setup import run_bootstrap
+
+    raise typer.Exit(run_bootstrap(file, var, workspace, role_name=role_name, auto_approve=auto_approve,
+                                   json_out=json_out, console=_console(no_color)))
 
 
 # --- state ---------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastuner.cli import runtime
 from fastuner.config.duration import parse_duration
@@ -13,6 +14,9 @@ from fastuner.errors import UserError
 from fastuner.providers.base import Provider
 from fastuner.state.local import LocalStateStore
 from fastuner.state.store import StateStore
+
+if TYPE_CHECKING:
+    from fastuner.aws.clients import AwsSession
 
 WORKSPACE_ENV = "FASTUNER_WORKSPACE"
 
@@ -91,6 +95,23 @@ def open_project(file: str | None, variables: list[str] | None, workspace: str |
     ws = resolve_workspace(workspace, environ)
     return Project(spec=spec, workspace=ws, store=build_store(spec, ws, notice, wait, environ),
                    provider=build_provider(spec, ws, environ))
+
+
+def load_settings(file: str | None, variables: list[str] | None, workspace: str | None) -> tuple[Spec, str]:
+    """The spec's settings without its resources (so a variable only a resource uses needs no value)
+    and the workspace: for the commands that set up AWS (`bootstrap`, `iam-policy`)."""
+    environ = runtime.current().environ
+    spec = load_spec(file, variables=parse_vars(variables), resources=False, environ=environ)
+    return spec, resolve_workspace(workspace, environ)
+
+
+def aws_session(spec: Spec, environ: Mapping[str, str], region: str | None = None) -> AwsSession:
+    """An `AwsSession` for `region`; default the provider's region, else the S3 backend's."""
+    from fastuner.aws.clients import AwsSession
+
+    config = spec.config
+    sm, s3 = config.provider.sagemaker, config.backend.s3
+    return AwsSession(region or (sm.region if sm else None) or (s3.region if s3 else None), environ=environ)
 
 
 def parse_lock_timeout(text: str | None) -> float:

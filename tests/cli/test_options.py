@@ -23,7 +23,7 @@ ARGS = {
     "validate": [], "plan": [], "show": [], "apply": ["--auto-approve"], "destroy": ["--auto-approve"],
     "reap": ["--auto-approve"], "state list": [], "state show": ["dataset.intents"],
     "state rm": ["dataset.intents"], "force-unlock": ["some-id"], "logs": ["dataset.intents"],
-    "invoke": ["deployment.api", "--input", "hello"],
+    "invoke": ["deployment.api", "--input", "hello"], "iam-policy": [], "bootstrap": ["--auto-approve"],
 }
 COMMON = {"--file", "--workspace", "--var"}
 
