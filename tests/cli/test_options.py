@@ -24,6 +24,7 @@ ARGS = {
     "reap": ["--auto-approve"], "state list": [], "state show": ["dataset.intents"],
     "state rm": ["dataset.intents"], "force-unlock": ["some-id"], "logs": ["dataset.intents"],
     "invoke": ["deployment.api", "--input", "hello"], "iam-policy": [], "bootstrap": ["--auto-approve"],
+    "import": ["dataset.intents", "some-id"],
 }
 COMMON = {"--file", "--workspace", "--var"}
 
