@@ -149,7 +149,7 @@ class S3StateStore:
                     if is_conditional_conflict(exc):
                         if self._changed_since(etag):
                             self._refuse_moved(new, expected)
-                        time.sleep(0.05 * 2 ** attempt)
+                        time.sleep(0.025 * 2 ** attempt)
                         continue
                     if is_precondition_failed(exc) or _no_such_key(exc):
                         self._refuse_moved(new, expected)
