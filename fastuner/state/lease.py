@@ -28,6 +28,7 @@ from fastuner.state.store import LockInfo, LockLostError
 
 DEFAULT_LEASE_S = 120.0
 RETRY_S = 2.0  # after a failed renewal, try again this soon (bounded by the renewal interval)
+RELEASE_WAIT_S = 10.0  # how long releasing waits for a renewal in flight
 
 
 def elapsed() -> float:
@@ -89,7 +90,12 @@ class Lease:
         """Stop renewing and delete the lock if it is still this run's. Never raises: a lock that cannot
         be deleted ends with its lease."""
         self._stop.set()
-        self._thread.join()
+        self._thread.join(RELEASE_WAIT_S)
+        if self._thread.is_alive():  # a renewal stuck in retries: the lock ends with its lease instead
+            self._notice(f"could not release the state lock {self.info.id}: a renewal is still waiting for an "
+                         f"answer. It ends with its lease ({_duration(self.info.lease)} after its last renewal), "
+                         f"or release it now with: fastuner force-unlock {self.info.id}")
+            return
         try:
             self._delete(self.etag)
         except LockGone:

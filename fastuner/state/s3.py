@@ -9,7 +9,10 @@ without it gets a notice, not an error. `kms_key_id` encrypts the state and the 
 
 Lock. A separate object, `lock_key(key)`, under one prefix for the whole bucket, `LOCK_PREFIX`, so that a
 single lifecycle rule expires the old versions its renewals leave in a versioned bucket (`fastuner
-bootstrap` writes that rule); the lease itself is in `fastuner/state/lease.py`.
+bootstrap` writes that rule); the lease itself is in `fastuner/state/lease.py`. Releasing and
+`force-unlock` delete with `IfMatch` on the lock's ETag: S3 supports conditional deletes in general
+purpose buckets (with an ETag they need s3:GetObject besides s3:DeleteObject), and moto 5.2.6 honours
+them too (412 on another ETag, 404 on a key that is gone), so the tests exercise the real path.
 """
 
 from __future__ import annotations
@@ -196,7 +199,7 @@ class S3StateStore:
             raise UserError(f"the state at {where} is not UTF-8 text") from None
         return parse_state(text, where, restore=(
             "Earlier versions are kept by bucket versioning (`aws s3api list-object-versions --bucket "
-            f"{self.bucket} --prefix {self.key}`): download one and put it back with `fastuner state push`."))
+            f"{self.bucket} --prefix {self.key}`): download one and put it back with `fastuner state push --force`."))
 
     # --- the lock --------------------------------------------------------------------------------
 
