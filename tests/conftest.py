@@ -30,6 +30,8 @@ DURATIONS = {
     "tests/serve/test_lifecycle.py::test_sagemaker_serve_mode_and_sigterm_finishes_in_flight_requests": 22,
     "tests/train/test_train_process.py::test_text_generation_job": 19,
     "tests/train/test_faults.py::test_hub_id_in_offline_mode_fails_fast": 14,
+    "tests/state/test_s3_processes.py::test_a_second_apply_fails_naming_the_holder_or_waits_for_it": 10,
+    "tests/state/test_s3_processes.py::test_the_lock_of_a_killed_holder_is_taken_over_when_its_lease_ends": 6,
 }
 
 

@@ -277,6 +277,31 @@ def state_rm(addresses: Annotated[list[str], typer.Argument(metavar="ADDRESS", h
     raise typer.Exit(run_state_rm(addresses, file, var, workspace, _console(no_color), lock_timeout=lock_timeout))
 
 
+@state_app.command("pull", cls=_Command)
+def state_pull(out: Annotated[str, typer.Argument(metavar="FILE", help="Where to write the state ('-', the "
+                                                 "default: stdout).")] = "-",
+               file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
+               no_color: NoColorOpt = False) -> None:
+    """Write the stored state (JSON) to stdout or a file, from whichever backend the spec names."""
+    from fastuner.cli.state_commands import run_state_pull
+
+    raise typer.Exit(run_state_pull(out, file, var, workspace, _console(no_color, stderr=out == "-")))
+
+
+@state_app.command("push", cls=_Command)
+def state_push(source: Annotated[str, typer.Argument(metavar="FILE", help="A state file ('-': stdin), e.g. "
+                                                    "written by `state pull`.")],
+               force: Annotated[bool, typer.Option("--force", help="Push even a state of another lineage or an "
+                                                   "older serial (replaces what is stored).")] = False,
+               file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
+               lock_timeout: LockTimeoutOpt = "0s", no_color: NoColorOpt = False) -> None:
+    """Store a state file in the spec's backend (moving state between backends), under the lock; refuses
+    another lineage or an older serial unless --force."""
+    from fastuner.cli.state_commands import run_state_push
+
+    raise typer.Exit(run_state_push(source, force, file, var, workspace, _console(no_color), lock_timeout=lock_timeout))
+
+
 @app.command("force-unlock", cls=_Command)
 def force_unlock(lock_id: Annotated[str, typer.Argument(metavar="LOCK_ID",
                                                        help="The lock ID shown by the refused command.")],

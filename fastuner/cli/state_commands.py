@@ -1,4 +1,4 @@
-"""state list | show | rm, force-unlock, show (state overview) and schema."""
+"""state list | show | rm | pull | push, force-unlock, show (state overview) and schema."""
 
 from __future__ import annotations
 
@@ -102,6 +102,55 @@ def run_state_rm(addresses, file, var, workspace, console: Console, lock_timeout
         project.store.write(draft)
     for a in addresses:
         console.print(f"Removed {escape(a)} from state (nothing was destroyed).")
+    return 0
+
+
+def run_state_pull(out: str, file, var, workspace, console: Console) -> int:
+    """The stored state as JSON, on stdout ("-") or into a file; nothing is locked (a read)."""
+    from fastuner.state.store import serialize_state
+
+    project = open_project(file, var, workspace, state_only=True)
+    state = _state(project)
+    text = serialize_state(state)
+    if out == "-":
+        sys.stdout.write(text)
+        return 0
+    try:
+        Path(out).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+    console.print(f"Wrote the state of {escape(project.store.location)} (serial {state.serial}) to {escape(out)}.")
+    return 0
+
+
+def run_state_push(source: str, force: bool, file, var, workspace, console: Console,
+                   lock_timeout: str | None = None) -> int:
+    """Store a state document (a file, or "-": stdin) in the configured backend, under the lock, with
+    the lineage and serial checks of `pushed_document`."""
+    from fastuner.state.push import pushed_document
+    from fastuner.state.store import parse_state
+
+    project = open_project(file, var, workspace, state_only=True, lock_timeout=lock_timeout,
+                           notice=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]"))
+    name = "stdin" if source == "-" else source
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{source}: no such file", "Pass a state file, e.g. one written by `fastuner state pull FILE`.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {source}: {exc}") from None
+    pushed = parse_state(text, name)
+    store = project.store
+    with store.lock("state push"):
+        current = store.read()
+        document = pushed_document(current, pushed, project=project.spec.config.project, workspace=project.workspace,
+                                   force=force, source=name, location=store.location)
+        if document is None:
+            console.print(f"{escape(store.location)} already holds this state (serial {pushed.serial}); nothing to push.")
+            return 0
+        store.push(document, over=current)
+    console.print(f"Pushed {escape(name)} to {escape(store.location)}: lineage {document.lineage}, serial "
+                  f"{document.serial}" + (f" (was {current.serial})" if current is not None else "") + ".")
     return 0
 
 

@@ -5,7 +5,9 @@ plan are done, up to `parallelism` at a time; then deletes (removed resources, e
 and the old instances of replacements) run dependents first. Before each operation the resource is
 marked pending in state, so a crash leaves a trace and the next run adopts the work (names are
 deterministic). A failure fails only its descendants; independent work completes. When `cancel` is
-set (the first Ctrl-C) nothing new starts; running operations see `ctx.cancelled` and return.
+set (the first Ctrl-C) nothing new starts; running operations see `ctx.cancelled` and return. The state
+lock is checked before each operation starts (`StateStore.check_lock`): once it is lost (a lease taken
+over or not renewed), nothing new starts, running operations finish and are recorded, and the run fails.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from fastuner.plan.observed import ObservationStatus
 from fastuner.plan.status import ApplyOutcome, ResultStatus
 from fastuner.providers.base import Context, Outcome, OutcomeStatus, Provider, ProviderError, utcnow
 from fastuner.state.model import Deposed, Operation, ResourceState, State, Status, Trained, empty_state
-from fastuner.state.store import StateStore
+from fastuner.state.store import LockLostError, StateStore
 
 FORWARD = (Action.CREATE, Action.UPDATE, Action.REPLACE)
 
@@ -47,18 +49,20 @@ class ApplyResult:
     bugs: list[tuple[str, BaseException, str]] = field(default_factory=list)
     cancelled: bool = False
     state: State | None = None
+    lock_lost: str = ""  # why the state lock was lost, when that stopped new work
 
     def count(self, status: ResultStatus) -> int:
         return sum(1 for r in self.results if r.status == status)
 
     @property
     def ok(self) -> bool:
-        return not self.bugs and self.count(ResultStatus.FAILED) == 0 and self.count(ResultStatus.SKIPPED) == 0 and not self.cancelled
+        return not self.bugs and self.count(ResultStatus.FAILED) == 0 and self.count(ResultStatus.SKIPPED) == 0 \
+            and not self.cancelled and not self.lock_lost
 
     @property
     def outcome(self) -> ApplyOutcome:
         """Failed before interrupted: a run that was both reports the failure, which needs fixing."""
-        if self.bugs or self.count(ResultStatus.FAILED) or self.count(ResultStatus.SKIPPED):
+        if self.bugs or self.lock_lost or self.count(ResultStatus.FAILED) or self.count(ResultStatus.SKIPPED):
             return ApplyOutcome.FAILED
         if self.cancelled or self.count(ResultStatus.CANCELLED):
             return ApplyOutcome.INTERRUPTED
@@ -119,7 +123,7 @@ def apply_plan(plan: Plan, store: StateStore, provider: Provider, *, spec_dir: P
         ledger = Ledger(store, state)
         if plan.refresh:
             ledger.mutate(lambda s: _record_refresh(s, plan, clock()))
-        run = _Run(plan, ledger, provider, spec_dir, parallelism, reporter, cancel, wait_for, clock)
+        run = _Run(plan, ledger, provider, spec_dir, parallelism, reporter, cancel, wait_for, clock, store.check_lock)
         run.forward()
         run.deletes()
         run.result.state = ledger.state
@@ -153,7 +157,8 @@ def _record_refresh(state: State, plan: Plan, now: datetime) -> None:
 
 class _Run:
     def __init__(self, plan: Plan, ledger: Ledger, provider: Provider, spec_dir: Path, parallelism: int,
-                 reporter: Reporter, cancel: threading.Event, wait_for: bool, clock: Callable[[], datetime]) -> None:
+                 reporter: Reporter, cancel: threading.Event, wait_for: bool, clock: Callable[[], datetime],
+                 check_lock: Callable[[], None]) -> None:
         self.plan = plan
         self.ledger = ledger
         self.provider = provider
@@ -163,6 +168,7 @@ class _Run:
         self.cancel = cancel
         self.wait_for = wait_for
         self.clock = clock
+        self.check_lock = check_lock
         self.result = ApplyResult()
         self.outcome: dict[str, ResultStatus] = {}  # address -> what became of its change
         self.replaced: list[str] = []
@@ -218,16 +224,16 @@ class _Run:
         running: dict[Future, str] = {}
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="fastuner") as pool:
             while pending or running:
-                if not self.cancel.is_set():
-                    for key in sorted((k for k, deps in pending.items() if not deps), key=order.__getitem__):
-                        if len(running) >= self.parallelism:
-                            break
-                        del pending[key]
-                        running[pool.submit(self._guard, work, items[key])] = key
-                else:
+                for key in sorted((k for k, deps in pending.items() if not deps), key=order.__getitem__):
+                    if len(running) >= self.parallelism or self.cancel.is_set() or not self._lock_held():
+                        break
+                    del pending[key]
+                    running[pool.submit(self._guard, work, items[key])] = key
+                if self.cancel.is_set() or self.result.lock_lost:
+                    status, why = ((ResultStatus.SKIPPED, "not started: the state lock was lost")
+                                   if self.result.lock_lost else (ResultStatus.CANCELLED, "not started: interrupted"))
                     for key in sorted(pending, key=order.__getitem__):
-                        self._finish(items[key], Result(items[key].address, str(items[key].action), ResultStatus.CANCELLED,
-                                                        "not started: interrupted"))
+                        self._finish(items[key], Result(items[key].address, str(items[key].action), status, why))
                     pending.clear()
                 if not running:
                     if pending:  # only blocked items remain: their upstream failed or is pending
@@ -244,6 +250,16 @@ class _Run:
                     if result.status is not ResultStatus.DONE:
                         for other in [k for k, deps in pending.items() if self._blocked_by(k, key, items)]:
                             self._skip(items[other], pending, items, cause=(key, result.status))
+
+    def _lock_held(self) -> bool:
+        """Asked before each operation starts; once the lock is lost, no operation starts again."""
+        if not self.result.lock_lost:
+            try:
+                self.check_lock()
+            except LockLostError as exc:
+                self.result.lock_lost = exc.reason
+                self.reporter.notice(f"{exc.diagnostics[0].summary}. {exc.diagnostics[0].detail}")
+        return not self.result.lock_lost
 
     @staticmethod
     def _blocked_by(key: str, failed: str, items: Mapping[str, Change]) -> bool:

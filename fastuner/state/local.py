@@ -70,15 +70,26 @@ class LocalStateStore:
                                 f"(serial {serial}, expected {state.serial})",
                                 "Another process wrote it without holding the lock.")
         new = state.model_copy(update={"serial": state.serial + 1})
+        self._replace(new, keep_previous=current is not None)
+        return new
+
+    def push(self, state: State, *, over: State | None) -> State:
+        current = self._current()
+        if current != ((over.lineage, over.serial) if over is not None else None):
+            raise UserError(f"refusing to overwrite {self.location}: it changed while pushing",
+                            "Another process wrote it without holding the lock; run `state push` again.")
+        self._replace(state, keep_previous=current is not None)
+        return state
+
+    def _replace(self, new: State, *, keep_previous: bool) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if current is not None:
+        if keep_previous:
             backup_tmp = self.backup_path.with_name(f".{self.backup_path.name}.{os.getpid()}.tmp")
             backup_tmp.unlink(missing_ok=True)
             os.link(self.path, backup_tmp)
             os.replace(backup_tmp, self.backup_path)
         written = _atomic_write(self.path, serialize_state(new).encode("utf-8"))
         self._seen = (_fingerprint(written), new.lineage, new.serial)
-        return new
 
     def _current(self) -> tuple[str, int] | None:
         """Lineage and serial on disk; parsed only when the file is not the one this store last saw."""
@@ -105,6 +116,9 @@ class LocalStateStore:
             yield info
         finally:
             self._release(fd)
+
+    def check_lock(self) -> None:
+        """Never raises: the OS keeps the lock for as long as this process lives."""
 
     def current_lock(self) -> LockInfo | None:
         try:

@@ -22,7 +22,8 @@ NO_SPEC = {"ci github", "schema"}  # commands that never read fastuner.yaml
 ARGS = {
     "validate": [], "plan": [], "show": [], "apply": ["--auto-approve"], "destroy": ["--auto-approve"],
     "reap": ["--auto-approve"], "state list": [], "state show": ["dataset.intents"],
-    "state rm": ["dataset.intents"], "force-unlock": ["some-id"], "logs": ["dataset.intents"],
+    "state rm": ["dataset.intents"], "state pull": [], "state push": ["state.json"], "force-unlock": ["some-id"],
+    "logs": ["dataset.intents"],
     "invoke": ["deployment.api", "--input", "hello"], "iam-policy": [], "bootstrap": ["--auto-approve"],
     "import": ["dataset.intents", "some-id"],
 }
