@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.cli.conftest import ROOT
 from tests.cli.helpers import fastuner_subprocess, intents_rows, write_jsonl
@@ -17,6 +18,8 @@ EXAMPLES = sorted(p.parent.name for p in (ROOT / "examples").glob("*/fastuner.ya
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_validate_and_plan_every_example(example: str, cli) -> None:
     folder = ROOT / "examples" / example
+    if "sagemaker" in (yaml.safe_load((folder / "fastuner.yaml").read_text()).get("provider") or {}):
+        return _validate_and_plan_on_aws(folder, example, cli)
     run = cli("validate", cwd=folder)
     assert run.code == 0, run.text
     assert "Success!" in run.out
@@ -26,6 +29,23 @@ def test_validate_and_plan_every_example(example: str, cli) -> None:
     assert plan["format_version"] == "1"
     assert plan["project"] == example
     assert {c["kind"] for c in plan["changes"]} >= {"dataset"}
+
+
+def _validate_and_plan_on_aws(folder: Path, example: str, cli) -> None:
+    """An AWS example plans against moto, after `fastuner bootstrap` made its bucket."""
+    from moto import mock_aws
+
+    environ = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_MAX_ATTEMPTS": "2",
+               "FASTUNER_VAR_account": "123456789012"}
+    with mock_aws():
+        run = cli("validate", cwd=folder, environ=environ)
+        assert run.code == 0 and "Success!" in run.out, run.text
+        assert cli("bootstrap", "--auto-approve", cwd=folder, environ=environ).code == 0
+        run = cli("plan", "--json", cwd=folder, environ=environ)
+    assert run.code == 0, run.text
+    plan = json.loads(run.out)
+    assert plan["project"] == example and plan["provider"] == "sagemaker"
+    assert {c["kind"] for c in plan["changes"]} == {"dataset", "adapter"}
 
 
 def test_full_cycle(project: Path, cli) -> None:

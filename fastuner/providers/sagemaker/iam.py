@@ -30,12 +30,10 @@ from typing import Any
 from fastuner.aws.clients import Call, iam_action
 from fastuner.config.models import Config
 from fastuner.errors import UserError
+from fastuner.state.s3 import LOCK_PREFIX  # the bootstrap's lifecycle rule expires old lock versions there
 
 VERSION = "2012-10-17"
 PROJECT_TAG = "fastuner:project"  # the tag the SageMaker provider puts on everything it creates
-# The prefix of the S3 state backend's lock objects: it must equal `fastuner.state.s3.LOCK_PREFIX`
-# (the bootstrap's lifecycle rule expires their old versions there).
-LOCK_PREFIX = "fastuner-locks/"
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 SAGEMAKER_SERVICE = "sagemaker.amazonaws.com"
 DEFAULT_TRAINING_REPOSITORY = "huggingface-pytorch-training"  # the Hugging Face PyTorch training images
