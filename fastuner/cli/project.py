@@ -70,7 +70,7 @@ def build_store(spec: Spec, workspace: str, notice=None, lock_timeout: float = 0
 
         session = AwsSession(s3.region, environ=environ)
         return S3StateStore(session, s3.bucket, workspace_key(s3.key, workspace), kms_key_id=s3.kms_key_id,
-                            on_notice=notice, lock_timeout=lock_timeout)
+                            on_notice=notice, lock_timeout=lock_timeout, lease=s3.lock_lease.total_seconds())
     return LocalStateStore(state_path(spec, workspace), on_notice=notice, lock_timeout=lock_timeout)
 
 

@@ -48,6 +48,18 @@ class S3Backend(Strict):
     key: str = Field(description="Object key of the state, e.g. fastuner/skyrim.json.")
     region: str | None = Field(None, description="AWS region of the bucket; default from the AWS config.")
     kms_key_id: str | None = Field(None, description="KMS key for server-side encryption of the state.")
+    lock_lease: Duration = Field(
+        timedelta(minutes=2),
+        description="How long the state lock outlives its holder's last renewal (the holder renews it every "
+        "third of this while it works): a run killed without releasing it (a cancelled CI job) blocks others "
+        "at most this long, then the lock is taken over.")
+
+    @field_validator("lock_lease")
+    @classmethod
+    def _lease(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=3) <= value <= timedelta(hours=1):
+            raise ValueError("lock_lease must be between 3s and 1h")
+        return value
 
 
 class Backend(Strict):
