@@ -115,7 +115,7 @@ class World:
     def change(self, *, compute: str = "{instance_type: ml.g5.2xlarge, spot: true, max_runtime: 2h}",
                base_model: str = "org/tiny-bert", workspace: str = "default") -> Change:
         """The adapter's create, as the planner makes it from a spec."""
-        (self.root / "data").mkdir(exist_ok=True)
+        (self.root / "data").mkdir(parents=True, exist_ok=True)
         (self.root / "data" / "intents.jsonl").write_bytes(rows("all", 120))
         spec_text = textwrap.dedent(f"""\
             version: 1
