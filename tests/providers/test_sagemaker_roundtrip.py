@@ -15,6 +15,8 @@ import importlib.util
 import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -48,8 +50,9 @@ print(json.dumps({"args": args, "settings": dataclasses.asdict(hp), "channels": 
 """
 
 
-def container_tree(world: World, request: dict[str, Any], base: Path) -> Path:
-    """/opt/ml as SageMaker prepares it for the first host of the job `request` created."""
+def container_tree(world: World, request: dict[str, Any], base: Path, hosts: list[str] | None = None) -> Path:
+    """/opt/ml as SageMaker prepares it for the first host of the job `request` created. `hosts`: the
+    hosts' names (SageMaker's "algo-N" resolve only on its network; the toolkit waits for them)."""
     s3 = world.session.client("s3")
     config = base / "input" / "config"
     config.mkdir(parents=True)
@@ -59,7 +62,7 @@ def container_tree(world: World, request: dict[str, Any], base: Path) -> Path:
                            "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
         for c in request["InputDataConfig"]}))
     resources = request["ResourceConfig"]
-    hosts = [f"algo-{i + 1}" for i in range(resources["InstanceCount"])]
+    hosts = hosts or [f"algo-{i + 1}" for i in range(resources["InstanceCount"])]
     (config / "resourceconfig.json").write_text(json.dumps({
         "current_host": hosts[0], "current_instance_type": resources["InstanceType"],
         "current_group_name": "homogeneousCluster", "hosts": hosts, "network_interface_name": "eth0",
@@ -80,10 +83,15 @@ def container_tree(world: World, request: dict[str, Any], base: Path) -> Path:
     return base
 
 
-def read_in_container(base: Path) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
+def container_env(base: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_", "HF_"))}
     env.update({"SAGEMAKER_BASE_DIR": str(base), "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing"})
+                "AWS_SECRET_ACCESS_KEY": "testing", **extra})
+    return env
+
+
+def read_in_container(base: Path) -> dict[str, Any]:
+    env = container_env(base)
     proc = subprocess.run([sys.executable, "-c", READ_AS_THE_CONTAINER_DOES], env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -128,3 +136,60 @@ def test_the_program_parses_exactly_the_config_fastuner_sent(tmp_path: Path, cas
         assert command[:5] == ["torchrun", "--nnodes", "2", "--nproc_per_node", command[4]]
         assert command[command.index("--master_addr") + 1] == "algo-1" and command[command.index("--node_rank") + 1] == "0"
         assert command[command.index("train.py") + 1:] == args  # the same arguments on every rank
+
+
+def hub_cache(home: Path, repo_id: str, model: Path) -> Path:
+    """A Hugging Face cache holding `model` under a hub id (what the image would have downloaded)."""
+    commit = "0" * 40
+    repo = home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return home
+
+
+@pytest.mark.slow
+def test_a_job_runs_the_uploaded_program_on_its_channels_and_its_artifact_is_adopted(tmp_path: Path,
+                                                                                      tiny_models) -> None:
+    """The container side played as SageMaker plays it, with the real toolkit (`trainer.train()`): the
+    program from the uploaded tarball trains on the channels from S3 with the hyperparameters sent;
+    SageMaker's tarball of SM_MODEL_DIR is then what the next apply adopts, without a second job."""
+    assert not Path("/opt/ml/checkpoints").exists()
+    with mock_aws():
+        world = World(tmp_path / "spec")
+        change, dataset = world.change(base_model="fastuner-test/tiny-bert"), world.dataset()
+        world.jobs.create(change, world.ctx(dataset, wait=False))
+        request = world.sent("CreateTrainingJob")[0]
+        base = container_tree(world, request, tmp_path / "opt_ml", hosts=["localhost"])
+        home = hub_cache(tmp_path / "hf", "fastuner-test/tiny-bert", tiny_models["bert"])
+        env = container_env(base, HF_HOME=str(home), HF_HUB_OFFLINE="1", **request["Environment"])
+        proc = subprocess.run([sys.executable, "-c", "from sagemaker_training import trainer; trainer.train()"],
+                              env=env, capture_output=True, text=True, timeout=600)
+        log = proc.stdout + proc.stderr
+        assert proc.returncode == 0, log
+        assert (base / "output" / "success").is_file() and not (base / "output" / "failure").exists()
+        assert "--base_model fastuner-test/tiny-bert" in log and "--labels ['" in log
+
+        # what SageMaker parses from the log with the job's MetricDefinitions (the last value of each)
+        final = {}
+        for d in request["AlgorithmSpecification"]["MetricDefinitions"]:
+            values = [m.group(1) for line in log.splitlines() if (m := re.search(d["Regex"], line))]
+            if values:
+                final[d["Name"]] = float(values[-1])
+        assert final["step"] == 3 and "train_loss" in final and "test_accuracy" in final
+
+        # SageMaker uploads SM_MODEL_DIR as <S3OutputPath><job>/output/model.tar.gz, files at its root
+        model_tar = io.BytesIO()
+        with tarfile.open(fileobj=model_tar, mode="w:gz") as tar:
+            for path in sorted((base / "model").iterdir()):
+                tar.add(path, arcname=path.name)
+        artifact = f"{request['OutputDataConfig']['S3OutputPath']}{request['TrainingJobName']}/output/model.tar.gz"
+        world.put_artifact(artifact, model_tar.getvalue())
+
+        outcome = world.jobs.create(change, world.ctx(dataset))  # moto completed the job at once
+        assert len(world.sent("CreateTrainingJob")) == 1
+        assert outcome.outputs["artifact"] == {"model.tar.gz": artifact}
+    with tarfile.open(fileobj=io.BytesIO(model_tar.getvalue())) as tar:
+        names = set(tar.getnames())
+    assert {"adapter_config.json", "adapter_model.safetensors", "fastuner.json"} <= names
+    assert not Path("/opt/ml/checkpoints").exists()  # the job wrote nothing outside its tree
