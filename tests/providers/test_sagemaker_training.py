@@ -612,3 +612,55 @@ def test_a_throttling_storm_ends_in_the_explained_error_after_the_retries(world:
     assert len(attempts) == world.session.max_attempts == 2
     assert "kept throttling DescribeTrainingJob after the retries" in info.value.message
     assert "AWS_MAX_ATTEMPTS" in info.value.hint and not world.sent("CreateTrainingJob")
+
+
+def test_a_job_that_cannot_be_deleted_leaves_a_warning_not_a_failure(world: World) -> None:
+    change = world.change()
+    done = world.jobs.create(change, world.ctx())
+    sm = world.session.client("sagemaker")
+    description = sm.describe_training_job(TrainingJobName=change.physical_name)
+    description.pop("ResponseMetadata")
+    denied = f"User: x is not authorized to perform: sagemaker:DeleteTrainingJob on resource: {done.outputs['job_arn']}"
+    with Stubber(sm) as stub:
+        stub.add_response("describe_training_job", description)
+        stub.add_client_error("describe_training_job", "ValidationException", "Requested resource not found")
+        stub.add_client_error("delete_training_job", "AccessDeniedException", denied)
+        world.jobs.delete(world.state(change, dict(done.outputs)), world.ctx())
+    assert len(world.warnings) == 1 and "is kept" in world.warnings[0]
+    assert "sagemaker:DeleteTrainingJob" in world.warnings[0]
+
+
+# --- checks at plan time ------------------------------------------------------------------------------------
+
+
+def test_plan_time_checks_point_at_the_spec(tmp_path: Path) -> None:
+    from fastuner.providers.sagemaker.checks import check_training
+
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    (tmp_path / "fastuner.yaml").write_text(f"""\
+version: 1
+project: demo
+provider:
+  sagemaker: {{region: {REGION}, role_arn: "{ROLE}", bucket: {BUCKET}, network_isolation: true}}
+datasets:
+  ds: {{path: data/ds.jsonl, task: qa}}
+adapters:
+  good:
+    base_model: org/model
+    dataset: ds
+  local:
+    base_model: models/tiny
+    dataset: ds
+    compute: {{instance_type: ml.m5.xlarge}}
+  typo:
+    base_model: org/model
+    dataset: ds
+    compute: {{instance_type: ml.g5.2xlarg}}
+""")
+    spec = load_spec(tmp_path / "fastuner.yaml", variables={}, environ={})
+    found = [(d.summary, d.source.line if d.source else None) for d in check_training(spec)]
+    assert found[0][1] == 4 and "network_isolation needs a training image" in found[0][0]
+    assert [(s.split(":")[0], line) for s, line in found[1:]] == [
+        ("adapter.local", 14), ("adapter.local", 12), ("adapter.typo", 18)]
+    assert "ml.m5.xlarge has no GPU" in found[1][0] and "is a folder on this machine" in found[2][0]
+    assert "did you mean ml.g5.2xlarge" in found[3][0]

@@ -45,6 +45,7 @@ from fastuner.plan.observed import Observation, ObservationStatus
 from fastuner.providers.base import Context, Outcome, ProviderError, ResourceProvider
 from fastuner.providers.sagemaker import instances
 from fastuner.providers.sagemaker._errors_tmp import provider_errors
+from fastuner.providers.sagemaker.checks import adapter_problems, provider_problems
 from fastuner.providers.sagemaker.hyperparameters import (
     CONFIG_CHANNEL,
     CONFIG_FILE,
@@ -69,7 +70,7 @@ from fastuner.providers.sagemaker.jobs import (
     status_text,
 )
 from fastuner.providers.sagemaker.source import training_source
-from fastuner.providers.training import metric_definitions, resolve_model, training_config
+from fastuner.providers.training import metric_definitions, training_config
 from fastuner.state.model import ResourceState
 
 SPLITS = ("train", "validation", "test")
@@ -375,20 +376,10 @@ class TrainingJobs(ResourceProvider):
         compute = inputs.get("compute") or {}
         settings = self.settings
         instance_type = str(compute.get("instance_type", "ml.g5.2xlarge"))
-        unknown = instances.unknown_instance_type(instance_type)
-        if unknown:
-            raise ProviderError(unknown, "Set compute.instance_type to a SageMaker training instance type "
-                                "(or upgrade boto3 if the type is new).")
-        if settings.network_isolation and not settings.training_image:
-            raise ProviderError("network_isolation needs a training image with the program's dependencies: "
-                                "the default image installs them from PyPI when the job starts",
-                                "Build containers/train/Dockerfile, push it to ECR and set "
-                                "provider.sagemaker.training_image.")
-        base = resolve_model(str(inputs["base_model"]), self.spec_dir)
-        if Path(base).is_absolute() and Path(base).exists():
-            raise ProviderError(f"base_model {inputs['base_model']} is a folder on this machine, which a SageMaker "
-                                "job cannot read", "Use a Hugging Face hub id (org/name), or a training_image "
-                                "that has the model in its HF_HOME and its hub id.")
+        problems = provider_problems(settings) + adapter_problems(str(inputs["base_model"]), instance_type, settings,
+                                                                  self.spec_dir)
+        if problems:
+            raise ProviderError(problems[0].summary, problems[0].hint)
         dataset_address = f"dataset.{inputs['dataset']}"
         dataset = ctx.upstream.get(dataset_address)
         splits = (dataset.outputs.get("splits") if dataset is not None else None) or {}
@@ -573,7 +564,7 @@ class TrainingJobs(ResourceProvider):
                 self._delete_objects(checkpoints)
         for job in jobs:
             if _job_folder(job) not in spared:
-                self._delete_job(job["TrainingJobName"])
+                self._delete_job(job["TrainingJobName"], ctx)
 
     def _attempts(self, physical: str) -> list[dict[str, Any]]:
         out = []
@@ -607,18 +598,22 @@ class TrainingJobs(ResourceProvider):
                     return
                 params["ContinuationToken"] = token
 
-    def _delete_job(self, name: str) -> None:
-        """DeleteTrainingJob frees the name; botocore versions without it leave the job (harmless: a
-        later attempt takes the next name)."""
+    def _delete_job(self, name: str, ctx: Context) -> None:
+        """DeleteTrainingJob frees the name. The job's record costs nothing, so where it cannot be deleted
+        (a botocore without the call, a policy without the action) the adapter is still gone: a warning,
+        and a later job for the same inputs takes the next attempt's name."""
         client = self.sagemaker
         if not hasattr(client, "delete_training_job"):
             return
-        with provider_errors(f"deleting training job {name}"):
-            try:
-                client.delete_training_job(TrainingJobName=name)
-            except Exception as exc:
-                if not _job_not_found(exc):
-                    raise
+        try:
+            with provider_errors(f"deleting training job {name}"):
+                try:
+                    client.delete_training_job(TrainingJobName=name)
+                except Exception as exc:
+                    if not _job_not_found(exc):
+                        raise
+        except ProviderError as exc:
+            ctx.warning(f"training job {name} is kept: {exc}")
 
     # --- the log -----------------------------------------------------------------------------------
 
