@@ -87,7 +87,8 @@ def test_create_sends_the_job_the_program_the_data_and_the_settings(world: World
                              "S3DataDistributionType": "FullyReplicated"}
         assert c["InputMode"] == "File" and c["ContentType"] == "application/jsonlines"
     assert request["OutputDataConfig"] == {"S3OutputPath": f"{root}adapters/{change.identity}/"}
-    assert request["CheckpointConfig"] == {"S3Uri": f"{root}checkpoints/{name}/", "LocalPath": "/opt/ml/checkpoints"}
+    assert request["CheckpointConfig"] == {"S3Uri": f"{root}checkpoints/{name}/1x-ml.g5.2xlarge/",
+                                           "LocalPath": "/opt/ml/checkpoints"}
     assert request["ResourceConfig"] == {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50}
     assert request["EnableManagedSpotTraining"] is True
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200, "MaxWaitTimeInSeconds": 14400}
@@ -249,6 +250,15 @@ def test_a_failed_job_is_followed_by_an_attempt_that_resumes(world: World) -> No
     assert second["TrainingJobName"] == f"{change.physical_name}-r1"
     assert second["CheckpointConfig"] == first["CheckpointConfig"]  # the same checkpoints: it resumes
     assert json.loads(second["HyperParameters"]["sagemaker_job_name"]) == second["TrainingJobName"]
+    assert any("starting another attempt" in p for p in world.progress)
+    # compute changes in place; on two instances the program could not resume one instance's checkpoint
+    World.moto_job(f"{change.physical_name}-r1").training_job_status = "Stopped"
+    wider = world.change(compute="{instance_type: ml.g5.2xlarge, instance_count: 2, spot: true, max_runtime: 2h}")
+    assert wider.physical_name == change.physical_name
+    world.jobs.create(wider, world.ctx())
+    third = world.sent("CreateTrainingJob")[2]
+    assert third["TrainingJobName"] == f"{change.physical_name}-r2"
+    assert third["CheckpointConfig"]["S3Uri"] == first["CheckpointConfig"]["S3Uri"].replace("/1x-", "/2x-")
 
 
 def test_a_completed_job_whose_artifact_is_gone_is_trained_again(world: World) -> None:
@@ -412,7 +422,7 @@ def test_delete_stops_a_running_job_and_removes_its_files(world: World) -> None:
     name = change.physical_name
     folder = f"ft/adapters/{change.identity}/{name}/"
     world.put_artifact(f"s3://{BUCKET}/{folder}output/model.tar.gz")
-    world.put_artifact(f"s3://{BUCKET}/ft/checkpoints/{name}/step-00000002/COMPLETE")
+    world.put_artifact(f"s3://{BUCKET}/ft/checkpoints/{name}/1x-ml.g5.2xlarge/step-00000002/COMPLETE")
     world.put_artifact(f"s3://{BUCKET}/ft/adapters/{change.identity}/{name}-other/output/model.tar.gz")
     sm = world.session.client("sagemaker")
     description = sm.describe_training_job(TrainingJobName=name)

@@ -6,7 +6,7 @@ Names. A job's name is the adapter's deterministic physical name. SageMaker neve
 adapter is followed by another attempt under `<physical name>-r<N>`; the attempts of one name are found
 again by describing them in order, or in one List call, so a crashed apply adopts the job it started
 instead of starting another. Checkpoints live under the physical name, not the job's, so a new attempt
-resumes where the last one stopped (a spot interruption resumes within the same job).
+on the same instances resumes where the last one stopped (a spot interruption resumes within the job).
 """
 
 from __future__ import annotations

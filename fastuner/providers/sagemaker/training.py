@@ -5,7 +5,7 @@ training image, the same program and settings as the local provider's.
     s3://BUCKET/PREFIX/configs/<sha256>/config.json           settings too long for hyperparameters
     s3://BUCKET/PREFIX/datasets/<sha256>/                     the channels (the dataset's splits)
     s3://BUCKET/PREFIX/adapters/<identity>/<job>/output/model.tar.gz   the adapter (SageMaker writes it)
-    s3://BUCKET/PREFIX/checkpoints/<physical name>/           checkpoints (spot interruptions, retries)
+    s3://BUCKET/PREFIX/checkpoints/<physical name>/<layout>/  checkpoints (spot interruptions, retries)
 
 Unchanged inputs never retrain. The job's name is the adapter's physical name (a hash of everything that
 forces replacement) and its artifacts sit under the adapter's identity, so `create` first looks for the
@@ -127,8 +127,12 @@ class TrainingJobs(ResourceProvider):
         """Where SageMaker writes a job's output: the adapter's identity names the folder."""
         return f"{self.root}adapters/{identity}/"
 
-    def checkpoint_uri(self, physical: str) -> str:
-        return f"{self.root}checkpoints/{physical}/"
+    def checkpoint_uri(self, physical: str, layout: str = "") -> str:
+        """Checkpoints of an adapter's jobs: every attempt of one physical name resumes from them, in a
+        folder per cluster layout (`2x-ml.g5.12xlarge`), since the program refuses a checkpoint made by
+        another number of processes; compute changes in place, so a retry on other instances starts
+        afresh instead of failing."""
+        return f"{self.root}checkpoints/{physical}/{layout + '/' if layout else ''}"
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -221,7 +225,7 @@ class TrainingJobs(ResourceProvider):
         attempt of its name (a crash may have started one that state never heard of)."""
         name = self._recorded_job(rs)
         job = self.describe(name) if name else None
-        if rs.pending is None or not rs.physical_name:
+        if job is None or rs.pending is None or not rs.physical_name:
             return job
         k = attempt_of(rs.physical_name, name) or 0
         while k + 1 < MAX_ATTEMPTS:
@@ -418,8 +422,8 @@ class TrainingJobs(ResourceProvider):
             environment["HF_HUB_OFFLINE"] = "1"  # fail at once, naming HF_HOME, rather than retry downloads
         return JobRequest(
             name=name, image=image, role_arn=settings.role_arn, hyperparameters=hyperparameters.values,
-            channels=channels, output_path=self.output_path(change.identity or "unknown"),
-            checkpoint_uri=self.checkpoint_uri(change.physical_name or name),
+            channels=channels, output_path=self.output_path(change.identity),
+            checkpoint_uri=self.checkpoint_uri(change.physical_name or name, f"{count}x-{instance_type}"),
             compute=Compute(instance_type=instance_type, instance_count=count,
                             volume_size_gb=int(compute.get("volume_size_gb", 50)), spot=bool(compute.get("spot")),
                             max_runtime_s=_seconds(compute.get("max_runtime", "4h")),
