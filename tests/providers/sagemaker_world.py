@@ -165,11 +165,11 @@ class World:
         answer = self.session.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=prefix)
         return sorted(o["Key"] for o in answer.get("Contents") or [])
 
-    def log(self, job: str, host: str, lines: list[str]) -> None:
-        """Lines in the job's CloudWatch stream for a host, as SageMaker writes them."""
+    def log(self, job: str, host: str, lines: list[str], start: int = 1712345678) -> None:
+        """Lines in the job's CloudWatch stream for a host (started at `start`), as SageMaker writes them."""
         logs = self.session.client("logs")
         group = "/aws/sagemaker/TrainingJobs"
-        stream = f"{job}/{host}-1712345678"
+        stream = f"{job}/{host}-{start}"
         with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
             logs.create_log_group(logGroupName=group)
         with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):

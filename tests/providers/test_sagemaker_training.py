@@ -674,3 +674,28 @@ adapters:
         ("adapter.local", 14), ("adapter.local", 12), ("adapter.typo", 18)]
     assert "ml.m5.xlarge has no GPU" in found[1][0] and "is a folder on this machine" in found[2][0]
     assert "did you mean ml.g5.2xlarge" in found[3][0]
+
+
+def test_after_a_spot_interruption_the_new_stream_is_followed(world: World) -> None:
+    change = world.change()
+    world.jobs.create(change, world.ctx(wait=False))
+    name = change.physical_name
+    job = World.moto_job(name)
+    job.training_job_status, job.secondary_status = "InProgress", "Training"
+    world.log(name, "algo-1", ["[fastuner] step=1 total_steps=4 epoch=0.25 train_loss=1.5000"])
+
+    def go(pauses: int) -> None:
+        if pauses == 1:
+            job.secondary_status = "Interrupted"
+        if pauses == 2:  # restarted on new capacity: a new stream for the same host
+            job.secondary_status = "Training"
+            world.log(name, "algo-1", ["[fastuner] INFO: resuming from checkpoint step-00000002"], start=1712349999)
+            world.log(name, "algo-1", ["[fastuner] step=4 total_steps=4 epoch=1.00 train_loss=0.7000"],
+                      start=1712349999)
+            job.training_job_status = job.secondary_status = "Completed"
+
+    world.on_sleep = go
+    assert world.jobs.create(change, world.ctx()).status is OutcomeStatus.READY
+    assert [p for p in world.progress if p.startswith(("step", "resuming"))] == [
+        "step 1/4 · loss 1.5000", "resuming from checkpoint step-00000002", "step 4/4 · loss 0.7000"]
+    assert any(p.startswith("Interrupted") for p in world.progress)

@@ -3,9 +3,9 @@ the program's stdout and stderr) to the stream `<job name>/algo-<N>-<epoch>` of 
 `/aws/sagemaker/TrainingJobs`. The streams appear once the instances start.
 
 `StreamReader` reads one stream forward with GetLogEvents' token (AWS answers the same token when there
-is nothing new); `JobStreams` finds a job's streams (one per instance, sorted by host); `LiveProgress`
-turns the first host's new lines into what apply shows (rank 0, which logs the steps, runs there),
-with the same reading of lines as the local provider's (trainlog.py).
+is nothing new); `JobStreams` finds a job's streams (one per instance and start, sorted by host, then
+by start); `LiveProgress` turns the first host's new lines into what apply shows (rank 0, which logs the
+steps, runs there), with the same reading of lines as the local provider's (trainlog.py).
 """
 
 from __future__ import annotations
@@ -93,18 +93,16 @@ class JobStreams:
 
 
 class LiveProgress:
-    """What the first host's log says since the last poll, as (\"progress\" | \"warning\", text) —
-    every logged step and warning once, in order."""
+    """What the first host's log says since the last poll, as ("progress" | "warning", text) — every
+    logged step and warning once, in order. A spot interruption restarts the host under a new stream,
+    so the streams are looked for again at every poll."""
 
     def __init__(self, client: Callable[[], Any], job: str) -> None:
         self.streams = JobStreams(client, job)
-        self.reader: StreamReader | None = None
 
     def poll(self) -> list[tuple[str, str]]:
-        if self.reader is None:
-            found = self.streams.discover()
-            if not found:
-                return []
-            self.reader = found[0]
-        events = (read_line(line) for line in self.reader.read())
+        readers = self.streams.discover()
+        first = host_of(readers[0].stream) if readers else ""
+        lines = [line for r in readers if host_of(r.stream) == first for line in r.read()]
+        events = (read_line(line) for line in lines)
         return [e for e in events if e is not None]

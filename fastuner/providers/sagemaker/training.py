@@ -108,6 +108,7 @@ class TrainingJobs(ResourceProvider):
                                   kms_key_id=kms)
         self.configs = S3ObjectStore(session, self.bucket, self.prefix, namespace="configs", filename=CONFIG_FILE,
                                      kms_key_id=kms)
+        self._source: str | None = None  # the program's S3 URI once uploaded (or found) in this run
 
     # --- where things are ------------------------------------------------------------------------
 
@@ -398,8 +399,10 @@ class TrainingJobs(ResourceProvider):
         config = training_config(inputs, dataset.inputs, labels, self.spec_dir, CHECKPOINT_DIR)
         image = training_image(self.session.region, instance_type, settings.training_image)
         count = int(compute.get("instance_count", 1))
-        with provider_errors("uploading the training program", "s3"):
-            source = self.code.uri(self.code.put_bytes(training_source()))
+        if self._source is None:  # once per run: the same bytes, content-addressed
+            with provider_errors("uploading the training program", "s3"):
+                self._source = self.code.uri(self.code.put_bytes(training_source()))
+        source = self._source
         toolkit: dict[str, Any] = {
             "sagemaker_program": PROGRAM,
             "sagemaker_submit_directory": source,
