@@ -22,7 +22,7 @@ from fastuner.plan.observed import ObservationStatus
 from fastuner.providers.base import OutcomeStatus, ProviderError
 from fastuner.providers.sagemaker.source import training_source
 from fastuner.providers.training import metric_definitions
-from fastuner.state.model import Trained
+from fastuner.state.model import Status, Trained
 from tests.providers.sagemaker_world import BUCKET, LABELS, REGION, ROLE, World
 
 
@@ -699,3 +699,30 @@ def test_after_a_spot_interruption_the_new_stream_is_followed(world: World) -> N
     assert [p for p in world.progress if p.startswith(("step", "resuming"))] == [
         "step 1/4 · loss 1.5000", "resuming from checkpoint step-00000002", "step 4/4 · loss 0.7000"]
     assert any(p.startswith("Interrupted") for p in world.progress)
+
+
+def test_one_list_finds_later_attempts_and_failures_state_already_explains(world: World) -> None:
+    changes = [world.change(base_model=f"org/m{i}") for i in range(4)]
+    for c in changes:
+        world.jobs.create(c, world.ctx(wait=False))
+    a, b, c, d = changes
+    World.moto_job(a.physical_name).training_job_status = "Failed"
+    world.jobs.create(a, world.ctx(wait=False))  # a's -r1, which state never heard of (a crash)
+    World.moto_job(f"{a.physical_name}-r1").training_job_status = "InProgress"
+    World.moto_job(b.physical_name).training_job_status = "Failed"
+    states = [world.state(a, pending=True),
+              world.state(b, status=Status.FAILED),
+              world.state(c, {"job_name": c.physical_name, "artifact": {"model.tar.gz": "s3://x/y/output/model.tar.gz"}}),
+              world.state(d, pending=True)]
+    states[1].error = "training job X failed: out of memory"
+    for i, rs in enumerate(states):
+        rs.address, rs.name = f"adapter.a{i}", f"a{i}"
+    world.calls.clear()
+    seen = world.jobs.read_many(states)
+    assert [c["operation"] for c in world.calls] == ["ListTrainingJobs", "DescribeTrainingJob"]
+    assert world.sent("DescribeTrainingJob") == [{"TrainingJobName": d.physical_name}]
+    assert seen["adapter.a0"].status is ObservationStatus.PENDING and f"{a.physical_name}-r1" in seen["adapter.a0"].detail
+    assert (seen["adapter.a1"].status, seen["adapter.a1"].detail) == (ObservationStatus.FAILED, states[1].error)
+    assert (seen["adapter.a2"].status, seen["adapter.a2"].outputs) == (ObservationStatus.READY, {})
+    assert seen["adapter.a3"].status is ObservationStatus.READY
+    assert seen["adapter.a3"].outputs["job_name"] == d.physical_name

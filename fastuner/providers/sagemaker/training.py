@@ -71,7 +71,7 @@ from fastuner.providers.sagemaker.jobs import (
 )
 from fastuner.providers.sagemaker.source import training_source
 from fastuner.providers.training import metric_definitions, training_config
-from fastuner.state.model import ResourceState
+from fastuner.state.model import ResourceState, Status
 
 SPLITS = ("train", "validation", "test")
 MAX_ATTEMPTS = 100
@@ -163,9 +163,8 @@ class TrainingJobs(ResourceProvider):
         to_describe: list[tuple[ResourceState, dict[str, Any]]] = []
         for rs in states:
             name = wanted[rs.address]
-            if rs.pending is not None and rs.physical_name:
-                start = attempt_of(rs.physical_name, name) or 0
-                k = start
+            if _unsettled(rs) and rs.physical_name:
+                k = attempt_of(rs.physical_name, name) or 0
                 while attempt_name(rs.physical_name, k + 1) in summaries:
                     k += 1
                 name = attempt_name(rs.physical_name, k)
@@ -176,9 +175,8 @@ class TrainingJobs(ResourceProvider):
             status = summary.get("TrainingJobStatus")
             if status in RUNNING or (status == "Completed" and _recorded_complete(rs, name)):
                 out[rs.address] = self._observe(rs, summary, None)
-            elif status in ENDED_BADLY and rs.status == "failed" and rs.outputs.get("job_name") == name:
-                out[rs.address] = Observation(ObservationStatus.FAILED, detail=rs.error or failure_text(summary),
-                                              stored=self._stored(rs, None))
+            elif status in ENDED_BADLY and rs.status == Status.FAILED and rs.error:  # state has its reason
+                out[rs.address] = Observation(ObservationStatus.FAILED, detail=rs.error, stored=self._stored(rs, None))
             else:
                 to_describe.append((rs, summary))
         if to_describe:
@@ -210,7 +208,7 @@ class TrainingJobs(ResourceProvider):
         if since is not None:
             params["CreationTimeAfter"] = since - CREATED_SLACK
         out: dict[str, dict[str, Any]] = {}
-        pending_any = any(rs.pending is not None for rs in states)
+        pending_any = any(_unsettled(rs) for rs in states)  # their later attempts are wanted too
         with provider_errors("listing training jobs"):
             while True:
                 answer = self.sagemaker.list_training_jobs(**params)
@@ -222,11 +220,11 @@ class TrainingJobs(ResourceProvider):
                 params["NextToken"] = token
 
     def _latest(self, rs: ResourceState) -> dict[str, Any] | None:
-        """The description of the resource's job: the recorded one, or for work in flight the latest
-        attempt of its name (a crash may have started one that state never heard of)."""
+        """The description of the resource's job: the recorded one, or for work in flight (or failed)
+        the latest attempt of its name (a crash may have started one that state never heard of)."""
         name = self._recorded_job(rs)
         job = self.describe(name) if name else None
-        if job is None or rs.pending is None or not rs.physical_name:
+        if job is None or not _unsettled(rs) or not rs.physical_name:
             return job
         k = attempt_of(rs.physical_name, name) or 0
         while k + 1 < MAX_ATTEMPTS:
@@ -677,6 +675,11 @@ def _common_prefix(names: Sequence[str]) -> str:
     while n < min(len(first), len(last)) and first[n] == last[n]:
         n += 1
     return first[:n]
+
+
+def _unsettled(rs: ResourceState) -> bool:
+    """Work in flight or failed: a later attempt than state knows of may exist."""
+    return rs.pending is not None or rs.status == Status.FAILED
 
 
 def _recorded_complete(rs: ResourceState, name: str) -> bool:
