@@ -79,6 +79,7 @@ LIST_PAGE = 100
 DESCRIBE_WORKERS = 8
 BATCH_FROM = 3  # read_many lists instead of describing from this many resources on
 CREATED_SLACK = timedelta(hours=1)  # clock skew between this machine and SageMaker's CreationTime
+LOG_POLL_S = 5.0  # `fastuner logs -f`: someone is reading
 STOP_WAIT_S = 600.0  # a stopped job gets SIGTERM, then SIGKILL 120 s later; stopping takes a few minutes
 PROGRAM = "train.py"
 LOG_LEVEL_INFO = 20
@@ -648,7 +649,7 @@ class TrainingJobs(ResourceProvider):
                 return
             if job is None or job.get("TrainingJobStatus") not in RUNNING:
                 return
-            self._pause(self.poll)
+            self._pause(min(self.poll, LOG_POLL_S))
             job = self.describe(name)
 
 
