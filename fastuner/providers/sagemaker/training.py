@@ -25,7 +25,6 @@ and deletes the job (DeleteTrainingJob, where botocore knows it).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from fastuner.aws.clients import AwsSession
-from fastuner.aws.errors import error_code, error_message, is_not_found
+from fastuner.aws.errors import error_code, error_message
 from fastuner.aws.names import check_sagemaker_name
 from fastuner.config.duration import parse_duration
 from fastuner.config.models import SageMakerProvider
@@ -43,7 +42,7 @@ from fastuner.errors import UserError
 from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation, ObservationStatus
 from fastuner.providers.base import Context, Outcome, ProviderError, ResourceProvider
-from fastuner.providers.sagemaker import instances
+from fastuner.providers.sagemaker import instances, s3objects
 from fastuner.providers.sagemaker._errors_tmp import provider_errors
 from fastuner.providers.sagemaker.checks import adapter_problems, provider_problems
 from fastuner.providers.sagemaker.hyperparameters import (
@@ -286,33 +285,12 @@ class TrainingJobs(ResourceProvider):
         name = settings.get(CONFIG_CHANNEL)
         if channel is not None and isinstance(name, str):
             uri = channel["DataSource"]["S3DataSource"]["S3Uri"].rstrip("/") + "/" + name
-            settings = {**self._read_json(uri), **settings}
+            settings = {**s3objects.read_json(self.session, uri), **settings}
         return settings
-
-    def _read_json(self, uri: str) -> dict[str, Any]:
-        bucket, key = split_uri(uri)
-        with provider_errors(f"reading {uri}", "s3"):
-            try:
-                data = json.loads(self.session.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
-            except Exception as exc:
-                if is_not_found(exc):
-                    return {}
-                raise
-        return data if isinstance(data, dict) else {}
 
     def _artifact_exists(self, job: Mapping[str, Any]) -> bool:
         uri = (job.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
-        if not uri:
-            return False
-        bucket, key = split_uri(uri)
-        with provider_errors(f"checking {uri}", "s3"):
-            try:
-                self.session.client("s3").head_object(Bucket=bucket, Key=key)
-                return True
-            except Exception as exc:
-                if is_not_found(exc):
-                    return False
-                raise
+        return bool(uri) and s3objects.exists(self.session, uri)
 
     # --- creating ----------------------------------------------------------------------------------
 
@@ -582,27 +560,9 @@ class TrainingJobs(ResourceProvider):
         return out
 
     def _delete_objects(self, prefix_uri: str) -> None:
-        """Every object under an S3 prefix of this provider's (never outside its root)."""
-        if not prefix_uri.startswith(self.root) or prefix_uri == self.root:
-            return
-        bucket, prefix = split_uri(prefix_uri)
-        s3 = self.session.client("s3")
-        with provider_errors(f"deleting {prefix_uri}", "s3"):
-            params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-            while True:
-                answer = s3.list_objects_v2(**params)
-                keys = [{"Key": o["Key"]} for o in answer.get("Contents") or []]
-                if keys:
-                    result = s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-                    failed = result.get("Errors") or []
-                    if failed:
-                        raise ProviderError(f"could not delete {len(failed)} object(s) under {prefix_uri}: "
-                                            f"{failed[0].get('Code')} {failed[0].get('Message')}",
-                                            "Check s3:DeleteObject on the bucket, then run the command again.")
-                token = answer.get("NextContinuationToken")
-                if not answer.get("IsTruncated") or not token:
-                    return
-                params["ContinuationToken"] = token
+        """Everything under a prefix of this provider's (never outside its root)."""
+        if prefix_uri.startswith(self.root) and prefix_uri != self.root:
+            s3objects.delete_prefix(self.session, prefix_uri)
 
     def _delete_job(self, name: str, ctx: Context) -> None:
         """DeleteTrainingJob frees the name. The job's record costs nothing, so where it cannot be deleted
@@ -651,14 +611,6 @@ class TrainingJobs(ResourceProvider):
                 return
             self._pause(min(self.poll, LOG_POLL_S))
             job = self.describe(name)
-
-
-def split_uri(uri: str) -> tuple[str, str]:
-    """("bucket", "key/part") of "s3://bucket/key/part"."""
-    if not uri.startswith("s3://"):
-        raise ProviderError(f"not an S3 URI: {uri}")
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key
 
 
 def _job_not_found(exc: BaseException) -> bool:
