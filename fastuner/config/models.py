@@ -98,11 +98,25 @@ class SageMakerProvider(Strict):
     role_arn: str = Field(description="IAM execution role SageMaker assumes for jobs and endpoints.")
     bucket: str = Field(description="S3 bucket for datasets and adapter artifacts.")
     prefix: str = Field("fastuner", description="Key prefix inside the bucket.")
-    training_image: str | None = Field(None, description="Training image URI; default: the Hugging Face PyTorch training image.")
+    training_image: str | None = Field(
+        None, description="Training image URI; default: the Hugging Face PyTorch training image (GPU instance "
+        "types only), which installs containers/train/requirements.txt when each job starts. An image built from "
+        "containers/train/Dockerfile has them already (needed with network_isolation).")
     inference_image: str | None = Field(None, description="Inference image URI; default: the fastuner serve image.")
     kms_key_id: str | None = Field(None, description="KMS key for S3 objects, volumes and endpoints.")
-    subnets: list[str] = Field(default_factory=list, description="VPC subnets for jobs and endpoints.")
-    security_group_ids: list[str] = Field(default_factory=list, description="VPC security groups.")
+    subnets: list[str] = Field(default_factory=list, description="VPC subnets for jobs and endpoints (with "
+                               "security_group_ids).")
+    security_group_ids: list[str] = Field(default_factory=list, description="VPC security groups (with subnets).")
+    network_isolation: bool = Field(
+        False, description="Run training jobs with no network access (EnableNetworkIsolation): nothing is "
+        "downloaded while a job runs, so training_image must hold the program's dependencies and base_model "
+        "must be found in it (HF_HOME). S3 channels and outputs still work.")
+
+    @model_validator(mode="after")
+    def _vpc(self) -> SageMakerProvider:
+        if bool(self.subnets) != bool(self.security_group_ids):
+            raise ValueError("a VPC needs both subnets and security_group_ids: set both, or neither")
+        return self
 
 
 class Provider(Strict):
@@ -196,7 +210,7 @@ class TrainingCompute(Strict):
                        "interruptions).")
     max_runtime: Duration = Field(timedelta(hours=4), description="Stop the job after this long (every provider).")
     max_wait: Duration | None = Field(None, description=f"{SAGEMAKER_ONLY_NOTE}Spot only: longest wait incl. "
-                                      "interruptions (≥ max_runtime).")
+                                      "interruptions (≥ max_runtime; default: twice max_runtime).")
     volume_size_gb: int = Field(50, ge=1, le=16384, description=f"{SAGEMAKER_ONLY_NOTE}Training volume size.")
 
     @model_validator(mode="after")
