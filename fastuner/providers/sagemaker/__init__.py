@@ -1,4 +1,4 @@
-"""The SageMaker provider: datasets in S3, adapters as SageMaker training jobs (deployments: part 2).
+"""The SageMaker provider: datasets in S3, adapters as SageMaker training jobs (endpoints: not yet).
 
 Built by `sagemaker_provider` in the composition root (cli/project.py) from `provider: {sagemaker: …}`.
 Every AWS call goes through one `AwsSession` (fastuner/aws/clients.py) and every AWS failure through
@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from fastuner.config.loader import Spec
 from fastuner.providers.base import Provider
 
-ADAPTERS_UNSUPPORTED = "adapters on SageMaker (training jobs) are not available in this version of fastuner yet"
 DEPLOYMENTS_UNSUPPORTED = "deployments on SageMaker (endpoints) are not available in this version of fastuner yet"
 
 
@@ -23,7 +22,9 @@ def sagemaker_provider(spec: Spec, workspace: str, environ: Mapping[str, str]) -
     profile and endpoints from it, never from `os.environ` directly."""
     from fastuner.aws.clients import AwsSession
     from fastuner.providers.programs import code_hash
+    from fastuner.providers.sagemaker.checks import check_training
     from fastuner.providers.sagemaker.datasets import SageMakerDatasets
+    from fastuner.providers.sagemaker.training import TrainingJobs
 
     settings = spec.config.provider.sagemaker
     if settings is None:
@@ -31,11 +32,16 @@ def sagemaker_provider(spec: Spec, workspace: str, environ: Mapping[str, str]) -
     session = AwsSession(settings.region, environ=environ)
     datasets = SageMakerDatasets(session, settings.bucket, settings.prefix, spec.base_dir,
                                  kms_key_id=settings.kms_key_id)
+    adapters = TrainingJobs(session, settings, project=spec.config.project, workspace=workspace,
+                            spec_dir=spec.base_dir)
     return Provider(
         name="sagemaker",
-        resources={"dataset": datasets},
+        resources={"dataset": datasets, "adapter": adapters},
+        logs={"adapter": adapters},
         splits=datasets,
+        importers={"adapter": adapters},
         priced=True,
         training_code_hash=lambda: code_hash("train"),
-        unsupported={"adapter": ADAPTERS_UNSUPPORTED, "deployment": DEPLOYMENTS_UNSUPPORTED},
+        checks=lambda: check_training(spec),
+        unsupported={"deployment": DEPLOYMENTS_UNSUPPORTED},
     )

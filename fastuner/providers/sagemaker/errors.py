@@ -17,9 +17,10 @@ from fastuner.providers.base import ProviderError
 
 
 @contextmanager
-def provider_errors(doing: str) -> Iterator[None]:
+def provider_errors(doing: str, service: str = "") -> Iterator[None]:
     """Turn AWS failures inside the block into `ProviderError`. `doing` ("reading s3://…", "creating the
-    training job …") prefixes the message of a botocore failure the block did not explain itself."""
+    training job …") prefixes the message of a botocore failure the block did not explain itself;
+    `service` (s3, sagemaker, logs) names the IAM action when AWS denies one without saying which."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -27,7 +28,7 @@ def provider_errors(doing: str) -> Iterator[None]:
     except DiagnosticsError as exc:  # AwsError among them: already explained
         raise as_provider_error(exc) from None
     except (BotoCoreError, ClientError) as exc:
-        raise as_provider_error(explain(exc, doing)) from None
+        raise as_provider_error(explain(exc, doing, service)) from None
 
 
 def as_provider_error(exc: DiagnosticsError) -> ProviderError:

@@ -16,7 +16,7 @@ from typing import Any
 
 from fastuner.aws.errors import error_code
 from fastuner.providers.local.trainlog import read_line
-from fastuner.providers.sagemaker._errors_tmp import provider_errors
+from fastuner.providers.sagemaker.errors import provider_errors
 from fastuner.providers.sagemaker.jobs import LOG_GROUP
 
 _HOST = re.compile(r"/algo-(\d+)")

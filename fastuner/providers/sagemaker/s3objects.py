@@ -11,7 +11,7 @@ from typing import Any
 from fastuner.aws.clients import AwsSession
 from fastuner.aws.errors import is_not_found
 from fastuner.providers.base import ProviderError
-from fastuner.providers.sagemaker._errors_tmp import provider_errors
+from fastuner.providers.sagemaker.errors import provider_errors
 
 
 def split_uri(uri: str) -> tuple[str, str]:

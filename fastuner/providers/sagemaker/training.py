@@ -43,8 +43,8 @@ from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation, ObservationStatus
 from fastuner.providers.base import Context, Outcome, ProviderError, ResourceProvider
 from fastuner.providers.sagemaker import instances, s3objects
-from fastuner.providers.sagemaker._errors_tmp import provider_errors
 from fastuner.providers.sagemaker.checks import adapter_problems, provider_problems
+from fastuner.providers.sagemaker.errors import provider_errors
 from fastuner.providers.sagemaker.hyperparameters import (
     CONFIG_CHANNEL,
     CONFIG_FILE,
@@ -335,6 +335,63 @@ class TrainingJobs(ResourceProvider):
         raise ProviderError(f"{MAX_ATTEMPTS} training jobs were already started for {change.address}",
                             "Look at why they failed (fastuner logs ADDRESS) before trying again.")
 
+    # --- importing -----------------------------------------------------------------------------------
+
+    def import_resource(self, change: Change, resource_id: str, ctx: Context) -> Outcome:
+        """Adopt the training job `resource_id` as the adapter `change` plans: only a job of fastuner's
+        training program whose settings are the spec's (what `training_config` makes of them) and whose
+        compute is the spec's; a running job is adopted pending, a completed one with its artifact ready."""
+        name = self._name(resource_id)
+        job = self.describe(name)
+        if job is None:
+            raise ProviderError(f"there is no training job {name} in {self.session.region}",
+                                f"List them: aws sagemaker list-training-jobs --region {self.session.region} "
+                                f"--name-contains {name[:20]}")
+        differences = self._differences(change, job, ctx)
+        if differences:
+            raise ProviderError("it differs from the spec: " + "; ".join(differences),
+                                "Write the spec as the job ran (then import again), or let fastuner train the "
+                                "adapter itself: fastuner apply")
+        status = job.get("TrainingJobStatus")
+        if status in RUNNING:
+            ctx.progress(f"{name} is {str(status).lower()}: imported as pending; the next apply waits for it")
+            return Outcome.pending(pending_outputs(name, job.get("TrainingJobArn")))
+        if status == "Completed" and self._artifact_exists(job):
+            return Outcome.ready(self._outputs(job))
+        why = "its artifact is gone" if status == "Completed" else failure_text(job)
+        raise ProviderError(f"{name} did not produce an adapter ({why})",
+                            "Import a completed or running job, or let fastuner train it: fastuner apply")
+
+    def _differences(self, change: Change, job: Mapping[str, Any], ctx: Context) -> list[str]:
+        """How the job's settings and compute differ from what the spec would send (paths aside)."""
+        inputs = change.after or {}
+        dataset = ctx.upstream.get(f"dataset.{inputs['dataset']}")
+        if dataset is None:
+            raise ProviderError(f"dataset.{inputs['dataset']} is not applied", "Apply it first.")
+        hps = job.get("HyperParameters") or {}
+        if decode({"p": hps.get("sagemaker_program", '""')}).get("p") != PROGRAM:
+            return [f"it did not run fastuner's training program ({PROGRAM})"]
+        labels = sorted((dataset.outputs.get("labels") or {}).keys()) or None
+        wanted = training_config(inputs, dataset.inputs, labels, self.spec_dir, CHECKPOINT_DIR)
+        ran = self._job_settings(job)
+        out = [f"{key}: the job ran with {ran.get(key)!r}, the spec says {value!r}"
+               for key, value in sorted(wanted.items())
+               if key != "checkpoint_dir" and not _same(ran.get(key), value)]
+        compute = inputs.get("compute") or {}
+        resources = job.get("ResourceConfig") or {}
+        for field, key, default in (("instance_type", "InstanceType", "ml.g5.2xlarge"),
+                                    ("instance_count", "InstanceCount", 1)):
+            if resources.get(key) != compute.get(field, default):
+                out.append(f"compute.{field}: the job ran on {resources.get(key)!r}, the spec says "
+                           f"{compute.get(field, default)!r}")
+        ran_train = next((c["DataSource"]["S3DataSource"]["S3Uri"] for c in job.get("InputDataConfig") or []
+                          if c.get("ChannelName") == "train"), None)
+        stored = ((dataset.outputs.get("splits") or {}).get("train") or {}).get("uri")
+        if ran_train and stored and ran_train.rstrip("/") != stored.rstrip("/"):
+            ctx.progress(f"note: {job['TrainingJobName']} read its train channel from {ran_train}, not from "
+                         f"dataset.{inputs['dataset']}'s stored split ({stored})")
+        return out
+
     def _name(self, physical: str) -> str:
         try:
             return check_sagemaker_name(physical, "training job name")
@@ -611,6 +668,15 @@ class TrainingJobs(ResourceProvider):
                 return
             self._pause(min(self.poll, LOG_POLL_S))
             job = self.describe(name)
+
+
+def _same(ran: Any, wanted: Any) -> bool:
+    """Equal settings, numbers compared as numbers (a job's `3` is the spec's `3.0`)."""
+    if isinstance(ran, int | float) and isinstance(wanted, int | float) and not isinstance(ran, bool):
+        return abs(float(ran) - float(wanted)) <= 1e-12 * max(1.0, abs(float(wanted)))
+    if isinstance(ran, list | tuple) and isinstance(wanted, list | tuple):
+        return len(ran) == len(wanted) and all(_same(a, b) for a, b in zip(ran, wanted, strict=True))
+    return ran == wanted
 
 
 def _job_not_found(exc: BaseException) -> bool:
