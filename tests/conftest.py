@@ -32,6 +32,8 @@ DURATIONS = {
     "tests/train/test_faults.py::test_hub_id_in_offline_mode_fails_fast": 14,
     "tests/state/test_s3_processes.py::test_a_second_apply_fails_naming_the_holder_or_waits_for_it": 10,
     "tests/state/test_s3_processes.py::test_the_lock_of_a_killed_holder_is_taken_over_when_its_lease_ends": 6,
+    "tests/aws/test_e2e_server.py::test_the_aws_quickstart_cycle_and_the_policy_that_covers_it": 20,
+    "tests/aws/test_e2e_server.py::test_a_killed_apply_is_adopted_by_the_next_one_which_creates_the_job_once": 16,
 }
 
 

@@ -280,12 +280,15 @@ def state_rm(addresses: Annotated[list[str], typer.Argument(metavar="ADDRESS", h
 @state_app.command("pull", cls=_Command)
 def state_pull(out: Annotated[str, typer.Argument(metavar="FILE", help="Where to write the state ('-', the "
                                                  "default: stdout).")] = "-",
+               serial: Annotated[int | None, typer.Option("--serial", metavar="N", help="An earlier version: "
+                                                          "from the S3 bucket's versions, or the local .backup.")] = None,
                file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
                no_color: NoColorOpt = False) -> None:
     """Write the stored state (JSON) to stdout or a file, from whichever backend the spec names."""
     from fastuner.cli.state_commands import run_state_pull
 
-    raise typer.Exit(run_state_pull(out, file, var, workspace, _console(no_color, stderr=out == "-")))
+    raise typer.Exit(run_state_pull(out, file, var, workspace, _console(no_color, stderr=out == "-"),
+                                    serial=serial))
 
 
 @state_app.command("push", cls=_Command)

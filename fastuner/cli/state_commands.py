@@ -105,12 +105,27 @@ def run_state_rm(addresses, file, var, workspace, console: Console, lock_timeout
     return 0
 
 
-def run_state_pull(out: str, file, var, workspace, console: Console) -> int:
-    """The stored state as JSON, on stdout ("-") or into a file; nothing is locked (a read)."""
+def run_state_pull(out: str, file, var, workspace, console: Console, serial: int | None = None) -> int:
+    """The stored state as JSON, on stdout ("-") or into a file; nothing is locked (a read). With
+    `serial`, that earlier version, found in the store's history (S3 versions, the local .backup): to
+    restore it, push it back with `state push --force`."""
     from fastuner.state.store import serialize_state
 
-    project = open_project(file, var, workspace, state_only=True)
+    project = open_project(file, var, workspace, state_only=True,
+                           notice=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]"))
     state = _state(project)
+    if serial is not None and serial != state.serial:
+        seen = [state.serial]
+        for _where, old in project.store.history():
+            seen.append(old.serial)
+            if old.serial == serial:
+                state = old
+                break
+        else:
+            raise UserError(f"no version with serial {serial} in {project.store.location}'s history",
+                            f"Versions kept: serial {', '.join(str(s) for s in seen)}. The S3 backend keeps every "
+                            "version when the bucket has versioning (fastuner bootstrap turns it on); the local "
+                            "backend keeps one (.backup).")
     text = serialize_state(state)
     if out == "-":
         sys.stdout.write(text)

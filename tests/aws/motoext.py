@@ -6,7 +6,7 @@ server's backends are these objects) makes them behave enough like SageMaker for
 - with `hold = True`, a new job is `InProgress` (secondary status `Training`) until the test calls
   `finish(name)` (or `fail(name, reason)`); `finish` writes the job's `model.tar.gz` to S3 with adapter
   files at its root, as a SageMaker job does, and sets `BillableTimeInSeconds` and final metrics;
-- `StopTrainingJob` exists: an `InProgress` job becomes `Stopping`, then `Stopped` on the next describe;
+- `StopTrainingJob` and `DeleteTrainingJob` (of an ended job) exist: an `InProgress` job becomes `Stopping`, then `Stopped` on the next describe;
 - duplicate names are refused as SageMaker does (`ResourceInUse`), where moto silently overwrites;
 - every `CreateTrainingJob` is counted in `created`.
 `uninstall()` restores moto.
@@ -72,6 +72,18 @@ class JobWorld:
                 job.training_job_status = "Stopping"
                 job.secondary_status = "Stopping"
 
+        def delete_training_job(backend: Any, training_job_name: str) -> None:
+            job = backend.training_jobs.get(training_job_name)
+            if job is None:
+                raise ValidationError(message=f"Requested resource not found: {training_job_name}")
+            if job.training_job_status in ("InProgress", "Stopping"):
+                raise ValidationError(message=f"Training job {training_job_name} is still running")
+            del backend.training_jobs[training_job_name]
+
+        def respond_delete(response: Any) -> Any:
+            response.sagemaker_backend.delete_training_job(response._get_param("TrainingJobName"))
+            return "{}"
+
         def respond_stop(response: Any) -> Any:
             response.sagemaker_backend.stop_training_job(response._get_param("TrainingJobName"))
             return "{}"
@@ -88,6 +100,8 @@ class JobWorld:
 
         models.SageMakerModelBackend.create_training_job = create_training_job
         models.SageMakerModelBackend.stop_training_job = stop_training_job
+        models.SageMakerModelBackend.delete_training_job = delete_training_job
+        responses.SageMakerResponse.delete_training_job = respond_delete
         models.SageMakerModelBackend.describe_training_job = describe_training_job
         responses.SageMakerResponse.stop_training_job = respond_stop
         return self
@@ -96,7 +110,9 @@ class JobWorld:
         models.SageMakerModelBackend.create_training_job = self._saved["create"]
         models.SageMakerModelBackend.describe_training_job = self._saved["describe"]
         for cls, name in ((models.SageMakerModelBackend, "stop_training_job"),
-                          (responses.SageMakerResponse, "stop_training_job")):
+                          (responses.SageMakerResponse, "stop_training_job"),
+                          (models.SageMakerModelBackend, "delete_training_job"),
+                          (responses.SageMakerResponse, "delete_training_job")):
             if name in cls.__dict__:
                 delattr(cls, name)
 

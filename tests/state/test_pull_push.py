@@ -130,3 +130,22 @@ def test_push_rules() -> None:
     assert push(base, State(project="demo", serial=1), force=True).serial == 6
     with pytest.raises(UserError, match="workspace staging, not default"):
         push(None, State(project="demo", workspace="staging"), force=True)
+
+
+def test_an_earlier_version_is_pulled_from_the_buckets_versions_and_restored(project: Path, cli, aws) -> None:
+    def run(*argv: str):
+        return cli(*argv, "--file", "s3.yaml", cwd=project, environ=ENV)
+
+    aws.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    assert run("apply", "--auto-approve").code == 0
+    applied = json.loads(run("state", "pull").out)
+    assert run("state", "rm", "dataset.intents").code == 0
+    old = run("state", "pull", "--serial", str(applied["serial"]))
+    assert old.code == 0, old.text
+    assert json.loads(old.out) == applied
+    missing = run("state", "pull", "--serial", "99")
+    assert missing.code == 1 and "no version with serial 99" in missing.err
+    assert f"serial {applied['serial'] + 1}, {applied['serial']}" in missing.err
+    (project / "old.json").write_text(old.out)
+    assert run("state", "push", "old.json", "--force").code == 0
+    assert run("state", "list").out.split() == ["dataset.intents"]

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from fastuner.config.loader import Spec
 from fastuner.providers.base import Provider
 
+POLL_ENV = "FASTUNER_SAGEMAKER_POLL"  # seconds between DescribeTrainingJob calls while waiting (default 15)
 DEPLOYMENTS_UNSUPPORTED = "deployments on SageMaker (endpoints) are not available in this version of fastuner yet"
 
 
@@ -32,8 +33,9 @@ def sagemaker_provider(spec: Spec, workspace: str, environ: Mapping[str, str]) -
     session = AwsSession(settings.region, environ=environ)
     datasets = SageMakerDatasets(session, settings.bucket, settings.prefix, spec.base_dir,
                                  kms_key_id=settings.kms_key_id)
+    poll = float(environ.get(POLL_ENV) or 15.0)
     adapters = TrainingJobs(session, settings, project=spec.config.project, workspace=workspace,
-                            spec_dir=spec.base_dir)
+                            spec_dir=spec.base_dir, poll=poll, max_poll=max(poll, 60.0 if poll >= 15 else poll * 4))
     return Provider(
         name="sagemaker",
         resources={"dataset": datasets, "adapter": adapters},

@@ -44,7 +44,6 @@ DEFAULT_TRAINING_REPOSITORY = "huggingface-pytorch-training"  # the Hugging Face
 UNSCOPED = {
     "sagemaker:ListTrainingJobs": "List calls are not resource-scoped; refresh lists the project's jobs by "
                                   "name prefix and reads each one's tags",
-    "tag:GetResources": "the tagging API is not resource-scoped; fastuner filters by the fastuner:project tag",
     "ecr:GetAuthorizationToken": "an ECR login token is account-wide",
     "cloudwatch:PutMetricData": "metrics are not resources; narrowed to SageMaker's namespaces",
     "ec2:DescribeNetworkInterfaces": "EC2 Describe calls are not resource-scoped",
@@ -106,14 +105,15 @@ RUNNER: tuple[Grant, ...] = (
     # AccessDenied: reads accept a job without the tag, never one tagged for another project
     Grant("training", "ReadTrainingJobs", ("sagemaker:DescribeTrainingJob", "sagemaker:ListTags"), (_JOBS,),
           {"StringEqualsIfExists": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"}}),
-    Grant("training", "ManageTrainingJobs", ("sagemaker:StopTrainingJob", "sagemaker:AddTags", "sagemaker:DeleteTags"),
+    Grant("training", "ManageTrainingJobs", ("sagemaker:StopTrainingJob", "sagemaker:DeleteTrainingJob",
+                                             "sagemaker:AddTags", "sagemaker:DeleteTags"),
           (_JOBS,), {"StringEquals": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"},
                      "StringEqualsIfExists": {f"aws:RequestTag/{PROJECT_TAG}": "{project}"}}),
-    Grant("training", "ListTrainingJobs", ("sagemaker:ListTrainingJobs", "tag:GetResources"), ("*",)),
+    Grant("training", "ListTrainingJobs", ("sagemaker:ListTrainingJobs",), ("*",)),
     Grant("training", "PassExecutionRole", ("iam:PassRole",), ("{role_arn}",),
           {"StringEquals": {"iam:PassedToService": SAGEMAKER_SERVICE}}),
     # --- training logs (`fastuner logs`, the live loss): the streams are named after the jobs
-    Grant("logs", "TrainingLogGroup", ("logs:DescribeLogStreams", "logs:FilterLogEvents"),
+    Grant("logs", "TrainingLogGroup", ("logs:DescribeLogStreams",),
           (_LOG_GROUP, _LOG_GROUP + ":*")),
     Grant("logs", "TrainingLogStreams", ("logs:GetLogEvents",), (_LOG_GROUP + ":log-stream:{project}-*",)),
 )
