@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastuner.providers.local.trainlog import LogFollower, last_step, read_line
+from fastuner.providers.trainlog import LogFollower, last_step, read_line
 
 
 def test_lines_a_user_reads_and_lines_left_in_the_log() -> None:

@@ -40,9 +40,9 @@ from fastuner.plan.observed import Observation, ObservationStatus
 from fastuner.providers.base import Context, Outcome, OutcomeStatus, ProviderError, ResourceProvider
 from fastuner.providers.local import processes
 from fastuner.providers.local.sagemaker_tree import write_input_config
-from fastuner.providers.local.trainlog import LogFollower, last_step
 from fastuner.providers.programs import program
 from fastuner.providers.training import training_config
+from fastuner.providers.trainlog import LogFollower, last_step
 from fastuner.state.model import ResourceState
 
 SPLITS = ("train", "validation", "test")

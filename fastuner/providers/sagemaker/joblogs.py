@@ -5,7 +5,7 @@ the program's stdout and stderr) to the stream `<job name>/algo-<N>-<epoch>` of 
 `StreamReader` reads one stream forward with GetLogEvents' token (AWS answers the same token when there
 is nothing new); `JobStreams` finds a job's streams (one per instance and start, sorted by host, then
 by start); `LiveProgress` turns the first host's new lines into what apply shows (rank 0, which logs the
-steps, runs there), with the same reading of lines as the local provider's (trainlog.py).
+steps, runs there), with the same reading of lines as the local provider (fastuner/providers/trainlog.py).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from fastuner.aws.errors import error_code
-from fastuner.providers.local.trainlog import read_line
 from fastuner.providers.sagemaker.errors import provider_errors
 from fastuner.providers.sagemaker.jobs import LOG_GROUP
+from fastuner.providers.trainlog import read_line
 
 _HOST = re.compile(r"/algo-(\d+)")
 MAX_PAGES = 50  # GetLogEvents pages read in one go (10,000 events each at most)
