@@ -181,6 +181,13 @@ def test_the_aws_quickstart_cycle_and_the_policy_that_covers_it(cloud: Cloud) ->
 
     assert "step=12/12 loss=0.4210" in ok(cloud.run("logs", ADDRESS))
 
+    # a team brings a job it already ran under fastuner: forgotten by state, imported back, no change
+    job = adapter["outputs"]["job_name"]
+    ok(cloud.run("state", "rm", ADDRESS))
+    assert "Imported" in ok(cloud.run("import", ADDRESS, job))
+    ok(cloud.run("plan", "--detailed-exitcode"), 0)
+    assert len(cloud.calls("CreateTrainingJob")) == 1
+
     ok(cloud.run("destroy", "--auto-approve"))
     left = cloud.s3.list_objects_v2(Bucket=f"fastuner-{ACCOUNT}", Prefix="quickstart-aws/").get("Contents") or []
     assert not [o["Key"] for o in left if "/datasets/" in o["Key"] or "/adapters/" in o["Key"]]
