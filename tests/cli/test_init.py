@@ -5,6 +5,7 @@ gets only the lines it lacks, and the project name is made valid from the folder
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,7 +15,7 @@ import yaml
 
 from fastuner.cli.ci import GITHUB_DEFAULTS, github_settings
 from fastuner.cli.main import InitTask
-from fastuner.cli.scaffold import GITIGNORE_HEADER, GITIGNORE_LINES, sanitise
+from fastuner.cli.scaffold import GITIGNORE_HEADER, GITIGNORE_LINES, plan_scaffold, sanitise
 from fastuner.config.schema import spec_schema_text
 from fastuner.config.tasks import Task
 from fastuner.views.ci import render_github_workflow
@@ -101,6 +102,37 @@ def test_sagemaker_scaffold_validates_bootstraps_and_plans_under_moto(ci: bool, 
     assert config["backend"]["s3"]["bucket"] == config["provider"]["sagemaker"]["bucket"] == "fastuner-${var.account}"
     assert config["provider"]["sagemaker"]["role_arn"] == "arn:aws:iam::${var.account}:role/fastuner-intents"
     assert (tmp_path / WORKFLOW).exists() is ci
+
+
+def test_the_commented_sagemaker_deployment_validates_once_uncommented(tmp_path: Path, cli) -> None:
+    assert cli("init", "--provider", "sagemaker", "--task", "text_generation", cwd=tmp_path).code == 0
+    spec = tmp_path / "fastuner.yaml"
+    head, commented = spec.read_text().split("# deployments:\n")
+    assert all(line.startswith("# ") for line in commented.splitlines())
+    spec.write_text(head + "deployments:\n" + "".join(line[2:] + "\n" for line in commented.splitlines()))
+    run = cli("validate", cwd=tmp_path, environ=AWS_ENVIRON)
+    assert run.code == 0 and "1 deployment(s)" in run.out, run.text
+    assert yaml.safe_load(spec.read_text())["deployments"]["replies-api"]["adapters"] == ["replies-lora"]
+
+
+# --- golden: the spec a user reads (rewritten with FASTUNER_UPDATE_GOLDEN=1) -------------------------------
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "init"
+GOLDEN_CASES = {"local-classification.yaml": ("local", "classification"),
+                "sagemaker-text_generation.yaml": ("sagemaker", "text_generation")}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
+def test_golden_spec(name: str, tmp_path: Path) -> None:
+    provider, task = GOLDEN_CASES[name]
+    text = plan_scaffold(tmp_path / "demo", provider=provider, task=task, project=None, ci=None).files[
+        tmp_path / "demo" / "fastuner.yaml"]
+    path = GOLDEN / name
+    if os.environ.get("FASTUNER_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"missing {path}; create it with FASTUNER_UPDATE_GOLDEN=1"
+    assert text == path.read_text(), f"{path} differs; if intended, rewrite with FASTUNER_UPDATE_GOLDEN=1"
 
 
 # --- the CI workflow --------------------------------------------------------------------------------------
