@@ -17,6 +17,10 @@ from fastuner.errors import UserError
 CRON_FIELD = re.compile(r"^[0-9*/,\-A-Za-z]+$")
 PYTHON = re.compile(r"^3\.\d+(\.\d+)?$")
 BRANCH = re.compile(r"^[A-Za-z0-9._/\-]+$")
+# The settings `fastuner ci github` writes without options (its defaults in cli/main.py, which
+# tests/cli/test_init.py checks against these), and `fastuner init --ci github` writes.
+GITHUB_DEFAULTS: dict[str, str | None] = {"python": "3.11", "workdir": ".", "reap_cron": "17 * * * *",
+                                          "branch": "main", "runs_on": "ubuntu-latest", "install": None}
 
 
 def github_settings(*, python: str, workdir: str, reap_cron: str, branch: str, runs_on: str,

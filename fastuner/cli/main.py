@@ -103,6 +103,46 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=version_ca
     """Declarative LoRA fine-tuning."""
 
 
+# --- init ----------------------------------------------------------------------------------------
+
+
+class InitProvider(StrEnum):
+    local = "local"
+    sagemaker = "sagemaker"
+
+
+class InitTask(StrEnum):  # the dataset tasks (fastuner/config/tasks.py; tests/cli/test_init.py keeps them equal)
+    classification = "classification"
+    text_generation = "text_generation"
+    qa = "qa"
+
+
+class CiSystem(StrEnum):
+    github = "github"
+
+
+@app.command(cls=_Command)
+def init(
+    directory: Annotated[str, typer.Argument(metavar="DIR", help="Folder of the new project (created if "
+                                             "missing; default: this one).")] = ".",
+    provider: Annotated[InitProvider, typer.Option("--provider", metavar="local|sagemaker", help="Where the work "
+                                                   "runs: this machine, or Amazon SageMaker.")] = InitProvider.local,
+    task: Annotated[InitTask, typer.Option("--task", metavar="classification|text_generation|qa",
+                                           help="The sample dataset's task.")] = InitTask.classification,
+    project: Annotated[str | None, typer.Option("--project", metavar="NAME", help="Project name (default: the "
+                                                "folder's name, made valid).")] = None,
+    ci: Annotated[CiSystem | None, typer.Option("--ci", metavar="github", help="Also write the CI workflow "
+                                                "(as `fastuner ci github` does).")] = None,
+    no_color: NoColorOpt = False,
+) -> None:
+    """Start a project: a commented fastuner.yaml, a sample dataset, the spec's JSON Schema and .gitignore
+    lines (with --ci github, the workflow too). Overwrites nothing."""
+    from fastuner.cli.scaffold import run_init
+
+    raise typer.Exit(run_init(directory, provider=provider.value, task=task.value, project=project,
+                              ci=ci.value if ci else None, console=_console(no_color)))
+
+
 # --- validate ------------------------------------------------------------------------------------
 
 

