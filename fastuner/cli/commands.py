@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from fastuner.graph import Graph
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_POLICY = 3  # the plan breaks the spec's or the policy file's guard-rails: nothing is applied
 
 
 def _checked(project: Project, *, local_inputs: bool = True) -> tuple[Graph, list[Diagnostic]]:
@@ -94,7 +95,10 @@ def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
 
 def make_project_plan(project: Project, *, destroy: bool, replace: list[str], renew: list[str], now: datetime,
                       hash_sources: bool = True, target: list[str] = (), refresh_only: bool = False,
-                      reap: bool = False):
+                      reap: bool = False, policy: str | None = None):
+    """The plan, checked against the spec's guard-rails and those of the policy file `policy` names
+    (else FASTUNER_POLICY's): read before anything else, so that a bad file fails first."""
+    from fastuner.cli.policy import project_policy
     from fastuner.engine.refresh import refresh
     from fastuner.plan.planner import make_plan
     from fastuner.state.model import empty_state
@@ -102,6 +106,7 @@ def make_project_plan(project: Project, *, destroy: bool, replace: list[str], re
     if refresh_only and (destroy or replace or renew):
         raise UserError("--refresh-only records what exists; it cannot be combined with --destroy, --replace "
                         "or --renew")
+    rules = project_policy(project.spec, policy)
     graph, warnings = _checked(project, local_inputs=hash_sources and not destroy)  # reap and destroy need neither
     state = project.store.read() or empty_state(project.spec.config.project, project.workspace)
     _check_addresses(project, replace, "--replace")
@@ -109,7 +114,7 @@ def make_project_plan(project: Project, *, destroy: bool, replace: list[str], re
     _check_addresses(project, list(target), "--target", state)
     observed = refresh(project.spec if not destroy else None, state, project.provider, hash_sources=hash_sources)
     plan = make_plan(project.spec, state, observed, now, destroy=destroy, replace=replace, renew=renew,
-                     target=target, refresh_only=refresh_only, reap=reap, graph=graph)
+                     target=target, refresh_only=refresh_only, reap=reap, graph=graph, policy=rules)
     return dataclasses.replace(plan, diagnostics=(*(w.to_dict() for w in warnings), *plan.diagnostics))
 
 
@@ -124,12 +129,14 @@ def write_plan_file(plan, out: str) -> Path:
 
 def run_plan(file, var, workspace, *, out, detailed_exitcode, destroy, replace, renew, json_out,
              console: Console, clock: Callable[[], datetime], target: list[str] = (),
-             refresh_only: bool = False) -> int:
+             refresh_only: bool = False, policy: str | None = None) -> int:
+    """Exit 3 (`EXIT_POLICY`) when the plan breaks the policy, whatever else; the plan is still shown
+    and saved (a pull request comment says what breaks it), and apply refuses it."""
     from fastuner.views.terminal import render_plan
 
     project = open_project(file, var, workspace)
     plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, now=clock(), target=target,
-                             refresh_only=refresh_only)
+                             refresh_only=refresh_only, policy=policy)
     data = plan.to_dict()
     if out:
         write_plan_file(plan, out)
@@ -139,8 +146,10 @@ def run_plan(file, var, workspace, *, out, detailed_exitcode, destroy, replace, 
         render_plan(data, console)
         if out:
             console.print(f"\nSaved the plan to: {escape(out)}")
-        if out and (plan.has_changes or plan.refresh):
+        if out and (plan.has_changes or plan.refresh) and not plan.violations:
             console.print(f"To carry out exactly these actions, run:\n  fastuner apply {escape(out)}")
+    if plan.violations:
+        return EXIT_POLICY
     if detailed_exitcode and plan.has_changes:
         return EXIT_CHANGES
     return EXIT_OK
@@ -232,11 +241,13 @@ class _Interrupts:
 
 def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait, replace, renew, destroy,
               console: Console, clock: Callable[[], datetime], target: list[str] = (),
-              refresh_only: bool = False, lock_timeout: str | None = None) -> int:
+              refresh_only: bool = False, lock_timeout: str | None = None, policy: str | None = None) -> int:
+    """A plan that breaks the policy is shown and refused with exit 3 before anything is asked or done;
+    a saved plan is checked again against the guard-rails as they are now (they may have tightened)."""
     from fastuner.engine.apply import apply_plan
     from fastuner.views.apply import render_cancelled, render_no_changes, render_refresh_complete
     from fastuner.views.progress import ProgressView
-    from fastuner.views.terminal import render_plan
+    from fastuner.views.terminal import render_plan, render_violations
 
     project = open_project(file, var, workspace, notice=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]"),
                            lock_timeout=lock_timeout)
@@ -247,10 +258,16 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
         plan = load_plan_file(planfile)
         if plan.project != project.spec.config.project:
             raise UserError(f"{planfile} is a plan for project {plan.project}, not {project.spec.config.project}")
+        refused = recheck_policy(plan, project, policy)
+        if refused is not None:
+            render_violations(refused.to_dict(), console)
+            return EXIT_POLICY
     else:
         plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, now=clock(),
-                                 target=target, refresh_only=refresh_only)
+                                 target=target, refresh_only=refresh_only, policy=policy)
         render_plan(plan.to_dict(), console)
+        if plan.violations:
+            return EXIT_POLICY
         if not plan.has_changes and not plan.refresh:
             return EXIT_OK
         if plan.has_changes and not plan.blocked and not auto_approve and not _confirm(console, destroy):
@@ -268,6 +285,20 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
         render_refresh_complete(len(plan.refresh), console)
         return EXIT_OK
     return _report(result, console, operation)
+
+
+def recheck_policy(plan, project: Project, policy: str | None):
+    """A saved plan as the policy refuses it (None: it may be applied). One saved with violations stays
+    refused; one saved clean is checked again against the guard-rails of now (the spec's and the
+    policy file's), which may have tightened since it was planned."""
+    from fastuner.cli.policy import project_policy
+    from fastuner.plan.policy import check_plan
+
+    if plan.violations:
+        return plan
+    rules = project_policy(project.spec, policy)
+    found = check_plan(plan, rules)
+    return dataclasses.replace(plan, policy=rules.to_dict(), violations=found) if found else None
 
 
 OUTCOME_EXIT = {ApplyOutcome.COMPLETE: EXIT_OK, ApplyOutcome.FAILED: EXIT_ERROR,

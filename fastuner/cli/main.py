@@ -56,6 +56,9 @@ ParallelismOpt = Annotated[int, typer.Option("--parallelism", min=1, max=256, me
                                              help="Operations at once.")]
 NoColorOpt = Annotated[bool, typer.Option("--no-color", help="Plain output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+PolicyOpt = Annotated[str | None, typer.Option("--policy", metavar="FILE", help="A policy file whose guard-rails "
+                                               "add to the spec's `policy:` (stricter only; also FASTUNER_POLICY). "
+                                               "A plan that breaks one exits 3 and is never applied.")]
 
 
 class _Command(TyperCommand):
@@ -164,10 +167,11 @@ def plan(
     out: Annotated[str | None, typer.Option("--out", "-o", metavar="FILE",
                                             help="Save the plan (JSON) for apply.")] = None,
     detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="Exit 0: no changes, 1: error, "
-                                                    "2: changes present.")] = False,
+                                                    "2: changes present (3: the plan breaks the policy, with or "
+                                                    "without this).")] = False,
     destroy: Annotated[bool, typer.Option("--destroy", help="Plan to destroy everything in state.")] = False,
     replace: ReplaceOpt = None, renew: RenewOpt = None, target: TargetOpt = None, refresh_only: RefreshOnlyOpt = False,
-    json_out: JsonOpt = False, no_color: NoColorOpt = False,
+    policy: PolicyOpt = None, json_out: JsonOpt = False, no_color: NoColorOpt = False,
 ) -> None:
     """Show what apply would change. Reads only."""
     from fastuner.cli.commands import run_plan
@@ -175,7 +179,7 @@ def plan(
     raise typer.Exit(run_plan(file, var, workspace, out=out, detailed_exitcode=detailed_exitcode, destroy=destroy,
                               replace=replace or [], renew=renew or [], target=target or [],
                               refresh_only=refresh_only, json_out=json_out, console=_console(no_color),
-                              clock=_clock()))
+                              clock=_clock(), policy=policy))
 
 
 @app.command(cls=_Command)
@@ -202,7 +206,7 @@ def apply(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Start long operations (training) and return; "
                                           "the next plan or apply picks them up.")] = False,
     replace: ReplaceOpt = None, renew: RenewOpt = None, target: TargetOpt = None, refresh_only: RefreshOnlyOpt = False,
-    lock_timeout: LockTimeoutOpt = "0s", no_color: NoColorOpt = False,
+    policy: PolicyOpt = None, lock_timeout: LockTimeoutOpt = "0s", no_color: NoColorOpt = False,
 ) -> None:
     """Make the world match the spec (or carry out a saved plan)."""
     from fastuner.cli.commands import run_apply
@@ -210,7 +214,7 @@ def apply(
     raise typer.Exit(run_apply(planfile, file, var, workspace, auto_approve=auto_approve, parallelism=parallelism,
                                wait=not no_wait, replace=replace or [], renew=renew or [], destroy=False,
                                target=target or [], refresh_only=refresh_only, lock_timeout=lock_timeout,
-                               console=_console(no_color), clock=_clock()))
+                               console=_console(no_color), clock=_clock(), policy=policy))
 
 
 @app.command(cls=_Command)
@@ -220,14 +224,15 @@ def destroy(
     parallelism: ParallelismOpt = 10,
     target: Annotated[list[str] | None, typer.Option("--target", metavar="ADDRESS", help="Only this resource and "
                                                      "what depends on it (repeatable).")] = None,
-    lock_timeout: LockTimeoutOpt = "0s", no_color: NoColorOpt = False,
+    policy: PolicyOpt = None, lock_timeout: LockTimeoutOpt = "0s", no_color: NoColorOpt = False,
 ) -> None:
-    """Destroy everything recorded in state, dependents first."""
+    """Destroy everything recorded in state, dependents first (never a protected resource)."""
     from fastuner.cli.commands import run_apply
 
     raise typer.Exit(run_apply(None, file, var, workspace, auto_approve=auto_approve, parallelism=parallelism,
                                wait=True, replace=[], renew=[], destroy=True, target=target or [],
-                               lock_timeout=lock_timeout, console=_console(no_color), clock=_clock()))
+                               lock_timeout=lock_timeout, console=_console(no_color), clock=_clock(),
+                               policy=policy))
 
 
 @app.command(cls=_Command)
@@ -235,13 +240,15 @@ def reap(
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be reaped.")] = False,
-    lock_timeout: LockTimeoutOpt = "0s", json_out: JsonOpt = False, no_color: NoColorOpt = False,
+    policy: PolicyOpt = None, lock_timeout: LockTimeoutOpt = "0s", json_out: JsonOpt = False,
+    no_color: NoColorOpt = False,
 ) -> None:
     """Destroy every deployment past its ttl or idle_ttl (for a schedule: needs no dataset files)."""
     from fastuner.cli.reap import run_reap
 
     raise typer.Exit(run_reap(file, var, workspace, auto_approve=auto_approve, dry_run=dry_run, json_out=json_out,
-                              lock_timeout=lock_timeout, console=_console(no_color), clock=_clock()))
+                              lock_timeout=lock_timeout, console=_console(no_color), clock=_clock(),
+                              policy=policy))
 
 
 # --- AWS setup ---------------------------------------------------------------------------------

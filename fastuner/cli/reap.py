@@ -3,6 +3,8 @@
 Meant for a schedule (the CI workflow template runs it hourly), so it needs no dataset files: source
 hashes are taken from state. What is expired is the planner's decision (its reap mode; its docstring
 states the rule); reaped deployments stay recorded as expired until renewed. Wording is views/reap.py's.
+A protected deployment (`policy: protect`) is never reaped: a reap that would delete one breaks the
+policy, and, as any such plan, is refused whole (exit 3) until the address leaves the list.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ from datetime import datetime
 from rich.console import Console
 from rich.markup import escape
 
-from fastuner.cli.commands import EXIT_ERROR, EXIT_OK, _confirm, make_project_plan
+from fastuner.cli.commands import EXIT_ERROR, EXIT_OK, EXIT_POLICY, _confirm, make_project_plan
 from fastuner.cli.project import open_project
 from fastuner.plan.model import Action
 from fastuner.plan.status import ResultStatus
 
 
 def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_out: bool, console: Console,
-             clock: Callable[[], datetime], lock_timeout: str | None = None) -> int:
+             clock: Callable[[], datetime], lock_timeout: str | None = None, policy: str | None = None) -> int:
     from fastuner.engine.apply import apply_plan
     from fastuner.views.progress import ProgressView
     from fastuner.views.reap import (
@@ -37,7 +39,8 @@ def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_ou
     project = open_project(file, var, workspace, notice=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]"),
                            lock_timeout=lock_timeout)
     now = clock()
-    plan = make_project_plan(project, destroy=False, replace=[], renew=[], now=now, hash_sources=False, reap=True)
+    plan = make_project_plan(project, destroy=False, replace=[], renew=[], now=now, hash_sources=False, reap=True,
+                             policy=policy)
     expired = [c for c in plan.changes if c.action is Action.DELETE]
     state = project.store.read()
     if not expired:
@@ -48,8 +51,13 @@ def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_ou
                                  "seconds_left": (datetime.fromisoformat(c.expires_at) - now).total_seconds()}
                                 for c in plan.changes], console)
         return EXIT_OK
+    if json_out and plan.violations:
+        sys.stdout.write(json.dumps({"reaped": [], "violations": [v.to_dict() for v in plan.violations]},
+                                    indent=2) + "\n")
     if not json_out:
         render_plan(plan.to_dict(), console)
+    if plan.violations:
+        return EXIT_POLICY
     if dry_run:
         return EXIT_OK
     if not auto_approve and not _confirm(console, destroy=False):

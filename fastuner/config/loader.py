@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from fastuner.config.kinds import SECTIONS
-from fastuner.config.models import Config
+from fastuner.config.models import Config, Policy, PolicyFile
 from fastuner.errors import Diagnostic, DiagnosticsError, Source
 
 DEFAULT_FILE = "fastuner.yaml"
@@ -414,7 +414,8 @@ def _fmt_loc(loc: tuple) -> str:
     return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
 
 
-def diagnostics_from(exc: ValidationError, spec: Spec) -> list[Diagnostic]:
+def diagnostics_from(exc: ValidationError, spec: Spec, root: type[BaseModel] = Config) -> list[Diagnostic]:
+    """Each pydantic error at its position in `spec`'s file; `root`: the model the file holds."""
     out: list[Diagnostic] = []
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -422,7 +423,7 @@ def diagnostics_from(exc: ValidationError, spec: Spec) -> list[Diagnostic]:
         where = _fmt_loc(loc) or "(top level)"
         if kind == "extra_forbidden":
             key = str(loc[-1])
-            owner = _model_at(Config, loc)
+            owner = _model_at(root, loc)
             choices = list(owner.model_fields) if owner else []
             close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
             detail = f"Did you mean `{close[0]}`?" if close else (
@@ -475,15 +476,7 @@ def load_spec(path: str | Path | None = None, *, variables: Mapping[str, str] | 
     uses, as `terraform state list` needs no `-var`."""
     file = find_spec(path)
     shown = str(file)
-    raw = file.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise DiagnosticsError.single(
-            "the spec is not valid UTF-8", f"Byte 0x{raw[exc.start]:02x} cannot be decoded; save the file as UTF-8.",
-            source=Source(shown, line, col)) from None
+    text = _read_text(file, "the spec")
     data, index = load_yaml(text, shown)
     if data is None:
         raise DiagnosticsError.single(
@@ -508,3 +501,37 @@ def load_spec(path: str | Path | None = None, *, variables: Mapping[str, str] | 
     except ValidationError as exc:
         raise DiagnosticsError(diagnostics_from(exc, partial)) from None
     return Spec(config=config, file=file, text=text, index=index, variables=values)
+
+
+def load_policy_file(path: str | Path) -> Policy:
+    """A policy file named in CI (`--policy FILE`): a `policy:` section as the spec writes it, checked
+    like the spec (positions, "did you mean"). Variables are not substituted: the file says exactly what
+    it enforces."""
+    file = Path(path)
+    shown = str(file)
+    if not file.is_file():
+        raise DiagnosticsError.single(f"policy file not found: {shown}",
+                                      "Pass an existing file to --policy (or FASTUNER_POLICY), or unset it.")
+    text = _read_text(file, "the policy file")
+    data, index = load_yaml(text, shown)
+    if not isinstance(data, dict):
+        raise DiagnosticsError.single(
+            "a policy file holds one `policy:` mapping", "Write the rules under `policy:` as in fastuner.yaml, e.g. "
+            "`policy: {max_hourly_cost: 10, protect: [deployment.api]}`.", source=Source(shown, 1, 1))
+    partial = Spec(config=None, file=file, text=text, index=index)  # type: ignore[arg-type]
+    try:
+        return PolicyFile.model_validate(data).policy
+    except ValidationError as exc:
+        raise DiagnosticsError(diagnostics_from(exc, partial, root=PolicyFile)) from None
+
+
+def _read_text(file: Path, what: str) -> str:
+    raw = file.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DiagnosticsError.single(
+            f"{what} is not valid UTF-8", f"Byte 0x{raw[exc.start]:02x} cannot be decoded; save the file as UTF-8.",
+            source=Source(str(file), line, col)) from None

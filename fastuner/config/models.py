@@ -269,6 +269,53 @@ class Deployment(Strict):
         return value
 
 
+# --- guard-rails -------------------------------------------------------------------------------
+
+
+InstancePattern = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.*?\[\]!-]+$")]
+
+
+class Policy(Strict):
+    """Guard-rails checked at plan time: a plan that breaks one fails (exit code 3) and is never applied.
+    A policy file (`--policy FILE`, FASTUNER_POLICY) can only make them stricter: the lower maximum
+    applies, a type must be allowed by every allowed_instance_types list, protected addresses add up."""
+
+    max_ttl: Duration | None = Field(
+        None, description="Longest ttl a deployment may have. A deployment that a plan creates, updates or "
+        "replaces with a longer ttl, or with no ttl at all, breaks it.")
+    max_cost_per_apply: float | None = Field(
+        None, ge=0, description="USD: the most one apply may commit to, the plan's one-time bound (training "
+        "jobs at max_runtime, new deployments until their ttl, at on-demand list prices). A new deployment "
+        "without a ttl, or a resource whose price fastuner does not know, cannot be shown to fit and breaks "
+        "it. The local provider costs nothing.")
+    max_hourly_cost: float | None = Field(
+        None, ge=0, description="USD per hour: the most a deployment that a plan creates, updates or replaces "
+        "may cost by the hour, and all deployments together once the plan is applied. A deployment whose "
+        "price fastuner does not know breaks it. The local provider costs nothing.")
+    allowed_instance_types: list[InstancePattern] | None = Field(
+        None, description=f"{SAGEMAKER_ONLY_NOTE}Instance types that training jobs and endpoints may use, as "
+        "names or globs (`ml.g5.*`, `ml.g6.?xlarge`); every type a plan creates, updates or replaces must match "
+        "one. An empty list allows none.")
+    protect: list[AddressRef] = Field(
+        default_factory=list, description="Addresses (kind.name) that no plan may delete or replace: not "
+        "`destroy`, not `reap` when their ttl ends, not removing them from the spec, not --replace. Remove an "
+        "address from this list (and from any policy file) to allow it.")
+
+    @field_validator("protect")
+    @classmethod
+    def _unique_protect(cls, value: list[str]) -> list[str]:
+        twice = sorted({a for a in value if value.count(a) > 1})
+        if twice:
+            raise ValueError(f"address listed twice: {', '.join(twice)}")
+        return value
+
+
+class PolicyFile(Strict):
+    """A policy file named in CI (`--policy FILE`): the spec's `policy:` section alone."""
+
+    policy: Policy = Field(description="Guard-rails that add to the spec's: they can only make it stricter.")
+
+
 # --- the whole file ----------------------------------------------------------------------------
 
 
@@ -294,4 +341,6 @@ class Config(Strict):
     datasets: dict[Name, Dataset] = Field(default_factory=dict, description="JSONL datasets, validated and split.")
     adapters: dict[Name, Adapter] = Field(default_factory=dict, description="LoRA adapters trained on datasets.")
     deployments: dict[Name, Deployment] = Field(default_factory=dict, description="Endpoints serving adapters.")
+    policy: Policy = Field(default_factory=Policy, description="Guard-rails checked at plan time: maximum ttl "
+                           "and cost, allowed instance types, protected resources.")
 

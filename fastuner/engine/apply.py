@@ -43,6 +43,11 @@ class BlockedPlanError(UserError):
     pass
 
 
+class PolicyRefusedError(UserError):
+    """A plan that breaks the policy reached the engine (the CLI refuses it before, with exit 3): the
+    engine never carries one out either."""
+
+
 @dataclass
 class ApplyResult:
     results: list[Result] = field(default_factory=list)
@@ -120,6 +125,11 @@ def apply_plan(plan: Plan, store: StateStore, provider: Provider, *, spec_dir: P
             raise BlockedPlanError(
                 f"this plan cannot be applied by the {plan.provider} provider yet",
                 "\n".join(f"{c.address}: {c.blocked}" for c in blocked) + "\nNothing was changed.")
+        if plan.violations:
+            raise PolicyRefusedError(
+                "this plan breaks the policy and is never applied",
+                "\n".join(f"{v.rule}: {v.address or 'the plan'} {v.detail}" for v in plan.violations)
+                + "\nNothing was changed.")
         ledger = Ledger(store, state)
         if plan.refresh:
             ledger.mutate(lambda s: _record_refresh(s, plan, clock()))

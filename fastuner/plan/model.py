@@ -2,7 +2,8 @@
 
 Actions and reasons are enums whose string values are part of the JSON contract
 (`format_version` "1"). Whether a plan has anything to do is decided in one place, `Plan.has_changes`;
-whether it may be applied in `Plan.blocked`.
+whether it may be applied in `Plan.can_apply` (nothing the provider cannot do yet, `Plan.blocked`, and no
+policy violation, `Plan.violations`).
 """
 
 from __future__ import annotations
@@ -114,6 +115,29 @@ class Change:
 
 
 @dataclass(frozen=True)
+class Violation:
+    """A guard-rail the plan breaks (plan/policy.py): the rule, the resource (None: the plan as a whole),
+    the figure found and the limit, both as people read them ("$7.09/h", "$5.00/h"), where the rule came
+    from (`spec` or `policy_file`) and what breaks it in words ("would cost $7.09/h (5 × ml.g5.xlarge)")."""
+
+    rule: str
+    address: str | None
+    figure: str
+    limit: str
+    source: str
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "address": self.address, "figure": self.figure, "limit": self.limit,
+                "source": self.source, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Violation:
+        return cls(rule=d["rule"], address=d.get("address"), figure=d.get("figure", ""), limit=d.get("limit", ""),
+                   source=d.get("source", ""), detail=d.get("detail", ""))
+
+
+@dataclass(frozen=True)
 class Plan:
     project: str
     workspace: str
@@ -131,6 +155,8 @@ class Plan:
     diagnostics: tuple[dict[str, Any], ...] = ()
     fastuner_version: str = ""
     targets: tuple[str, ...] = ()  # --target: the plan covers only these and what they need (partial)
+    policy: dict[str, Any] | None = None  # the guard-rails it was checked against, each with its source
+    violations: tuple[Violation, ...] = ()  # the guard-rails it breaks: it is never applied
 
     @property
     def has_changes(self) -> bool:
@@ -143,6 +169,10 @@ class Plan:
     @property
     def blocked(self) -> list[Change]:
         return [c for c in self.changes if c.blocked and c.action is not Action.NOOP]
+
+    @property
+    def can_apply(self) -> bool:
+        return not self.blocked and not self.violations
 
     def change(self, address: str) -> Change:
         for c in self.changes:
@@ -177,7 +207,7 @@ class Plan:
             "spec": {"file": self.spec_file, "sha256": self.spec_sha256},
             "summary": self.summary(),
             "has_changes": self.has_changes,
-            "can_apply": not self.blocked,
+            "can_apply": self.can_apply,
             "cost": self.cost(),
             "changes": [c.to_dict() for c in self.changes],
             "waves": [list(w) for w in self.waves],
@@ -185,6 +215,8 @@ class Plan:
             "refresh": self.refresh,
             "diagnostics": list(self.diagnostics),
             "targets": list(self.targets),
+            "policy": self.policy,
+            "violations": [v.to_dict() for v in self.violations],
         }
 
     @classmethod
@@ -203,6 +235,7 @@ class Plan:
             destroy_waves=tuple(tuple(w) for w in d.get("destroy_waves", ())),
             refresh=d.get("refresh") or {}, diagnostics=tuple(d.get("diagnostics", ())),
             fastuner_version=d.get("fastuner_version", ""), targets=tuple(d.get("targets", ())),
+            policy=d.get("policy"), violations=tuple(Violation.from_dict(v) for v in d.get("violations") or ()),
         )
 
 

@@ -23,13 +23,14 @@ from datetime import datetime
 from typing import Any
 
 from fastuner import __version__
-from fastuner.config.kinds import KINDS, REPLACE, Kind, provider_inputs
+from fastuner.config.kinds import KINDS, REPLACE, Kind, provider_inputs, resources
 from fastuner.config.loader import Spec
 from fastuner.errors import Diagnostic
 from fastuner.graph import Graph, build_graph, graph_from_dependencies
 from fastuner.plan.kinds import diff_flat, flatten, identity_flat, mode_of, physical_name
 from fastuner.plan.model import Action, Change, Plan, Reason
 from fastuner.plan.observed import Observation, ObservationStatus, Observed
+from fastuner.plan.policy import EffectivePolicy, effective_policy, with_policy
 from fastuner.plan.pricing import price
 from fastuner.state.model import ResourceState, State, Status
 
@@ -41,13 +42,24 @@ RESTORABLE = {Reason.CREATE_BECAUSE_MISSING, Reason.REPLACE_BECAUSE_CANNOT_UPDAT
 
 def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, destroy: bool = False,
               replace: Iterable[str] = (), renew: Iterable[str] = (), target: Iterable[str] = (),
-              refresh_only: bool = False, reap: bool = False, graph: Graph | None = None) -> Plan:
+              refresh_only: bool = False, reap: bool = False, graph: Graph | None = None,
+              policy: EffectivePolicy | None = None) -> Plan:
     """`target`: plan only these addresses and what they depend on (for destroy: what depends on
     them); the plan lists its targets and warns that it is partial. `reap`: only the deletes of
     expired resources (`fastuner reap`). `refresh_only`: no action at all, only what refresh saw
     differ from state (drift), recorded in state on apply. `graph`: the spec's graph from
     `build_graph`, which the caller built to check the spec (the dependencies are derived once per
-    plan); built here when not given."""
+    plan); built here when not given. `policy`: the guard-rails the plan is checked against
+    (plan/policy.py; default: the spec's own); the plan records them and what it breaks."""
+    plan = _plan(spec, prior, observed, now, destroy=destroy, replace=replace, renew=renew, target=target,
+                 refresh_only=refresh_only, reap=reap, graph=graph)
+    rules = policy if policy is not None else effective_policy(spec.config.policy)
+    return with_policy(plan, rules, known=(*resources(spec.config), *prior.resources))
+
+
+def _plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, destroy: bool,
+          replace: Iterable[str], renew: Iterable[str], target: Iterable[str], refresh_only: bool, reap: bool,
+          graph: Graph | None) -> Plan:
     config = spec.config
     replace, renew, targets = set(replace), set(renew), tuple(sorted(set(target)))
     spec_sha = hashlib.sha256(spec.text.encode()).hexdigest()

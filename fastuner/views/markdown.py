@@ -12,10 +12,19 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from fastuner.views.words import HEADINGS, SYMBOLS, attribute_rows, cost_line, reason_text, summary_line
+from fastuner.views.words import (
+    HEADINGS,
+    SYMBOLS,
+    attribute_rows,
+    cost_line,
+    reason_text,
+    summary_line,
+    violation_text,
+)
 
 LIMIT = 65_000
 ICONS = {True: "📝", False: "✅"}
+REFUSED_ICON = "🚫"  # the plan breaks the policy: apply refuses it
 
 
 def templates_dir() -> Path:
@@ -65,8 +74,10 @@ def render_markdown(plan: dict[str, Any], *, limit: int = LIMIT) -> str:
     context = {
         "plan": plan, "changes": rows, "detailed": detailed, "expired": expired, "drift": drift,
         "summary": _summary(plan, drift),
-        "icon": ICONS[bool(plan["has_changes"])], "cost_line": cost_line(plan.get("cost") or {}),
+        "icon": REFUSED_ICON if plan.get("violations") else ICONS[bool(plan["has_changes"])],
+        "cost_line": cost_line(plan.get("cost") or {}),
         "blocked": [c for c in changes if c.get("blocked")],
+        "violations": [violation_text(v, plan.get("policy")) for v in plan.get("violations") or []],
     }
     template = _env().get_template("plan.md.j2")
     text = template.render(**context)

@@ -15,7 +15,15 @@ from rich.console import Console, ConsoleOptions
 from rich.control import strip_control_codes
 from rich.segment import Segment
 
-from fastuner.views.words import HEADINGS, SYMBOLS, attribute_rows, cost_line, reason_text, summary_line
+from fastuner.views.words import (
+    HEADINGS,
+    SYMBOLS,
+    attribute_rows,
+    cost_line,
+    reason_text,
+    summary_line,
+    violation_text,
+)
 
 STYLES = {"create": "green", "update": "yellow", "replace": "magenta", "delete": "red", "no-op": "dim"}
 ROW_STYLES = {"+": STYLES["create"], "~": STYLES["update"], "-": STYLES["delete"]}  # an attribute row's symbol
@@ -115,6 +123,7 @@ def plan_lines(plan: dict[str, Any], *, show_noop: bool = False) -> Lines:
             out.add()
         out.add(("No changes.", "bold green"), " No objects need to be destroyed." if plan["mode"] == "destroy"
                 else " Your infrastructure matches the configuration.")
+        _violations(plan, out)
         _diagnostics(plan, out)
         return out
     out.add("fastuner will perform the following actions:")
@@ -194,11 +203,28 @@ def _footer(plan: dict[str, Any], out: Lines) -> None:
     line = cost_line(plan.get("cost") or {})
     if line:
         out.add(line)
-    if not plan["can_apply"]:
-        blocked = [c["address"] for c in plan["changes"] if c.get("blocked") and c["action"] != "no-op"]
+    blocked = [c["address"] for c in plan["changes"] if c.get("blocked") and c["action"] != "no-op"]
+    if blocked:
         out.add(("This plan cannot be applied yet:", "bold red"),
                 f" {', '.join(blocked)} need what the {plan['provider']} provider does not support yet.")
+    _violations(plan, out)
     _diagnostics(plan, out)
+
+
+def render_violations(plan: dict[str, Any], console: Console) -> None:
+    """Only the guard-rails a plan breaks (apply of a saved plan that the policy refuses)."""
+    out = Lines()
+    _violations(plan, out)
+    console.print(out)
+
+
+def _violations(plan: dict[str, Any], out: Lines) -> None:
+    violations = plan.get("violations") or []
+    if not violations:
+        return
+    out.add(("This plan breaks the policy:", "bold red"), " apply refuses it.")
+    for v in violations:
+        out.add("  - ", violation_text(v, plan.get("policy")))
 
 
 def _diagnostics(plan: dict[str, Any], out: Lines) -> None:

@@ -91,6 +91,20 @@ def cost_line(cost: dict[str, Any]) -> str:
     return f"Estimated cost: {'; '.join(bits)} (on-demand list prices)." if bits else ""
 
 
+def violation_text(violation: dict[str, Any], policy: dict[str, Any] | None) -> str:
+    """One broken guard-rail as a sentence naming the rule, its limit and source, the resource and the
+    figure: "policy max_hourly_cost $5.00/h (spec): deployment.api would cost $7.09/h (5 × ml.g5.xlarge)"."""
+    source = violation["source"]
+    if source == "policy_file":
+        source = f"policy file {(policy or {}).get('file') or '(unnamed)'}"
+    rule = violation["rule"] + (f" {violation['limit']}" if violation.get("limit") else "")
+    subject = violation.get("address") or "this plan"
+    text = f"policy {rule} ({source}): {subject} {violation['detail']}"
+    if violation["rule"] == "protect":
+        text += "; remove it from protect to allow this"
+    return text
+
+
 def fmt_value(value: Any) -> str:
     if value is None:
         return "null"
