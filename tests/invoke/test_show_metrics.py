@@ -232,3 +232,10 @@ def test_cloudwatch_refusing_is_a_provider_error_naming_the_action() -> None:
         with pytest.raises(ProviderError) as caught:
             SageMakerMetrics(session).metrics(deployment("lmi"), NOW - timedelta(hours=1), NOW)
     assert "cloudwatch:GetMetricData" in str(caught.value)
+
+
+def test_a_provider_without_metrics_says_so() -> None:
+    from fastuner.providers.base import Provider, ProviderError
+
+    with pytest.raises(ProviderError, match="the sagemaker provider cannot read a deployment's metrics"):
+        Provider(name="sagemaker", resources={}).metrics_source()

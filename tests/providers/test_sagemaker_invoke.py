@@ -169,6 +169,22 @@ def test_throttling_and_5xx_are_retried_with_backoff_then_given_up() -> None:
     assert caught.value.status == 500 and not caught.value.fatal
 
 
+def test_no_answer_at_all_is_retried_then_stops_the_batch() -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    client = runtime()
+    attempts = []
+
+    def refuse(request: Any, **_: Any) -> None:
+        attempts.append(request.url)
+        raise EndpointConnectionError(endpoint_url=request.url)
+
+    client.meta.events.register("before-send.sagemaker-runtime.InvokeEndpoint", refuse)
+    with pytest.raises(InvokeError) as caught:
+        lmi(client, retries=2).invoke("x", "intents")
+    assert len(attempts) == 3 and caught.value.status is None and caught.value.fatal  # connection_failed
+
+
 def test_a_cancelled_endpoint_starts_no_new_attempt() -> None:
     client = runtime()
     with Stubber(client) as stub:

@@ -234,6 +234,9 @@ class LocalDeployments(ResourceProvider):
         from fastuner.providers.local.servermetrics import server_metrics
 
         url = rs.outputs.get("url")
+        if not url:
+            raise ProviderError(f"{rs.address} records no server URL (is it still starting?)",
+                                "Run `fastuner apply` to finish it.")
         try:
             text = request("GET", f"{url}/metrics", timeout=5)
         except (OSError, HttpError) as exc:

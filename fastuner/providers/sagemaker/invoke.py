@@ -124,7 +124,8 @@ class SageMakerEndpoint:
     # --- one request, retried ----------------------------------------------------------------------
 
     def _send(self, body: dict[str, Any], component: str | None) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as NoConnection
 
         request: dict[str, Any] = {"EndpointName": self.endpoint_name, "Body": json.dumps(body).encode(),
                                    "ContentType": "application/json", "Accept": "application/json"}
@@ -141,8 +142,10 @@ class SageMakerEndpoint:
                 raw = response["Body"].read()
             except ClientError as exc:
                 error, retry = invoke_error(exc, self.endpoint_name, component)
-            except BotoCoreError as exc:  # no answer: connection refused, reset or timed out
+            except (NoConnection, HTTPClientError) as exc:  # no answer: connection refused, reset or timed out
                 error, retry = InvokeError(f"no answer from the endpoint {self.endpoint_name}: {exc}"), True
+            except BotoCoreError as exc:  # the request could not be made (credentials): the same for every row
+                error, retry = InvokeError(f"cannot call the endpoint {self.endpoint_name}: {exc}"), False
             else:
                 return _decoded(raw)
             if not retry or attempt >= self.retries:
