@@ -43,7 +43,7 @@ class AwsSession:
         self.max_attempts = max(1, int(attempts))
         self._lock = threading.Lock()
         self._session: Any = None
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[tuple[Any, ...], Any] = {}
         self._observers: list[Callable[[Call], None]] = []
         log = env.get(CALL_LOG_ENV)
         if log:
@@ -83,22 +83,34 @@ class AwsSession:
                            "Set `region:` in fastuner.yaml, or AWS_REGION in the environment.")
         return region
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, *, max_attempts: int | None = None, read_timeout: float | None = None,
+               max_pool_connections: int | None = None) -> Any:
+        """The service's shared client. The keyword settings give a client of its own for callers that
+        retry by themselves (`max_attempts=1`), wait longer than the default 70 s for an answer, or send
+        more requests at once than botocore's pool of 10 (`fastuner invoke --batch`)."""
+        key = (service, max_attempts, read_timeout, max_pool_connections)
         with self._lock:
-            client = self._clients.get(service)
+            client = self._clients.get(key)
             if client is None:
-                client = self._clients[service] = self._make(service)
+                client = self._clients[key] = self._make(service, max_attempts=max_attempts,
+                                                         read_timeout=read_timeout,
+                                                         max_pool_connections=max_pool_connections)
             return client
 
-    def _make(self, service: str) -> Any:
+    def _make(self, service: str, *, max_attempts: int | None = None, read_timeout: float | None = None,
+              max_pool_connections: int | None = None) -> Any:
         from botocore.config import Config
 
         config = Config(
             region_name=self.region,
-            retries={"mode": "adaptive", "total_max_attempts": self.max_attempts},
+            # a caller that retries by itself gets no client-side rate limiting either (it would wait
+            # inside botocore, where a Ctrl-C cannot stop it)
+            retries={"mode": "standard" if max_attempts else "adaptive",
+                     "total_max_attempts": max_attempts or self.max_attempts},
             user_agent_extra="fastuner",
             connect_timeout=10,
-            read_timeout=70,
+            read_timeout=read_timeout or 70,
+            max_pool_connections=max_pool_connections or 10,
         )
         endpoint = endpoint_url(service, self.environ)
         client = self.session.client(service, config=config, endpoint_url=endpoint)

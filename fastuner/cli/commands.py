@@ -174,7 +174,19 @@ def load_plan_file(path: str):
                         "Create it with `fastuner plan --out FILE` using this version of fastuner.") from None
 
 
-def run_show(planfile, file, var, workspace, *, json_out, markdown, console: Console) -> int:
+def run_show(planfile, file, var, workspace, *, json_out, markdown, console: Console, since: str | None = None,
+             clock: Callable[[], datetime] | None = None) -> int:
+    """A saved plan, a resource in state (an address that is not a file: as `state show`, and for a
+    deployment its metrics), or the state overview."""
+    from fastuner.cli.show import is_address, run_show_resource
+
+    if planfile is not None and is_address(planfile):
+        if markdown:
+            raise UserError("--markdown renders a saved plan, not a resource")
+        return run_show_resource(planfile, file, var, workspace, json_out=json_out, console=console, since=since,
+                                 clock=clock)
+    if since is not None:
+        raise UserError("--since goes with a deployment's address (fastuner show deployment.NAME --since 3h)")
     if planfile is None:
         from fastuner.cli.state_commands import run_state_overview
 

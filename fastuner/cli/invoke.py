@@ -63,7 +63,7 @@ def run_invoke(address: str, options: Options, file, var, workspace, *, console:
     project = open_project(file, var, workspace)
     state = project.store.read()
     deployment = find_deployment(state, address)
-    adapters = dict(deployment.outputs.get("adapters") or {})
+    adapters = served_adapters(deployment.outputs)
     adapter = pick_adapter(address, options, adapters, err_console)
     if deployment.expires_at is not None and deployment.expires_at < clock():
         err_console.print(f"[yellow]Warning:[/yellow] {escape(address)} is past its ttl (since "
@@ -99,9 +99,18 @@ def find_deployment(state: State | None, address: str) -> ResourceState:
                         f"`fastuner apply --renew {address}`")
     if rs.status is Status.FAILED:
         raise UserError(f"{address} failed: {rs.error or 'unknown error'}; fix the cause and run `fastuner apply`")
-    if rs.status is Status.PENDING or not rs.outputs.get("url"):
+    if rs.status is Status.PENDING or not (rs.outputs.get("url") or rs.outputs.get("endpoint_name")):
         raise UserError(f"{address} is not ready yet (still starting); run `fastuner apply` to finish it")
     return rs
+
+
+def served_adapters(outputs: dict[str, Any]) -> dict[str, str]:
+    """The adapters a deployment serves, by name: the local provider records where each one's artifact
+    is, the SageMaker provider a list of names."""
+    recorded = outputs.get("adapters") or {}
+    if isinstance(recorded, dict):
+        return {str(k): str(v) for k, v in recorded.items()}
+    return {str(name): "" for name in recorded}
 
 
 def pick_adapter(address: str, options: Options, adapters: dict[str, str], err_console: Console) -> str | None:
@@ -247,7 +256,8 @@ def _evaluate(client: Endpoint, provider: Provider, state: State, address: str, 
     else:
         render_evaluation(result, console)
     if any(result["failed"].values()):
-        err_console.print(f"[red]Some requests failed[/red]: see above; the server log is at "
-                          f"{escape(str(state.get(address).outputs.get('log', '?')))}")  # type: ignore[union-attr]
+        log = (state.get(address).outputs or {}).get("log")  # type: ignore[union-attr]
+        where = f"; the server log is at {escape(str(log))}" if log else ""
+        err_console.print(f"[red]Some requests failed[/red]: see above{where}")
         return EXIT_ERROR
     return EXIT_OK

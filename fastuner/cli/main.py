@@ -184,17 +184,22 @@ def plan(
 
 @app.command(cls=_Command)
 def show(
-    planfile: Annotated[str | None, typer.Argument(metavar="PLANFILE", help="A saved plan; without it, the state is shown.")] = None,
+    planfile: Annotated[str | None, typer.Argument(metavar="PLANFILE|ADDRESS", help="A saved plan, or a resource "
+                                                   "in state (a deployment with its metrics); without it, the "
+                                                   "state is shown.")] = None,
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Markdown for a pull-request comment.")] = False,
+    since: Annotated[str | None, typer.Option("--since", metavar="DURATION", help="A deployment's metrics over "
+                                              "this long until now (default 1h).")] = None,
     no_color: NoColorOpt = False,
 ) -> None:
-    """Render a saved plan (terminal, --json or --markdown), or the current state."""
+    """Render a saved plan (terminal, --json or --markdown), a resource with a deployment's metrics
+    (invocations, errors, latency per adapter), or the current state."""
     from fastuner.cli.commands import run_show
 
     raise typer.Exit(run_show(planfile, file, var, workspace, json_out=json_out, markdown=markdown,
-                              console=_console(no_color)))
+                              console=_console(no_color), since=since, clock=_clock()))
 
 
 @app.command(cls=_Command)

@@ -55,13 +55,15 @@ class Reference:
 @dataclass(frozen=True)
 class Usage:
     """What a resource runs on, for the plan's cost estimate. `hourly`: billed while it runs (an
-    endpoint; `hours` then bounds its lifetime, if any); otherwise a job of at most `hours`."""
+    endpoint; `hours` then bounds its lifetime, if any); otherwise a job of at most `hours`. `shared_by`:
+    how many adapters one endpoint serves (the plan shows the cost per adapter-hour)."""
 
     instance_type: str
     count: int
     hours: float | None
     hourly: bool
     spot: bool = False
+    shared_by: int = 0
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,8 @@ def _endpoint_usage(inputs: Mapping[str, Any]) -> Usage:
     compute = inputs.get("compute") or {}
     ttl = _deployment_ttl(inputs)
     return Usage(compute.get("instance_type", ""), int(compute.get("count", 1)),
-                 ttl.total_seconds() / 3600 if ttl else None, hourly=True)
+                 ttl.total_seconds() / 3600 if ttl else None, hourly=True,
+                 shared_by=len(inputs.get("adapters") or []))
 
 
 def _deployment_ttl(inputs: Mapping[str, Any]) -> timedelta | None:

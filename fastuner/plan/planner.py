@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -99,6 +99,7 @@ def _plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, destro
         obs = observed.resources.get(address)
         change = _decide(spec, kind, name, model, inputs, flat, ident, rs, obs, observed, now,
                          depends_on=tuple(graph.dependencies(address)), cost=_cost(kind, spec_inputs, observed),
+                         cost_left=lambda hours, k=kind, i=spec_inputs: _cost(k, i, observed, hours_left=hours),
                          workspace=prior.workspace, replace=address in replace, renew=address in renew)
         changes.append(change)
         if rs is not None and obs is not None and change.action is Action.NOOP and rs.status is not Status.EXPIRED:
@@ -205,9 +206,10 @@ def _ordered(changes: list[Change], order: list[list[str]]) -> list[Change]:
 def _decide(spec: Spec, kind: Kind, name: str, model: Any, inputs: dict[str, Any], flat: dict[str, Any],
             ident: str, rs: ResourceState | None, obs: Observation | None, observed: Observed, now: datetime, *,
             depends_on: tuple[str, ...], cost: dict[str, Any], workspace: str, replace: bool,
-            renew: bool) -> Change:
+            renew: bool, cost_left: Callable[[float], dict[str, Any]] | None = None) -> Change:
     """One action and one reason for a resource of the spec. Its inputs are the spec's as the chosen
-    provider uses them (fields of other providers left out) plus the kind's derived ones."""
+    provider uses them (fields of other providers left out) plus the kind's derived ones. `cost_left`:
+    the estimate for a running instance with that many hours left before its ttl ends it."""
     address = f"{kind.name}.{name}"
     config = spec.config
     generation = rs.generation if rs is not None and rs.identity == ident else 0
@@ -225,6 +227,10 @@ def _decide(spec: Spec, kind: Kind, name: str, model: Any, inputs: dict[str, Any
         if action in (Action.CREATE, Action.REPLACE):
             kw.setdefault("after_unknown", ("outputs",))
         kw.setdefault("expires_at", _expires_at(kind, inputs, rs, action, now))
+        if action in (Action.UPDATE, Action.NOOP) and kw["expires_at"] and "cost" not in kw and cost_left:
+            # a running instance keeps its lifetime: it costs only what is left of it
+            left = (datetime.fromisoformat(kw["expires_at"]) - now).total_seconds() / 3600
+            kw["cost"] = cost_left(left)
         kept = _restorable(rs, obs, ident) if reason in RESTORABLE else None
         if kept is not None:
             detail = "; ".join(filter(None, (detail, f"restored from a previous run ({kept['physical_name']}): "
@@ -350,12 +356,12 @@ def _expires_at(kind: Kind, inputs: dict[str, Any], rs: ResourceState | None, ac
     return (start + ttl).isoformat()
 
 
-def _cost(kind: Kind, inputs: dict[str, Any], observed: Observed) -> dict[str, Any]:
+def _cost(kind: Kind, inputs: dict[str, Any], observed: Observed, hours_left: float | None = None) -> dict[str, Any]:
     """The estimate for a resource of the spec (its inputs with every provider's fields)."""
     if not observed.priced:
         return {}
     usage = kind.usage(inputs)
-    return price(usage) if usage is not None else {}
+    return price(usage, hours_left=hours_left) if usage is not None else {}
 
 
 def _state_cost(rs: ResourceState, observed: Observed) -> dict[str, Any]:

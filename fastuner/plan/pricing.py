@@ -35,22 +35,38 @@ def training_cost(instance_type: str, count: int, max_hours: float, spot: bool) 
     return out
 
 
-def endpoint_cost(instance_type: str, count: int, ttl_hours: float | None) -> dict[str, Any]:
+def endpoint_cost(instance_type: str, count: int, ttl_hours: float | None, *, adapters: int = 0,
+                  hours_left: float | None = None) -> dict[str, Any]:
+    """An endpoint's price by the hour; with a ttl, the most it costs until the ttl ends it (`hours_left`
+    of it for a running endpoint, the whole ttl for a new one); with adapters, the price per
+    adapter-hour and what the same adapters would cost on one endpoint each: what sharing saves."""
     price = HOURLY_USD.get(instance_type)
     if price is None:
         return {"note": f"no price known for {instance_type}"}
-    out: dict[str, Any] = {"hourly_usd": round(price * count, 4), "note": f"{count} × {instance_type}"}
+    hourly = price * count
+    out: dict[str, Any] = {"hourly_usd": round(hourly, 4), "note": f"{count} × {instance_type}"}
     if ttl_hours is not None:
-        out["max_one_time_usd"] = round(price * count * ttl_hours, 2)
-        out["note"] += f", at most {format_duration(timedelta(hours=ttl_hours))} (ttl)"  # as the spec writes it
+        ttl = format_duration(timedelta(hours=ttl_hours))  # as the spec writes it
+        if hours_left is None:
+            out["max_one_time_usd"] = round(hourly * ttl_hours, 2)
+            out["note"] += f", at most {ttl} (ttl)"
+        else:
+            left = max(0.0, min(hours_left, ttl_hours))
+            out["max_one_time_usd"] = round(hourly * left, 2)
+            out["note"] += f", {format_duration(timedelta(hours=round(left * 60) / 60))} left of its {ttl} ttl"
+    if adapters:
+        out["adapters"] = adapters
+        out["per_adapter_hourly_usd"] = round(hourly / adapters, 4)
+        out["separate_hourly_usd"] = round(hourly * adapters, 4)
     return out
 
 
-def price(usage: Usage, *, running_only: bool = False) -> dict[str, Any]:
+def price(usage: Usage, *, running_only: bool = False, hours_left: float | None = None) -> dict[str, Any]:
     """The estimate for what a resource runs on; `running_only`: only what it costs by the hour (a
-    resource being deleted saves that, and no job is started)."""
+    resource being deleted saves that, and no job is started); `hours_left`: of a running endpoint's ttl."""
     if usage.hourly:
-        return endpoint_cost(usage.instance_type, usage.count, None if running_only else usage.hours)
+        return endpoint_cost(usage.instance_type, usage.count, None if running_only else usage.hours,
+                             adapters=usage.shared_by, hours_left=hours_left)
     if running_only or usage.hours is None:
         return {}
     return training_cost(usage.instance_type, usage.count, usage.hours, usage.spot)

@@ -12,8 +12,9 @@ Contract (every implementation, local, SageMaker or in-memory):
 
 Besides the resource kinds, a provider offers what the CLI does to running resources, each an explicit
 capability built in the composition root (never looked up by attribute): the logs of a kind's work
-(`fastuner logs`), an endpoint to invoke a deployment (`fastuner invoke`), the stored splits of a
-dataset (`invoke --evaluate`), and adopting what already exists (`fastuner import`).
+(`fastuner logs`), an endpoint to invoke a deployment (`fastuner invoke`), a deployment's metrics
+(`fastuner show deployment.NAME`), the stored splits of a dataset (`invoke --evaluate`), and adopting
+what already exists (`fastuner import`).
 """
 
 from __future__ import annotations
@@ -139,6 +140,25 @@ class EndpointSource(Protocol):
         ...
 
 
+class MetricsSource(Protocol):
+    """Deployments whose traffic can be read back (`fastuner show deployment.NAME`)."""
+
+    def metrics(self, rs: ResourceState, since: datetime, until: datetime) -> dict[str, Any]:
+        """What the deployment served between `since` and `until`, as plain data the views word:
+
+            {"source": "cloudwatch" | "server", "since": ISO, "until": ISO (the window covered),
+             "adapters": [{"adapter": NAME or None (the base model), "invocations": N, "errors_4xx": N,
+                           "errors_5xx": N, "latency_ms": {"p50", "p95", "p99"} (None without traffic),
+                           "cache": {"hits", "misses", "loads"} or None}],
+             "endpoint": the same counts for the whole endpoint, or None,
+             "cache": {"hits", "misses", "loads", "evictions"?} (the server's adapter cache) or None,
+             "notes": [sentences]}
+
+        A source that keeps no history (the local server counts since it started) says so in `since`
+        and `notes`. ProviderError (what to do) when nothing can be read."""
+        ...
+
+
 class SplitSource(Protocol):
     """Datasets whose stored splits can be read back."""
 
@@ -169,6 +189,7 @@ class Provider:
     checks: Callable[[], list[Diagnostic]] = list  # what this machine lacks to apply the spec (validate, plan)
     logs: Mapping[str, LogSource] = field(default_factory=dict)  # by kind
     endpoints: EndpointSource | None = None
+    metrics: MetricsSource | None = None  # of deployments
     splits: SplitSource | None = None
     importers: Mapping[str, ImportSource] = field(default_factory=dict)  # by kind
 
@@ -194,6 +215,11 @@ class Provider:
         if self.endpoints is None:
             raise ProviderError(f"the {self.name} provider cannot invoke deployments")
         return self.endpoints
+
+    def metrics_source(self) -> MetricsSource:
+        if self.metrics is None:
+            raise ProviderError(f"the {self.name} provider cannot read a deployment's metrics")
+        return self.metrics
 
     def split_source(self) -> SplitSource:
         if self.splits is None:

@@ -20,8 +20,10 @@ from fastuner.data.rules import text_length
 
 # Codes that blame one input of a list: a list that gets them is retried row by row.
 ROW_CODES = frozenset({"empty_input", "input_too_long", "too_many_inputs", "body_too_large"})
-# Codes that will be the same for every request of a batch: stop sending.
-FATAL_CODES = frozenset({"unknown_adapter", "adapter_required", "connection_failed"})
+# Codes that will be the same for every request of a batch: stop sending. (The last two are SageMaker's
+# refusals: the endpoint is gone, or the caller may not invoke it.)
+FATAL_CODES = frozenset({"unknown_adapter", "adapter_required", "connection_failed", "endpoint_not_found",
+                         "access_denied"})
 
 
 class InvokeError(Exception):
@@ -48,6 +50,9 @@ class Endpoint(Protocol):
 
     requests: int  # requests sent, retries included (for the summary)
     cancel: threading.Event  # set: no new attempt starts
+    # inputs one request carries at most (None: as many as asked); an endpoint that serves one input a
+    # request (LMI) says 1, so that a batch sends each row on its own and one bad row fails alone
+    inputs_per_request: int | None
 
     def invoke(self, inputs: str | list[str], adapter: str | None = None,
                params: dict[str, Any] | None = None) -> Any: ...
@@ -128,6 +133,7 @@ def run_rows(client: Endpoint, rows: list[Row], *, adapter: str | None = None, p
     `on_done(ok, failed)` is called from worker threads after each request's rows are settled.
     Closing the iterator early (Ctrl-C) stops sending; requests in flight finish or time out.
     """
+    per_request = max(1, min(rows_per_request, client.inputs_per_request or rows_per_request))
     chunks: list[list[Row]] = []
     current: list[Row] = []
     for row in rows:
@@ -138,7 +144,7 @@ def run_rows(client: Endpoint, rows: list[Row], *, adapter: str | None = None, p
             chunks.append([row])
             continue
         current.append(row)
-        if len(current) >= max(1, rows_per_request):
+        if len(current) >= per_request:
             chunks.append(current)
             current = []
     if current:

@@ -17,6 +17,7 @@ from fastuner.views.words import (
     SYMBOLS,
     attribute_rows,
     cost_line,
+    cost_text,
     reason_text,
     summary_line,
     violation_text,
@@ -66,7 +67,8 @@ def render_markdown(plan: dict[str, Any], *, limit: int = LIMIT) -> str:
     rows = [{"symbol": SYMBOLS[c["action"]], "address": c["address"], "action": c["action"],
              "why": reason_text(c, by_address) or "—", "deposed": c.get("deposed")} for c in changes]
     detailed = [{"symbol": SYMBOLS[c["action"]], "address": c["address"], "heading": HEADINGS[c["action"]],
-                 "rows": _diff_rows(c), "expires_at": c.get("expires_at")} for c in changes]
+                 "rows": _diff_rows(c), "expires_at": c.get("expires_at"), "cost": cost_text(c.get("cost") or {})}
+                for c in changes]
     expired = [{"address": c["address"], "why": reason_text(c)} for c in plan["changes"]
                if c["reason"] == "noop_because_expired"]
     drift = [{"address": a, "detail": d.get("detail") or f"now {d.get('status')}"}

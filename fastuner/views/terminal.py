@@ -20,6 +20,7 @@ from fastuner.views.words import (
     SYMBOLS,
     attribute_rows,
     cost_line,
+    cost_text,
     reason_text,
     summary_line,
     violation_text,
@@ -176,9 +177,9 @@ def _render_change(change: dict[str, Any], out: Lines, by_address: dict[str, dic
         out.add("      ", (f"+ {path} = (known after apply)", "dim"))
     if change.get("expires_at") and action in ("create", "update", "replace"):
         out.add("      ", (f"# expires at {change['expires_at']}", "dim"))
-    cost = change.get("cost") or {}
-    if cost.get("note"):
-        out.add("      ", (f"# cost: {_cost_text(cost)}", "dim"))
+    cost = cost_text(change.get("cost") or {})
+    if cost:
+        out.add("      ", (f"# cost: {cost}", "dim"))
     out.add("    }")
     out.add()
 
@@ -187,15 +188,6 @@ def _all_paths(change: dict[str, Any]) -> set[str]:
     from fastuner.plan.kinds import leaf_paths
 
     return {p for p, _ in leaf_paths(change.get("after") or {})} | {p for p, _ in leaf_paths(change.get("before") or {})}
-
-
-def _cost_text(cost: dict[str, Any]) -> str:
-    parts = []
-    if "hourly_usd" in cost:
-        parts.append(f"${cost['hourly_usd']:.2f}/h")
-    if "max_one_time_usd" in cost:
-        parts.append(f"at most ${cost['max_one_time_usd']:.2f}")
-    return ", ".join(parts) + (f" ({cost['note']})" if cost.get("note") else "")
 
 
 def _footer(plan: dict[str, Any], out: Lines) -> None:

@@ -79,6 +79,23 @@ def summary_line(summary: dict[str, int], mode: str = "normal") -> str:
             f"{summary['replace']} to replace, {summary['delete']} to destroy.")
 
 
+def cost_text(cost: dict[str, Any]) -> str:
+    """One resource's estimate: "$1.41/h, at most $11.26 (1 × ml.g5.xlarge, at most 8h (ttl)) · 3
+    adapters: $0.47 per adapter-hour, $4.22/h on one endpoint each" ("" without a note)."""
+    if not cost.get("note"):
+        return ""
+    parts = []
+    if "hourly_usd" in cost:
+        parts.append(f"${cost['hourly_usd']:.2f}/h")
+    if "max_one_time_usd" in cost:
+        parts.append(f"at most ${cost['max_one_time_usd']:.2f}")
+    text = f"{', '.join(parts)} ({cost['note']})" if parts else cost["note"]
+    if (cost.get("adapters") or 0) > 1 and "per_adapter_hourly_usd" in cost:  # what sharing one endpoint saves
+        text += (f" · {cost['adapters']} adapters: ${cost['per_adapter_hourly_usd']:.2f} per adapter-hour, "
+                 f"${cost['separate_hourly_usd']:.2f}/h on one endpoint each")
+    return text
+
+
 def cost_line(cost: dict[str, Any]) -> str:
     """The plan's cost estimate in one sentence ("" when nothing is billed)."""
     bits = []

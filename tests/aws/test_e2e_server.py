@@ -206,6 +206,8 @@ def test_the_aws_quickstart_cycle_and_the_policy_that_covers_it(cloud: Cloud) ->
         "s3:GetObjectVersion", "s3:ListBucketVersions",  # `state pull --serial N`
         "sagemaker:StopTrainingJob",  # destroying an adapter while its job still runs
         "sagemaker:ListTrainingJobs", "sagemaker:ListTags", "sagemaker:DeleteTags",  # refreshing many, retagging
+        "sagemaker:DescribeEndpoint", "sagemaker:InvokeEndpoint",  # `fastuner invoke` (no deployment here)
+        "cloudwatch:GetMetricData",  # `fastuner show deployment.NAME`
     }
 
 

@@ -105,6 +105,19 @@ def test_runner_policy_is_the_projects_own(demo: Scope) -> None:
     assert "StateKey" not in doc and "ObjectKey" not in doc  # no KMS key in the spec
 
 
+def test_invoking_and_metrics_stop_at_the_projects_endpoints(demo: Scope) -> None:
+    doc = statements(policy(demo))
+    where = f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}"
+    invoke = doc["InvokeEndpoints"]
+    assert invoke["Action"] == "sagemaker:InvokeEndpoint"
+    assert invoke["Resource"] == [f"{where}:endpoint/demo-*", f"{where}:inference-component/demo-*"]
+    assert invoke["Condition"] == {"StringEqualsIfExists": {"aws:ResourceTag/fastuner:project": "demo"}}
+    assert doc["ReadEndpointsToInvoke"]["Resource"] == f"{where}:endpoint/demo-*"
+    assert doc["ReadMetrics"] == {"Sid": "ReadMetrics", "Effect": "Allow", "Action": "cloudwatch:GetMetricData",
+                                  "Resource": "*"}
+    assert "cloudwatch:GetMetricData" in UNSCOPED
+
+
 def test_execution_policy_reads_inputs_and_writes_outputs_only(demo: Scope) -> None:
     doc = statements(policy(demo, "execution"))
     base = "arn:aws:s3:::demo-artifacts/fastuner/"
@@ -265,6 +278,12 @@ def full_run() -> list[dict]:
         logs_call("DescribeLogStreams", logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix="demo-a"),
         logs_call("GetLogEvents", logGroupName="/aws/sagemaker/TrainingJobs",
                   logStreamName="demo-adapter-1a2b/algo-1-1700000000"),
+        sm_call("DescribeEndpoint", EndpointName="demo-ep-api-1a2b3c4d"),
+        {"service": "sagemaker-runtime", "signing_name": "sagemaker", "operation": "InvokeEndpoint",
+         "params": {"EndpointName": "demo-ep-api-1a2b3c4d", "InferenceComponentName": "demo-ep-api-1a2b3c4d-a1",
+                    "Body": b"{}"}},
+        {"service": "cloudwatch", "signing_name": "monitoring", "operation": "GetMetricData",
+         "params": {"MetricDataQueries": []}},
     ]
 
 

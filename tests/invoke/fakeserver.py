@@ -1,4 +1,4 @@
-"""A tiny in-process stand-in for containers/serve (`GET /ping`, `POST /invocations`) whose failures
+"""A tiny in-process stand-in for containers/serve (`GET /ping`, `GET /metrics`, `POST /invocations`) whose failures
 and delays are scripted, for fast tests of the invoke client. It answers like the real server:
 classification `{label, scores}` or generation `{generated_text}`, a list for a list of inputs, and
 errors as `{error, code}`.
@@ -27,6 +27,7 @@ class Script:
     adapters: tuple[str, ...] = ("a1",)
     fail_next: list[int | str] = field(default_factory=list)
     labels: tuple[str, ...] = ("neg", "pos")
+    metrics: str = ""  # what GET /metrics answers (Prometheus text)
     requests: list[dict[str, Any]] = field(default_factory=list)  # every body received, in arrival order
     finished: list[list[str]] = field(default_factory=list)  # inputs of each answered request, in finish order
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -63,6 +64,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/ping":
             self._send(200, {"status": "healthy"})
+        elif self.path == "/metrics":
+            data = self.server.script.metrics.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         else:
             self._send(*_error(404, "not_found", "no such route"))
 

@@ -87,6 +87,24 @@ def test_durations_are_shown_as_written_not_as_python_timedeltas(tmp_path: Path)
     assert endpoint_cost("ml.g5.xlarge", 1, 8)["note"].endswith("at most 8h (ttl)")
 
 
+def test_a_shared_endpoint_shows_its_cost_per_adapter_hour_and_what_sharing_saves() -> None:
+    from fastuner.views.words import cost_text
+
+    shared = endpoint_cost("ml.g5.xlarge", 1, 8, adapters=3)
+    assert (shared["per_adapter_hourly_usd"], shared["separate_hourly_usd"]) == (0.4693, 4.224)
+    assert cost_text(shared) == ("$1.41/h, at most $11.26 (1 × ml.g5.xlarge, at most 8h (ttl)) · 3 adapters: "
+                                 "$0.47 per adapter-hour, $4.22/h on one endpoint each")
+    # one adapter: nothing shared, nothing to say (the JSON still carries the figure)
+    assert "adapter-hour" not in cost_text(endpoint_cost("ml.g5.xlarge", 1, 8, adapters=1))
+    # a running endpoint costs only what is left of its ttl
+    running = endpoint_cost("ml.g5.xlarge", 2, 8, hours_left=2.5)
+    assert running["max_one_time_usd"] == round(1.408 * 2 * 2.5, 2)
+    assert running["note"] == "2 × ml.g5.xlarge, 2h30m left of its 8h ttl"
+    assert endpoint_cost("ml.g5.xlarge", 1, 8, hours_left=-1)["max_one_time_usd"] == 0  # past its ttl
+    assert cost_text({"note": "no price known for ml.x"}) == "no price known for ml.x"
+    assert cost_text({}) == ""
+
+
 def test_the_terminal_view_prints_a_plan_in_one_call() -> None:
     """Rich costs about 0.1 ms a call: a print per line was 80 % of a 1,000-resource plan."""
     calls = []

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from . import emf
 from .errors import ApiError
 from .protocol import parse_invocation
 from .settings import Settings, validate_adapter_name
@@ -156,7 +157,7 @@ class Handler(BaseHTTPRequestHandler):
                                 ApiError(503, "shutting_down", "the server is shutting down"))
         started = time.perf_counter()
         app.metrics.invocation_started(time.time())
-        adapter, status, n_inputs = None, 500, 0
+        adapter, status, n_inputs, job = None, 500, 0, None
         try:
             invocation = parse_invocation(self._body(), self.headers, max_inputs=app.settings.max_inputs,
                                           max_new_tokens_limit=app.settings.max_new_tokens_limit)
@@ -177,6 +178,11 @@ class Handler(BaseHTTPRequestHandler):
             app.metrics.invocation_finished(adapter, status, elapsed, time.time())
             log(f"POST /invocations adapter={adapter or '-'} status={status} latency_ms={elapsed * 1000:.1f} "
                 f"inputs={n_inputs}")
+            if app.settings.emf_endpoint:
+                emf.write(emf.invocation_record(app.settings.emf_endpoint, adapter, status, elapsed,
+                                                cache=job.cache if job is not None else "",
+                                                load_seconds=job.load_seconds if job is not None else None,
+                                                now=time.time()))
         return None
 
     # -- helpers -------------------------------------------------------------------------------------

@@ -144,6 +144,8 @@ class Job:
     rows: list[list[int]]
     params: GenerationParams
     future: Future = field(default_factory=Future)
+    cache: str = ""  # "hit" or "miss" once the worker found (or loaded) its adapter
+    load_seconds: float | None = None  # how long loading it took, on a miss that loaded it
 
     @property
     def key(self) -> Key | None:
@@ -313,6 +315,7 @@ class Engine:
             with self._cache_lock:
                 self.cache.lookup(job.key)
             self.metrics.cache_event(hit=True)
+            job.cache = "hit"
 
     def _acquire(self, job: Job, pinned: set[int]) -> int:
         """The slot holding the job's adapter, loading it (and evicting the LRU one) on a miss."""
@@ -320,9 +323,11 @@ class Engine:
             slot = self.cache.lookup(job.key)
             if slot is not None:
                 self.metrics.cache_event(hit=True)
+                job.cache = "hit"
                 return slot
             slot, evicted = self.cache.admit(job.key, pinned)
         self.metrics.cache_event(miss=True, evictions=int(evicted is not None))
+        job.cache = "miss"
         started = time.perf_counter()
         try:
             self._load(job.artifact, slot)
@@ -334,7 +339,8 @@ class Engine:
                 raise
             raise ApiError(422, "adapter_invalid",
                            f"adapter '{job.entry.name}' could not be loaded: {one_line(error)}") from error
-        self.metrics.adapter_loaded(time.perf_counter() - started)
+        job.load_seconds = time.perf_counter() - started
+        self.metrics.adapter_loaded(job.load_seconds)
         return slot
 
     def _load(self, artifact: AdapterArtifact, slot: int) -> None:

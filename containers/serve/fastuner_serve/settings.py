@@ -47,6 +47,7 @@ class Settings:
     max_body_bytes: int = 6 * 1024 * 1024
     download_dir: str | None = None
     shutdown_timeout: float = 30.0
+    emf_endpoint: str | None = None  # set: one CloudWatch EMF line per request on stdout (emf.py)
 
 
 KEYS = {f.name for f in dataclasses.fields(Settings)}
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--download-dir", help="where s3:// adapters are downloaded (default: a temp dir)")
     parser.add_argument("--shutdown-timeout", type=float,
                         help="seconds to wait for in-flight requests on SIGTERM (default 30)")
+    parser.add_argument("--emf-endpoint", metavar="ENDPOINT_NAME",
+                        help="write per-request CloudWatch EMF metrics on stdout under this endpoint name "
+                             "(default $FASTUNER_ENDPOINT_NAME; unset: none)")
     return parser
 
 
@@ -132,6 +136,8 @@ def load_settings(argv: list[str], env: dict[str, str] | None = None) -> Setting
 
     if "port" not in values:
         values["port"] = int(env.get("SAGEMAKER_BIND_TO_PORT", 8080))
+    if "emf_endpoint" not in values and env.get("FASTUNER_ENDPOINT_NAME"):
+        values["emf_endpoint"] = env["FASTUNER_ENDPOINT_NAME"]
     if "host" not in values and args.mode == "serve":
         values["host"] = "0.0.0.0"
     if not values.get("base_model"):
@@ -219,6 +225,8 @@ def check_settings(settings: Settings) -> None:
         value = getattr(settings, key)
         if not isinstance(value, int) or value < 1:
             problems.append(f"{key} must be an integer >= 1, got {value!r}")
+    if settings.emf_endpoint is not None and (not isinstance(settings.emf_endpoint, str) or not settings.emf_endpoint):
+        problems.append(f"emf_endpoint must be an endpoint name, got {settings.emf_endpoint!r}")
     if settings.dtype not in ("auto", "float32", "bfloat16", "float16"):
         problems.append(f"dtype must be auto, float32, bfloat16 or float16, got '{settings.dtype}'")
     if problems:

@@ -42,6 +42,7 @@ def local_provider(spec: Spec, workspace: str, env: Mapping[str, str] | None = N
         resources={"dataset": datasets, "adapter": adapters, "deployment": deployments},
         logs={"adapter": adapters, "deployment": deployments},
         endpoints=deployments,
+        metrics=deployments,
         splits=datasets,
         priced=False,
         training_code_hash=lambda: code_hash("train"),

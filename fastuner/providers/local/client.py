@@ -39,6 +39,7 @@ class Client:
     rng: random.Random = field(default_factory=random.Random)
     requests: int = 0  # requests sent, retries included (for the summary)
     cancel: threading.Event = field(default_factory=threading.Event)  # set: no new attempt starts
+    inputs_per_request: int | None = None  # the server takes lists (up to its --max-inputs)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def invoke(self, inputs: str | list[str], adapter: str | None = None,

@@ -7,7 +7,8 @@
         process.json    pid and start time; exit_code when it ends
 
 Refresh checks the process and `/ping` (a dead server is drift: the plan recreates it) and reads the
-last invocation time from `/metrics` (it drives `idle_ttl`). Adding, replacing or removing adapters
+last invocation time from `/metrics` (it drives `idle_ttl`); `fastuner show deployment.NAME` reads the
+rest of `/metrics`. Adding, replacing or removing adapters
 goes through the server's management API without a restart; a new cache size or port restarts it.
 """
 
@@ -225,6 +226,24 @@ class LocalDeployments(ResourceProvider):
             return bool(info) and processes.alive(int(info["pid"]))
 
         return processes.read_log(rs.address, run / "serve.log", running, follow=follow)
+
+    # --- metrics -------------------------------------------------------------------------------------
+
+    def metrics(self, rs: ResourceState, since: datetime, until: datetime) -> dict[str, Any]:
+        """The server's `/metrics`: counted since it started (it keeps no history; `since` cannot apply)."""
+        from fastuner.providers.local.servermetrics import server_metrics
+
+        url = rs.outputs.get("url")
+        if not url:
+            raise ProviderError(f"{rs.address} records no server URL (is it still starting?)",
+                                "Run `fastuner apply` to finish it.")
+        try:
+            text = request("GET", f"{url}/metrics", timeout=5)
+        except (OSError, HttpError) as exc:
+            why = getattr(exc, "reason", None) or exc
+            raise ProviderError(f"the server of {rs.address} at {url} does not answer ({why})",
+                                "`fastuner plan` will show it being recreated, `fastuner apply` recreates it.") from None
+        return server_metrics(text if isinstance(text, str) else "", sorted(rs.outputs.get("adapters") or {}), until)
 
     # --- invoking ------------------------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ def sagemaker_provider(spec: Spec, workspace: str, environ: Mapping[str, str]) -
     from fastuner.providers.programs import code_hash
     from fastuner.providers.sagemaker.checks import check_training
     from fastuner.providers.sagemaker.datasets import SageMakerDatasets
+    from fastuner.providers.sagemaker.invoke import SageMakerEndpoints
+    from fastuner.providers.sagemaker.metrics import SageMakerMetrics
     from fastuner.providers.sagemaker.training import TrainingJobs
 
     settings = spec.config.provider.sagemaker
@@ -41,6 +43,8 @@ def sagemaker_provider(spec: Spec, workspace: str, environ: Mapping[str, str]) -
         resources={"dataset": datasets, "adapter": adapters},
         logs={"adapter": adapters},
         splits=datasets,
+        endpoints=SageMakerEndpoints(session),
+        metrics=SageMakerMetrics(session),
         importers={"adapter": adapters},
         priced=True,
         training_code_hash=lambda: code_hash("train"),

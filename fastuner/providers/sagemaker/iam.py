@@ -46,6 +46,8 @@ UNSCOPED = {
                                   "name prefix and reads each one's tags",
     "ecr:GetAuthorizationToken": "an ECR login token is account-wide",
     "cloudwatch:PutMetricData": "metrics are not resources; narrowed to SageMaker's namespaces",
+    "cloudwatch:GetMetricData": "metrics are not resources; `fastuner show deployment.NAME` reads the "
+                                "endpoint's (AWS/SageMaker) and its server's (fastuner/serve)",
     "ec2:DescribeNetworkInterfaces": "EC2 Describe calls are not resource-scoped",
     "ec2:DescribeVpcs": "EC2 Describe calls are not resource-scoped",
     "ec2:DescribeDhcpOptions": "EC2 Describe calls are not resource-scoped",
@@ -71,6 +73,8 @@ class Grant:
 _S3 = "arn:{partition}:s3:::"
 _JOBS = "arn:{partition}:sagemaker:{region}:{account}:training-job/{project}-*"
 _LOG_GROUP = "arn:{partition}:logs:{region}:{account}:log-group:" + TRAINING_LOG_GROUP
+_ENDPOINTS = "arn:{partition}:sagemaker:{region}:{account}:endpoint/{project}-*"
+_COMPONENTS = "arn:{partition}:sagemaker:{region}:{account}:inference-component/{project}-*"
 # a key named by an alias is matched through kms:ResourceAliases (IAM never matches an alias ARN);
 # a condition whose values are empty (no alias) is left out
 _VIA_S3 = {"StringEquals": {"kms:ViaService": "s3.{region}.amazonaws.com"},
@@ -116,6 +120,15 @@ RUNNER: tuple[Grant, ...] = (
     Grant("logs", "TrainingLogGroup", ("logs:DescribeLogStreams",),
           (_LOG_GROUP, _LOG_GROUP + ":*")),
     Grant("logs", "TrainingLogStreams", ("logs:GetLogEvents",), (_LOG_GROUP + ":log-stream:{project}-*",)),
+    # --- invoking deployments (`fastuner invoke`): the endpoint is checked once, then invoked. A request
+    # naming an inference component is authorised on the endpoint's ARN; the project's components are
+    # granted too, so that the grant holds whichever of the two AWS names in the authorisation
+    Grant("invoke", "ReadEndpointsToInvoke", ("sagemaker:DescribeEndpoint",), (_ENDPOINTS,),
+          {"StringEqualsIfExists": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"}}),
+    Grant("invoke", "InvokeEndpoints", ("sagemaker:InvokeEndpoint",), (_ENDPOINTS, _COMPONENTS),
+          {"StringEqualsIfExists": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"}}),
+    # --- a deployment's metrics (`fastuner show deployment.NAME`): one GetMetricData call
+    Grant("metrics", "ReadMetrics", ("cloudwatch:GetMetricData",), ("*",)),
 )
 
 # What SageMaker itself does with the execution role while a training job runs.
