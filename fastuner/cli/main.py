@@ -245,15 +245,21 @@ def reap(
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be reaped.")] = False,
+    from_tags: Annotated[bool, typer.Option("--from-tags", help="SageMaker: judge every endpoint of the project "
+                                            "by its tags alone (fastuner:expires-at, fastuner:idle-ttl), without "
+                                            "planning from state; what a state tracks is recorded there.")] = False,
+    all_projects: Annotated[bool, typer.Option("--all-projects", help="With --from-tags (implied): the expired "
+                                               "endpoints of every fastuner project in the region.")] = False,
     policy: PolicyOpt = None, lock_timeout: LockTimeoutOpt = "0s", json_out: JsonOpt = False,
     no_color: NoColorOpt = False,
 ) -> None:
-    """Destroy every deployment past its ttl or idle_ttl (for a schedule: needs no dataset files)."""
+    """Destroy every deployment past its ttl or idle_ttl (for a schedule: needs no dataset files). On
+    SageMaker, endpoints that no state records (or, without a state, all) are found by their tags."""
     from fastuner.cli.reap import run_reap
 
     raise typer.Exit(run_reap(file, var, workspace, auto_approve=auto_approve, dry_run=dry_run, json_out=json_out,
                               lock_timeout=lock_timeout, console=_console(no_color), clock=_clock(),
-                              policy=policy))
+                              policy=policy, from_tags=from_tags, all_projects=all_projects))
 
 
 # --- AWS setup ---------------------------------------------------------------------------------

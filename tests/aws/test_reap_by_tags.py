@@ -57,7 +57,8 @@ def test_expired_endpoints_are_found_by_their_tags_alone(world: ReapWorld) -> No
     old = expired["demo-ep-old"]
     assert not old.idle and old.detail == f"ttl ended {world.later(hours=1).replace(microsecond=0).isoformat()}"
     quiet = expired["demo-ep-quiet"]
-    assert quiet.idle and quiet.detail.startswith(f"no invocation since {world.later(hours=1).isoformat()}")
+    since = world.later(hours=1).replace(microsecond=0)  # the window's start, to the second
+    assert quiet.idle and quiet.detail.startswith(f"no invocation since {since.isoformat()}")
     assert quiet.detail.endswith("(idle_ttl 1h)")
     busy = found["demo-ep-busy"]
     assert busy.last_activity is not None and busy.last_activity > world.later(hours=1.5)

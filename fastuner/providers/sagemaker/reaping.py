@@ -178,7 +178,7 @@ def expiry_of(ep: TaggedEndpoint, created: datetime | None, last: datetime | Non
         return ended
     if ep.idle_ttl is None or created is None:
         return None
-    start = created if window is None else max(created, now - window)
+    start = created if window is None else max(created, _whole_second(now - window))
     return KINDS["deployment"].expiry({"idle_ttl": ep.idle_text}, created, last or start, now)
 
 
@@ -287,6 +287,11 @@ def not_found(exc: BaseException) -> bool:
     message = error_message(exc).lower()
     return error_code(exc) in ("ResourceNotFound", "ResourceNotFoundException") or (
         error_code(exc) == "ValidationException" and ("could not find" in message or "not found" in message))
+
+
+def _whole_second(t: datetime) -> datetime:
+    """`t` to the second, as people read it (what CloudWatch saw spans whole minutes anyway)."""
+    return t.replace(microsecond=0)
 
 
 def _utc(value: Any) -> datetime:
