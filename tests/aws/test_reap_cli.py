@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from fastuner.aws.clients import CALL_LOG_ENV
+from fastuner.config.loader import load_spec
+from fastuner.providers.sagemaker.iam import RUNNER, covers, policy, read_call_log, requests_of, scope_of
 from fastuner.state.local import LocalStateStore
 from fastuner.state.model import ResourceState, Status, empty_state
 from tests.aws.conftest import ACCOUNT, FAKE_CREDENTIALS
@@ -88,6 +90,11 @@ def test_reap_by_tags_with_no_state_file(cli, world: ReapWorld, folder: Path, en
     assert not (folder / "state").exists()  # no state was made up
     assert {p["EndpointName"] for p in sent(environ, "DeleteEndpoint")} == {"demo-ep-old", "demo-ep-quiet"}
     assert sent(environ, "GetResources")[0]["TagFilters"] == [{"Key": "fastuner:project", "Values": ["demo"]}]
+    # `fastuner iam-policy` allows every call it made, and its reaping rows were all needed
+    scope = scope_of(load_spec(folder / "fastuner.yaml", resources=False, environ={}).config)
+    coverage = covers(policy(scope), requests_of(read_call_log(Path(environ[CALL_LOG_ENV]).read_text()), scope))
+    assert coverage.denied == ()
+    assert not {a for g in RUNNER if g.feature == "reap" for a in g.actions} & set(coverage.unused)
 
     again = cli("reap", "--from-tags", "--auto-approve", cwd=folder, clock=clock, environ=environ)
     assert again.code == 0 and "0 past their ttl or idle_ttl." in again.out and "Reaped" not in again.out
@@ -189,3 +196,33 @@ def test_a_refused_tagging_call_says_what_to_allow(cli, world: ReapWorld, folder
     monkeypatch.setattr(AwsSession, "_provided", refuse)
     run = cli("reap", "--from-tags", "--auto-approve", cwd=folder, environ=environ)
     assert run.code == 1 and "tag:GetResources" in run.err and "Traceback" not in run.text
+
+
+def test_marking_a_reaped_endpoint_touches_only_the_instance_state_knows() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from fastuner.cli.reap import mark_reaped
+    from fastuner.state.model import Deposed
+
+    now = datetime(2026, 12, 7, 15, tzinfo=UTC)
+    ended = now - timedelta(hours=1)
+    state = empty_state("demo", "default")
+    state.resources["deployment.api"] = ResourceState(
+        address="deployment.api", kind="deployment", name="api", physical_name="demo-ep-api-2",
+        outputs={"endpoint_name": "demo-ep-api-2"}, inputs={"ttl": "8h"},
+        deposed=[Deposed(physical_name="demo-ep-api-1", outputs={"endpoint_name": "demo-ep-api-1"})])
+    state.resources["adapter.a"] = ResourceState(address="adapter.a", kind="adapter", name="a", physical_name="x")
+    before = state.model_copy(deep=True)
+    assert not mark_reaped(state, "deployment.api", "demo-ep-other", ended, now)
+    assert not mark_reaped(state, "deployment.gone", "demo-ep-api-2", ended, now)
+    assert not mark_reaped(state, "adapter.a", "x", ended, now)
+    assert state == before
+    # a replaced instance waiting for deletion: only it is dropped
+    assert mark_reaped(state, "deployment.api", "demo-ep-api-1", ended, now)
+    api = state.get("deployment.api")
+    assert api.deposed == [] and api.status is Status.READY and api.outputs == {"endpoint_name": "demo-ep-api-2"}
+    # the current instance: expired, keeping the lifetime it ended under
+    assert mark_reaped(state, "deployment.api", "demo-ep-api-2", ended, now)
+    assert (api.status, api.expires_at, api.outputs, api.inputs) == (Status.EXPIRED, ended,
+                                                                     {"expired_at": now.isoformat()}, {"ttl": "8h"})
+    assert not mark_reaped(state, "deployment.api", "demo-ep-api-2", ended, now)  # already expired
