@@ -450,12 +450,20 @@ def ci_github(
     install: Annotated[str | None, typer.Option("--install", help="Command that installs fastuner "
                                                 "(default: pip install this version).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a different existing file.")] = False,
+    aws: Annotated[bool | None, typer.Option("--aws/--no-aws", help="Jobs assume an AWS role through OIDC and "
+                                             "reap by tags (default: when the spec in --workdir uses AWS).",
+                                             show_default=False)] = None,
+    aws_region: Annotated[str | None, typer.Option("--aws-region", metavar="REGION", help="With --aws: the "
+                                                   "region (default: the spec's).")] = None,
+    aws_role: Annotated[str | None, typer.Option("--aws-role", metavar="ARN", help="With --aws: the role to "
+                                                 "assume (default: the repository variable FASTUNER_AWS_ROLE).")] = None,
 ) -> None:
     """Write a GitHub Actions workflow: plan on pull requests, apply on push, reap on a schedule."""
     from fastuner.cli.ci import run_ci_github
 
     raise typer.Exit(run_ci_github(out=out, python=python, workdir=workdir, reap_cron=reap_cron, branch=branch,
-                                   runs_on=runs_on, install=install, force=force, console=_console()))
+                                   runs_on=runs_on, install=install, force=force, console=_console(), aws=aws,
+                                   aws_region=aws_region, aws_role=aws_role))
 
 
 @app.command(cls=_Command)
