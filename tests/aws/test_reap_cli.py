@@ -226,3 +226,15 @@ def test_marking_a_reaped_endpoint_touches_only_the_instance_state_knows() -> No
     assert (api.status, api.expires_at, api.outputs, api.inputs) == (Status.EXPIRED, ended,
                                                                      {"expired_at": now.isoformat()}, {"ttl": "8h"})
     assert not mark_reaped(state, "deployment.api", "demo-ep-api-2", ended, now)  # already expired
+
+
+def test_from_tags_needs_neither_the_resources_nor_their_variables(cli, world: ReapWorld, folder: Path,
+                                                                   environ: dict[str, str]) -> None:
+    (folder / "fastuner.yaml").write_text(SPEC + 'variables:\n  data: {description: where the data is}\n'
+                                          'datasets:\n  d: {path: "${var.data}/d.jsonl", task: classification}\n')
+    world.deployment("demo-ep-old", expires_at=world.later(hours=1))
+    assert cli("reap", cwd=folder, environ=environ).code == 1  # planning needs the variable
+    run = cli("reap", "--from-tags", "--auto-approve", cwd=folder, clock=Clock(world.later(hours=2)),
+              environ=environ)
+    assert run.code == 0, run.text
+    assert "Reaped deployment.demo-ep-old" in run.out and world.endpoints() == set()
