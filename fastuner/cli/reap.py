@@ -32,10 +32,18 @@ from rich.console import Console
 from rich.markup import escape
 
 from fastuner.cli.commands import EXIT_ERROR, EXIT_OK, EXIT_POLICY, _confirm, make_project_plan
-from fastuner.cli.project import Project, aws_session, build_store, open_project, parse_lock_timeout
+from fastuner.cli.project import (
+    Project,
+    aws_session,
+    build_store,
+    open_project,
+    parse_lock_timeout,
+    resolve_workspace,
+)
 from fastuner.errors import UserError
 from fastuner.plan.model import Action, Reason, Violation
 from fastuner.plan.status import ResultStatus
+from fastuner.providers.sagemaker.reaping import WORKSPACE_TAG
 from fastuner.state.model import State, Status
 
 
@@ -266,23 +274,27 @@ def _record(project: Project, found, now: datetime, lock_timeout: str | None) ->
     """Mark the reaped endpoint expired in the state of its workspace, if that state tracks it, under
     the state's lock. (recorded, what to tell about it)."""
     from fastuner.cli import runtime
-    from fastuner.state.store import StateLockedError
+    from fastuner.errors import DiagnosticsError
 
     ep = found.endpoint
-    workspace = ep.workspace or "default"
-    store = project.store if workspace == project.workspace else build_store(
-        project.spec, workspace, None, parse_lock_timeout(lock_timeout), runtime.current().environ)
-    if store.read() is None:
-        return False, ""
+    environ = runtime.current().environ
     try:
+        workspace = resolve_workspace(ep.workspace or "default", environ)
+    except UserError:
+        return False, f"Not recorded: its {WORKSPACE_TAG} tag {ep.workspace!r} names no workspace."
+    store = project.store if workspace == project.workspace else build_store(
+        project.spec, workspace, None, parse_lock_timeout(lock_timeout), environ)
+    try:
+        if store.read() is None:
+            return False, ""
         with store.lock("reap"):
             state = store.read()
             if state is None or not mark_reaped(state, ep.address, ep.name, found.expiry.ended, now):
                 return False, ""
             store.write(state)
-    except StateLockedError as exc:
+    except DiagnosticsError as exc:  # a lock held elsewhere, a damaged state: the endpoint is gone all the same
         return False, (f"Not recorded in {store.location}: {exc.diagnostics[0].summary}. The next plan there "
-                       "sees its lifetime ended all the same.")
+                       "finds its lifetime ended all the same.")
     return True, f"Recorded {ep.address} as expired in {store.location}."
 
 

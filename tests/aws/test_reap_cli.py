@@ -160,6 +160,36 @@ def test_a_state_that_tracks_a_reaped_endpoint_records_its_expiry(cli, world: Re
     assert plan.code == 0, plan.text
 
 
+def test_a_locked_state_skips_only_the_record(cli, world: ReapWorld, folder: Path, environ: dict[str, str]) -> None:
+    """Another run holds the state's lock: the endpoint goes all the same (its lifetime ended), the record
+    is skipped and said so; the state is untouched (its next plan finds the ttl ended by itself)."""
+    import subprocess
+    import sys
+
+    from tests.cli.test_faults import HOLD_LOCK
+
+    ended = world.later(hours=1)
+    world.deployment("demo-ep-api", expires_at=ended, address="deployment.api")
+    store = LocalStateStore(folder / "state" / "demo.json")
+    state = empty_state("demo", "default")
+    state.resources["deployment.api"] = ResourceState(
+        address="deployment.api", kind="deployment", name="api", physical_name="demo-ep-api",
+        inputs={"ttl": "1h"}, created_at=world.now, outputs={"endpoint_name": "demo-ep-api"})
+    written = store.write(state)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder / "state" / "demo.json")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdout.readline()
+        run = cli("reap", "--from-tags", "--auto-approve", cwd=folder, clock=Clock(world.later(hours=2)),
+                  environ=environ)
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert run.code == 0, run.text
+    assert "Reaped deployment.api" in run.out and "Not recorded in" in run.out and "the state is locked" in run.out
+    assert world.endpoints() == set()
+    assert store.read().serial == written.serial and store.read().get("deployment.api").status is Status.READY
+
+
 def test_with_a_state_its_own_reap_runs_first_and_the_tags_catch_what_it_lacks(
         cli, world: ReapWorld, folder: Path, environ: dict[str, str]) -> None:
     LocalStateStore(folder / "state" / "demo.json").write(empty_state("demo", "default"))
