@@ -99,11 +99,19 @@ def aws_of_spec(path: Path) -> tuple[bool, str | None]:
     """Whether the spec at `path` uses AWS, and its region (the provider's, else the state backend's; a
     `${var.NAME}` with a default is that default), read from the YAML as written: no variable needs a
     value to write a workflow. (False, None) when there is no spec there."""
+    try:
+        return aws_of_spec_text(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return False, None
+
+
+def aws_of_spec_text(text: str) -> tuple[bool, str | None]:
+    """`aws_of_spec` of a spec's text (`fastuner init` asks before writing it)."""
     import yaml
 
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
         return False, None
     if not isinstance(doc, dict):
         return False, None
