@@ -268,3 +268,27 @@ def test_from_tags_needs_neither_the_resources_nor_their_variables(cli, world: R
               environ=environ)
     assert run.code == 0, run.text
     assert "Reaped deployment.demo-ep-old" in run.out and world.endpoints() == set()
+
+
+def test_a_protected_deployment_refuses_the_reap_by_tags_whole(cli, world: ReapWorld, folder: Path,
+                                                                environ: dict[str, str], tmp_path: Path) -> None:
+    """As a reap from state: a protected address past its lifetime breaks the policy (exit 3), and
+    nothing is deleted until it leaves the list — the spec's, or a policy file's."""
+    world.deployment("demo-ep-api", expires_at=world.later(hours=1), address="deployment.api")
+    world.deployment("demo-ep-other", expires_at=world.later(hours=1), address="deployment.other")
+    clock = Clock(world.later(hours=2))
+    (folder / "fastuner.yaml").write_text(SPEC + "policy: {protect: [deployment.api]}\n")
+    run = cli("reap", "--from-tags", "--auto-approve", cwd=folder, clock=clock, environ=environ)
+    assert run.code == 3, run.text
+    assert "breaks the policy" in run.out and "policy protect (spec): deployment.api would be destroyed" in run.out
+    assert world.endpoints() == {"demo-ep-api", "demo-ep-other"} and not sent(environ, "DeleteEndpoint")
+    doc = json.loads(cli("reap", "--from-tags", "--json", cwd=folder, clock=clock, environ=environ).out)
+    assert doc["violations"] == [{"rule": "protect", "address": "deployment.api", "figure": "delete", "limit": "",
+                                  "source": "spec", "detail": "would be destroyed"}] and doc["reaped"] == []
+    (folder / "fastuner.yaml").write_text(SPEC)
+    (tmp_path / "ci-policy.yaml").write_text("policy: {protect: [deployment.api]}\n")
+    by_file = cli("reap", "--auto-approve", "--policy", str(tmp_path / "ci-policy.yaml"), cwd=folder, clock=clock,
+                  environ=environ)
+    assert by_file.code == 3 and "policy file" in by_file.out and len(world.endpoints()) == 2
+    assert cli("reap", "--auto-approve", cwd=folder, clock=clock, environ=environ).code == 0
+    assert world.endpoints() == set()
