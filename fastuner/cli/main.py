@@ -245,15 +245,21 @@ def reap(
     file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Skip the confirmation.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be reaped.")] = False,
+    from_tags: Annotated[bool, typer.Option("--from-tags", help="SageMaker: judge every endpoint of the project "
+                                            "by its tags alone (fastuner:expires-at, fastuner:idle-ttl), without "
+                                            "planning from state; what a state tracks is recorded there.")] = False,
+    all_projects: Annotated[bool, typer.Option("--all-projects", help="With --from-tags (implied): the expired "
+                                               "endpoints of every fastuner project in the region.")] = False,
     policy: PolicyOpt = None, lock_timeout: LockTimeoutOpt = "0s", json_out: JsonOpt = False,
     no_color: NoColorOpt = False,
 ) -> None:
-    """Destroy every deployment past its ttl or idle_ttl (for a schedule: needs no dataset files)."""
+    """Destroy every deployment past its ttl or idle_ttl (for a schedule: needs no dataset files). On
+    SageMaker, endpoints that no state records (or, without a state, all) are found by their tags."""
     from fastuner.cli.reap import run_reap
 
     raise typer.Exit(run_reap(file, var, workspace, auto_approve=auto_approve, dry_run=dry_run, json_out=json_out,
                               lock_timeout=lock_timeout, console=_console(no_color), clock=_clock(),
-                              policy=policy))
+                              policy=policy, from_tags=from_tags, all_projects=all_projects))
 
 
 # --- AWS setup ---------------------------------------------------------------------------------
@@ -444,12 +450,20 @@ def ci_github(
     install: Annotated[str | None, typer.Option("--install", help="Command that installs fastuner "
                                                 "(default: pip install this version).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a different existing file.")] = False,
+    aws: Annotated[bool | None, typer.Option("--aws/--no-aws", help="Jobs assume an AWS role through OIDC and "
+                                             "reap by tags (default: when the spec in --workdir uses AWS).",
+                                             show_default=False)] = None,
+    aws_region: Annotated[str | None, typer.Option("--aws-region", metavar="REGION", help="With --aws: the "
+                                                   "region (default: the spec's).")] = None,
+    aws_role: Annotated[str | None, typer.Option("--aws-role", metavar="ARN", help="With --aws: the role to "
+                                                 "assume (default: the repository variable FASTUNER_AWS_ROLE).")] = None,
 ) -> None:
     """Write a GitHub Actions workflow: plan on pull requests, apply on push, reap on a schedule."""
     from fastuner.cli.ci import run_ci_github
 
     raise typer.Exit(run_ci_github(out=out, python=python, workdir=workdir, reap_cron=reap_cron, branch=branch,
-                                   runs_on=runs_on, install=install, force=force, console=_console()))
+                                   runs_on=runs_on, install=install, force=force, console=_console(), aws=aws,
+                                   aws_region=aws_region, aws_role=aws_role))
 
 
 @app.command(cls=_Command)

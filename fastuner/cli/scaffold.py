@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fastuner import __version__
-from fastuner.cli.ci import GITHUB_DEFAULTS, github_settings
+from fastuner.cli.ci import GITHUB_DEFAULTS, aws_of_spec_text, github_settings
 from fastuner.config.models import PROJECT_PATTERN, DatasetChecks
 from fastuner.config.tasks import Family, Task
 from fastuner.errors import UserError, relpath
@@ -141,14 +141,15 @@ def plan_scaffold(folder: Path, *, provider: str, task: str, project: str | None
     }
     notes = []
     if ci == "github":
-        path, text, words = _github_workflow(folder)
+        path, text, words = _github_workflow(folder, spec)
         files[path], descriptions[path] = text, words
         if provider == "local":
             notes.append("The workflow's header says what CI needs with the local provider: state committed "
                          "to the repository, and a self-hosted runner for apply and reap.")
         else:
-            notes.append("The workflow runs fastuner in the runner's environment, which must hold AWS credentials "
-                         "and FASTUNER_VAR_account: the workflow sets neither.")
+            notes.append("The workflow's jobs get AWS credentials by assuming the role in the repository variable "
+                         "FASTUNER_AWS_ROLE (its header says what the role must trust); FASTUNER_VAR_account must "
+                         "be in the runner's environment: the workflow does not set it.")
     gitignore = folder / ".gitignore"
     return Scaffold(folder, name, files, descriptions, gitignore, _missing_lines(gitignore), notes)
 
@@ -186,14 +187,16 @@ def run_init(directory: str, *, provider: str, task: str, project: str | None, c
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _github_workflow(folder: Path) -> tuple[Path, str, str]:
+def _github_workflow(folder: Path, spec: str) -> tuple[Path, str, str]:
     """The workflow at the root of the git repository holding `folder` (GitHub reads workflows only
-    there), running in `folder`; without a repository, in `folder` itself."""
+    there), running in `folder`; without a repository, in `folder` itself. For a spec on AWS, the
+    variant `fastuner ci github` writes for it (OIDC credentials, the reap by tags)."""
     from fastuner.views.ci import render_github_workflow
 
     root = next((p for p in (folder, *folder.parents) if (p / ".git").exists()), folder)
     workdir = PurePosixPath(*folder.relative_to(root).parts) if folder != root else PurePosixPath(".")
-    settings = github_settings(**{**GITHUB_DEFAULTS, "workdir": str(workdir)})
+    aws, region = aws_of_spec_text(spec)
+    settings = github_settings(**{**GITHUB_DEFAULTS, "workdir": str(workdir)}, aws=aws, aws_region=region)
     rerun = "fastuner ci github --force" + ("" if str(workdir) == "." else f" --workdir {shlex.quote(str(workdir))}")
     words = (f"plan on pull requests, apply on push to {settings['branch']}, reap on {settings['reap_cron']} (UTC); "
              f"`{rerun}` rewrites it with other settings")

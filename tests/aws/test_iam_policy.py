@@ -118,6 +118,19 @@ def test_invoking_and_metrics_stop_at_the_projects_endpoints(demo: Scope) -> Non
     assert "cloudwatch:GetMetricData" in UNSCOPED
 
 
+def test_reaping_deletes_only_the_projects_endpoint_trees(demo: Scope) -> None:
+    doc = statements(policy(demo))
+    arn = f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:"
+    delete = doc["DeleteEndpointTrees"]
+    assert delete["Resource"] == [arn + k + "/demo-*" for k in ("inference-component", "endpoint", "endpoint-config",
+                                                                "model")]
+    assert delete["Condition"] == {"StringEquals": {"aws:ResourceTag/fastuner:project": "demo"}}
+    assert doc["ReadEndpointTrees"]["Condition"] == {
+        "StringEqualsIfExists": {"aws:ResourceTag/fastuner:project": "demo"}}
+    assert "*" not in as_list(doc["ReadEndpointTrees"]["Resource"])
+    assert {s for s in doc if doc[s]["Resource"] == "*"} >= {"FindTaggedEndpoints", "ReadMetrics", "ListEndpoints"}
+
+
 def test_execution_policy_reads_inputs_and_writes_outputs_only(demo: Scope) -> None:
     doc = statements(policy(demo, "execution"))
     base = "arn:aws:s3:::demo-artifacts/fastuner/"
@@ -284,6 +297,18 @@ def full_run() -> list[dict]:
                     "Body": b"{}"}},
         {"service": "cloudwatch", "signing_name": "monitoring", "operation": "GetMetricData",
          "params": {"MetricDataQueries": []}},
+        # reaping by tags
+        {"service": "resourcegroupstaggingapi", "signing_name": "tagging", "operation": "GetResources",
+         "params": {"TagFilters": [{"Key": "fastuner:project", "Values": ["demo"]}]}},
+        sm_call("ListEndpoints", NameContains="demo-"),
+        sm_call("ListInferenceComponents", EndpointNameEquals="demo-ep-api-1a2b"),
+        sm_call("DescribeEndpoint", EndpointName="demo-ep-api-1a2b"),
+        sm_call("DescribeEndpointConfig", EndpointConfigName="demo-ep-api-1a2b"),
+        sm_call("DescribeInferenceComponent", InferenceComponentName="demo-ep-api-1a2b-base"),
+        sm_call("DeleteInferenceComponent", InferenceComponentName="demo-ep-api-1a2b-base"),
+        sm_call("DeleteEndpoint", EndpointName="demo-ep-api-1a2b"),
+        sm_call("DeleteEndpointConfig", EndpointConfigName="demo-ep-api-1a2b"),
+        sm_call("DeleteModel", ModelName="demo-ep-api-1a2b"),
     ]
 
 

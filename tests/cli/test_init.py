@@ -102,6 +102,11 @@ def test_sagemaker_scaffold_validates_bootstraps_and_plans_under_moto(ci: bool, 
     assert config["backend"]["s3"]["bucket"] == config["provider"]["sagemaker"]["bucket"] == "fastuner-${var.account}"
     assert config["provider"]["sagemaker"]["role_arn"] == "arn:aws:iam::${var.account}:role/fastuner-intents"
     assert (tmp_path / WORKFLOW).exists() is ci
+    if ci:  # the AWS variant, in the spec's region, as `ci github` writes it for this spec
+        assert "aws-actions/configure-aws-credentials@v6" in (tmp_path / WORKFLOW).read_text()
+        assert 'aws-region: "us-east-1"' in (tmp_path / WORKFLOW).read_text()
+        assert cli("ci", "github", cwd=tmp_path).code == 0
+        assert actionlint(tmp_path / WORKFLOW).returncode == 0
 
 
 def test_the_commented_sagemaker_deployment_validates_once_uncommented(tmp_path: Path, cli) -> None:

@@ -25,6 +25,12 @@ CASES = {
                              "branch": "release/v2", "runs_on": "self-hosted",
                              "install": 'pip install "fastuner[train] @ git+https://example.com/fastuner.git"'},
 }
+# the AWS variant: OIDC credentials in every job, the reap by tags in a group of its own
+AWS_CASES = {
+    "github-aws.yml": {"aws": True, "aws_region": "eu-west-1"},
+    "github-aws-role.yml": {"aws": True, "aws_region": "us-gov-west-1", "workdir": "ml/intents",
+                            "aws_role": "arn:aws-us-gov:iam::123456789012:role/ci/fastuner-ci"},
+}
 DEFAULTS = {"python": "3.11", "workdir": ".", "reap_cron": "17 * * * *", "branch": "main",
             "runs_on": "ubuntu-latest", "install": None}
 
@@ -37,9 +43,9 @@ def steps_of(job: dict) -> list[str]:
     return [s.get("name") or s["uses"].split("@")[0] for s in job["steps"]]
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", sorted({**CASES, **AWS_CASES}))
 def test_golden(name: str) -> None:
-    text = render(**CASES[name])
+    text = render(**{**CASES, **AWS_CASES}[name])
     path = GOLDEN / name
     if UPDATE:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +85,65 @@ def test_structure(name: str) -> None:
     comment = jobs["plan"]["steps"][6]
     assert comment["uses"] == "actions/github-script@v8" and comment["env"]["MARKER"].startswith("<!-- fastuner-plan")
     assert comment["env"]["PLAN_MD"] == ("plan.md" if settings["workdir"] == "." else f"{settings['workdir']}/plan.md")
+
+
+@pytest.mark.parametrize("name", sorted(AWS_CASES))
+def test_aws_jobs_assume_a_role_through_oidc_and_reap_by_tags(name: str) -> None:
+    settings = {**DEFAULTS, **AWS_CASES[name]}
+    text = render(**AWS_CASES[name])
+    jobs = yaml.safe_load(text)["jobs"]
+    role = settings.get("aws_role")
+    for job_name, job in jobs.items():
+        assert job["permissions"]["id-token"] == "write" and job["permissions"]["contents"] == "read"
+        names = steps_of(job)
+        credentials = job["steps"][names.index("Install fastuner") + 1]
+        assert credentials["uses"] == "aws-actions/configure-aws-credentials@v6"
+        assert credentials["with"]["aws-region"] == settings["aws_region"]
+        assert credentials["with"]["role-session-name"] == f"fastuner-{job_name}"
+        fallback = f"'{role}'" if role else "vars.FASTUNER_AWS_ROLE"
+        wanted = ("${{ vars.FASTUNER_AWS_PLAN_ROLE || " + fallback + " }}" if job_name == "plan"
+                  else role or "${{ vars.FASTUNER_AWS_ROLE }}")
+        assert credentials["with"]["role-to-assume"] == wanted
+    # a fork's pull request has no OIDC token: not planned rather than failed
+    assert "github.event.pull_request.head.repo.full_name == github.repository" in jobs["plan"]["if"]
+    reap = {s.get("name"): s.get("run") for s in jobs["reap"]["steps"]}["Reap expired deployments"]
+    assert reap == "fastuner reap --auto-approve --from-tags --lock-timeout 2m"
+    # reaping by tags never waits behind an apply (training can take hours), only behind another reap
+    assert jobs["reap"]["concurrency"]["group"] != jobs["apply"]["concurrency"]["group"]
+    assert jobs["reap"]["concurrency"]["cancel-in-progress"] is False
+    assert "The schedule is the reap interval" in text and "repo:OWNER/REPO:pull_request" in text
+
+
+def test_the_variant_follows_the_spec_and_its_region(cli, tmp_path: Path) -> None:
+    folder = tmp_path / "ml"
+    folder.mkdir()
+    spec = folder / "fastuner.yaml"
+    spec.write_text('version: 1\nproject: demo\nvariables:\n  region: {default: eu-central-1}\n  account: {}\n'
+                    'provider:\n  sagemaker: {region: "${var.region}", role_arn: "arn:aws:iam::${var.account}:role/x",'
+                    ' bucket: b}\n')
+    run = cli("ci", "github", "--out", "-", "--workdir", "ml", cwd=tmp_path)
+    assert run.code == 0, run.text
+    assert run.out == render(workdir="ml", aws=True, aws_region="eu-central-1")
+    assert cli("ci", "github", "--out", "-", "--workdir", "ml", "--no-aws", cwd=tmp_path).out == render(workdir="ml")
+    spec.write_text("version: 1\nproject: demo\nbackend: {s3: {bucket: b, key: k.json, region: \"${var.r}\"}}\n")
+    unknown = cli("ci", "github", "--out", "-", "--workdir", "ml", cwd=tmp_path)
+    assert unknown.code == 1 and "needs a region" in unknown.err and "--aws-region" in unknown.err
+    given = cli("ci", "github", "--out", "-", "--workdir", "ml", "--aws-region", "ap-south-1", cwd=tmp_path)
+    assert given.code == 0 and '"ap-south-1"' in given.out
+    written = cli("ci", "github", "--workdir", "ml", "--aws-region", "ap-south-1", cwd=tmp_path)
+    assert "set the repository variable FASTUNER_AWS_ROLE" in written.out
+    spec.write_text("version: 1\nproject: demo\n")
+    assert cli("ci", "github", "--out", "-", "--workdir", "ml", cwd=tmp_path).out == render(workdir="ml")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--aws", "--aws-region", "mars-1"], "is not an AWS region"),
+    (["--aws", "--aws-region", "eu-west-1", "--aws-role", "fastuner-ci"], "is not an IAM role ARN"),
+    (["--aws"], "needs a region"),
+])
+def test_bad_aws_settings_are_user_errors(cli, tmp_path: Path, args: list[str], message: str) -> None:
+    run = cli("ci", "github", "--out", "-", *args, cwd=tmp_path)
+    assert run.code == 1 and message in run.err and "Traceback" not in run.text
 
 
 @pytest.mark.parametrize(("code", "ok", "changes"), [(0, True, "false"), (2, True, "true"), (1, False, None)])
@@ -139,6 +204,10 @@ LINTED = {
                           "install": "pip install 'fastuner[train]' && echo \"done: $HOME\""},
     "weekly-reap": {"reap_cron": "0 3 * * SUN", "branch": "trunk", "runs_on": "ubuntu-24.04"},
     "deep-folder": {"workdir": "./a/b/c", "install": "pip install -e ."},
+    **AWS_CASES,
+    "aws-spaces-and-a-literal-role": {"aws": True, "aws_region": "cn-north-1", "workdir": "ml/my project",
+                                      "aws_role": "arn:aws-cn:iam::123456789012:role/fastuner+ci@team=ml",
+                                      "reap_cron": "*/15 * * * *", "runs_on": "self-hosted"},
 }
 
 
@@ -157,3 +226,6 @@ def test_actions_are_on_their_current_node24_majors() -> None:
     used = sorted({s["uses"] for job in yaml.safe_load(render())["jobs"].values() for s in job["steps"] if "uses" in s})
     assert used == ["actions/checkout@v7", "actions/github-script@v8", "actions/setup-python@v7",
                     "actions/upload-artifact@v7"]
+    aws = sorted({s["uses"] for job in yaml.safe_load(render(aws=True, aws_region="eu-west-1"))["jobs"].values()
+                  for s in job["steps"] if "uses" in s})
+    assert aws == sorted([*used, "aws-actions/configure-aws-credentials@v6"])  # its action.yml: node24

@@ -10,7 +10,9 @@ metrics) is one more row. Actions that cannot be scoped to a resource are listed
 Tenant isolation: object actions stop at the project's prefix (and the state's key); SageMaker actions
 at `training-job/PROJECT-*` and, through the `fastuner:project` tag, at the project's own jobs —
 `aws:RequestTag` + `aws:TagKeys` when creating (so a job is born tagged), `aws:ResourceTag` on existing
-jobs (so one team's role cannot stop, describe or retag another team's).
+jobs (so one team's role cannot stop, describe or retag another team's). Reaping deletes only endpoints,
+configs, models and components named `PROJECT-*` and tagged with the project: `reap --all-projects`
+needs a role beyond any one project's policy.
 
 `covers(policy, used)` compares a policy with what fastuner did (the call log that
 FASTUNER_AWS_CALL_LOG writes): the requests no statement allows, and the actions allowed but never used.
@@ -47,12 +49,16 @@ UNSCOPED = {
     "ecr:GetAuthorizationToken": "an ECR login token is account-wide",
     "cloudwatch:PutMetricData": "metrics are not resources; narrowed to SageMaker's namespaces",
     "cloudwatch:GetMetricData": "metrics are not resources; `fastuner show deployment.NAME` reads the "
-                                "endpoint's (AWS/SageMaker) and its server's (fastuner/serve)",
+                                "endpoint's (AWS/SageMaker) and its server's (fastuner/serve), `reap` the "
+                                "endpoints' Invocations",
     "ec2:DescribeNetworkInterfaces": "EC2 Describe calls are not resource-scoped",
     "ec2:DescribeVpcs": "EC2 Describe calls are not resource-scoped",
     "ec2:DescribeDhcpOptions": "EC2 Describe calls are not resource-scoped",
     "ec2:DescribeSubnets": "EC2 Describe calls are not resource-scoped",
     "ec2:DescribeSecurityGroups": "EC2 Describe calls are not resource-scoped",
+    "tag:GetResources": "the tagging API is not resource-scoped; `reap` asks it only for the project's tag",
+    "sagemaker:ListEndpoints": "List calls are not resource-scoped; `reap` lists endpoints by the project's prefix",
+    "sagemaker:ListInferenceComponents": "List calls are not resource-scoped; `reap` lists one endpoint's",
 }
 
 
@@ -75,6 +81,9 @@ _JOBS = "arn:{partition}:sagemaker:{region}:{account}:training-job/{project}-*"
 _LOG_GROUP = "arn:{partition}:logs:{region}:{account}:log-group:" + TRAINING_LOG_GROUP
 _ENDPOINTS = "arn:{partition}:sagemaker:{region}:{account}:endpoint/{project}-*"
 _COMPONENTS = "arn:{partition}:sagemaker:{region}:{account}:inference-component/{project}-*"
+_SAGEMAKER = "arn:{partition}:sagemaker:{region}:{account}:"
+_ENDPOINT_TREE = tuple(_SAGEMAKER + kind + "/{project}-*"
+                       for kind in ("inference-component", "endpoint", "endpoint-config", "model"))
 # a key named by an alias is matched through kms:ResourceAliases (IAM never matches an alias ARN);
 # a condition whose values are empty (no alias) is left out
 _VIA_S3 = {"StringEquals": {"kms:ViaService": "s3.{region}.amazonaws.com"},
@@ -129,6 +138,17 @@ RUNNER: tuple[Grant, ...] = (
           {"StringEqualsIfExists": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"}}),
     # --- a deployment's metrics (`fastuner show deployment.NAME`): one GetMetricData call
     Grant("metrics", "ReadMetrics", ("cloudwatch:GetMetricData",), ("*",)),
+    # --- reaping expired endpoints by their tags (`fastuner reap`): found through the tagging API, idle
+    # time from CloudWatch (ReadMetrics above), each deleted with its components, configs and models —
+    # the project's only
+    Grant("reap", "FindTaggedEndpoints", ("tag:GetResources",), ("*",)),
+    Grant("reap", "ListEndpoints", ("sagemaker:ListEndpoints", "sagemaker:ListInferenceComponents"), ("*",)),
+    Grant("reap", "ReadEndpointTrees", ("sagemaker:DescribeEndpoint", "sagemaker:DescribeEndpointConfig",
+                                        "sagemaker:DescribeInferenceComponent"), _ENDPOINT_TREE[:3],
+          {"StringEqualsIfExists": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"}}),
+    Grant("reap", "DeleteEndpointTrees", ("sagemaker:DeleteInferenceComponent", "sagemaker:DeleteEndpoint",
+                                          "sagemaker:DeleteEndpointConfig", "sagemaker:DeleteModel"), _ENDPOINT_TREE,
+          {"StringEquals": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"}}),
 )
 
 # What SageMaker itself does with the execution role while a training job runs.
