@@ -76,8 +76,14 @@ def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
     for _, scan in reports:
         warnings.extend(scan.warnings)
     if json_out:
-        console.print_json(json.dumps({"valid": True, "warnings": [w.to_dict() for w in warnings],
-                                       "datasets": {n: s.to_dict() for n, s in reports}}))
+        from fastuner.views.documents import write_document
+
+        config = project.spec.config
+        write_document("validation", {
+            "valid": True, "spec_file": str(project.spec.file), "project": config.project,
+            "resources": {"datasets": len(config.datasets), "adapters": len(config.adapters),
+                          "deployments": len(config.deployments)},
+            "warnings": [w.to_dict() for w in warnings], "datasets": {n: s.to_dict() for n, s in reports}})
         return EXIT_OK
     render_diagnostics(warnings, console)
     config = project.spec.config
@@ -141,7 +147,9 @@ def run_plan(file, var, workspace, *, out, detailed_exitcode, destroy, replace, 
     if out:
         write_plan_file(plan, out)
     if json_out:
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        from fastuner.views.documents import write_document
+
+        write_document("plan", data)
     else:
         render_plan(data, console)
         if out:
@@ -193,7 +201,9 @@ def run_show(planfile, file, var, workspace, *, json_out, markdown, console: Con
         return run_state_overview(file, var, workspace, console, json_out)
     data = load_plan_file(planfile).to_dict()
     if json_out:
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        from fastuner.views.documents import write_document
+
+        write_document("plan", data)
     elif markdown:
         from fastuner.views.markdown import render_markdown
 

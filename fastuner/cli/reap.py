@@ -22,8 +22,6 @@ Wording is views/reap.py's.
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -75,9 +73,12 @@ def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_ou
         code = max(code, _reap_tags(project, skip=skip, all_projects=all_projects, auto_approve=auto_approve,
                                     dry_run=dry_run, json_out=json_out, console=console, clock=clock, out=out,
                                     lock_timeout=lock_timeout, policy=policy))
+    code = EXIT_ERROR if code is None else code
     if json_out:
-        sys.stdout.write(json.dumps(out, indent=2) + "\n")
-    return EXIT_ERROR if code is None else code
+        from fastuner.views.documents import write_document
+
+        write_document("reap", {"dry_run": dry_run, "exit_code": code, **out})
+    return code
 
 
 # --- from state ------------------------------------------------------------------------------------
@@ -138,8 +139,11 @@ def _reap_state(project: Project, state: State | None, *, auto_approve: bool, dr
             render_reaped(c.address, ran, c.detail, hourly, console)
     out["reaped"].extend(report)
     if not result.ok:
-        render_reap_failures([(r.address, r.message) for r in result.results if r.status is not ResultStatus.DONE],
-                             console)
+        failures = [(r.address, r.message) for r in result.results if r.status is not ResultStatus.DONE]
+        if json_out:  # stdout holds the one JSON document
+            out.setdefault("failures", []).extend({"address": a, "message": m} for a, m in failures)
+        else:
+            render_reap_failures(failures, console)
         return EXIT_ERROR
     if not json_out:
         render_reap_done(report, console)
@@ -222,7 +226,8 @@ def _reap_tags(project: Project, *, skip: set[str], all_projects: bool, auto_app
             tree = delete_endpoint_tree(session, f.endpoint.name, tags=f.endpoint.tags, progress=progress, poll=poll)
         except ProviderError as exc:
             result["error"] = str(exc)
-            console.print(f"[red]{escape(row['address'] or row['endpoint'])}: {escape(str(exc))}[/red]")
+            if not json_out:
+                console.print(f"[red]{escape(row['address'] or row['endpoint'])}: {escape(str(exc))}[/red]")
             rows.append(result)
             continue
         result.update(reaped=True, deleted=tree.to_dict(), hourly_usd_saved=_hourly(tree))

@@ -1,7 +1,8 @@
 """The plan: a frozen value, versioned as JSON, that apply carries out exactly.
 
 Actions and reasons are enums whose string values are part of the JSON contract
-(`format_version` "1"). Whether a plan has anything to do is decided in one place, `Plan.has_changes`;
+(`format_version` 1, `kind` "plan": the envelope of every `--json` document, docs/json.md). Plans saved
+before the envelope (`format_version` "1", a string, and no `kind`) still load. Whether a plan has anything to do is decided in one place, `Plan.has_changes`;
 whether it may be applied in `Plan.can_apply` (nothing the provider cannot do yet, `Plan.blocked`, and no
 policy violation, `Plan.violations`).
 """
@@ -13,7 +14,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-PLAN_FORMAT_VERSION = "1"
+PLAN_FORMAT_VERSION = 1  # views/documents.py FORMAT_VERSION: one contract for every JSON document
+PLAN_KIND = "plan"
 
 
 class Action(StrEnum):
@@ -197,6 +199,7 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format_version": PLAN_FORMAT_VERSION,
+            "kind": PLAN_KIND,
             "fastuner_version": self.fastuner_version,
             "project": self.project,
             "workspace": self.workspace,
@@ -221,9 +224,11 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Plan:
-        version = str(d.get("format_version"))
-        if version != PLAN_FORMAT_VERSION:
+        version = str(d.get("format_version"))  # "1" before the envelope (a string), 1 since
+        if version != str(PLAN_FORMAT_VERSION):
             raise ValueError(f"plan format_version {version!r} is not supported (expected {PLAN_FORMAT_VERSION})")
+        if d.get("kind", PLAN_KIND) != PLAN_KIND:
+            raise ValueError(f"it is a {d['kind']!r} document, not a plan")
         prior = d.get("prior_state") or {}
         spec = d.get("spec") or {}
         return cls(
