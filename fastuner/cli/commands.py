@@ -119,9 +119,33 @@ def make_project_plan(project: Project, *, destroy: bool, replace: list[str], re
     _check_addresses(project, renew, "--renew", state)
     _check_addresses(project, list(target), "--target", state)
     observed = refresh(project.spec if not destroy else None, state, project.provider, hash_sources=hash_sources)
+    if hash_sources and not destroy and not refresh_only:
+        observed = dataclasses.replace(observed, dataset_figures=changed_dataset_figures(project, state, observed))
     plan = make_plan(project.spec, state, observed, now, destroy=destroy, replace=replace, renew=renew,
                      target=target, refresh_only=refresh_only, reap=reap, graph=graph, policy=rules)
     return dataclasses.replace(plan, diagnostics=(*(w.to_dict() for w in warnings), *plan.diagnostics))
+
+
+def changed_dataset_figures(project: Project, state, observed) -> dict[str, dict]:
+    """The figures (rows, labels) of each dataset file that changed since state recorded it, for the
+    plan to show what the new version changes (plan/datadiff.py). Only changed files are read again: a
+    plan with nothing new scans nothing. A file with errors gets `error` (apply will report them)."""
+    from fastuner.plan.datadiff import figures_of
+    from fastuner.providers.datasets import scan_inputs
+
+    out: dict[str, dict] = {}
+    for name, ds in project.spec.config.datasets.items():
+        rs = state.get(f"dataset.{name}")
+        if rs is None or rs.inputs.get("source_sha256") in (None, observed.dataset_sources.get(name)):
+            continue
+        try:
+            scan = scan_inputs(project.spec_dir, ds.model_dump(mode="json"), f"dataset.{name}")
+        except DiagnosticsError as exc:
+            out[name] = {"error": f"the new file has errors ({exc.diagnostics[0].summary}); "
+                                  "`fastuner validate` lists them"}
+            continue
+        out[name] = figures_of(scan.counts.to_dict(), scan.labels) or {}
+    return out
 
 
 def write_plan_file(plan, out: str) -> Path:

@@ -77,6 +77,7 @@ class Change:
     deposed: str | None = None  # for DELETE_BECAUSE_DEPOSED: the old instance's physical name
     generation: int = 0  # forced rebuilds of the same inputs (part of the physical name)
     restore: dict[str, Any] | None = None  # a kept earlier result to restore instead of redoing the work
+    dataset_diff: dict[str, Any] | None = None  # a dataset whose file changed: rows and labels (plan/datadiff.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +101,7 @@ class Change:
             "deposed": self.deposed,
             "generation": self.generation,
             "restore": self.restore,
+            "dataset_diff": self.dataset_diff,
         }
 
     @classmethod
@@ -112,7 +114,7 @@ class Change:
             depends_on=tuple(d.get("depends_on", ())), identity=d.get("identity", ""),
             physical_name=d.get("physical_name"), expires_at=d.get("expires_at"), cost=d.get("cost") or {},
             blocked=d.get("blocked"), deposed=d.get("deposed"), generation=int(d.get("generation", 0)),
-            restore=d.get("restore"),
+            restore=d.get("restore"), dataset_diff=d.get("dataset_diff"),
         )
 
 
