@@ -379,12 +379,13 @@ def _report_data(result, operation: str) -> dict:
 
 
 def run_import(address: str, resource_id: str, file, var, workspace, *, console: Console,
-               clock: Callable[[], datetime], lock_timeout: str | None = None) -> int:
+               clock: Callable[[], datetime], lock_timeout: str | None = None, json_out: bool = False) -> int:
     """Adopt an existing resource (a SageMaker training job by name) as ADDRESS of the spec."""
     from fastuner.engine.adopt import import_resource
 
+    talk = (lambda _text: None) if json_out else console.print
     project = open_project(file, var, workspace, lock_timeout=lock_timeout,
-                           notice=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]"))
+                           notice=lambda m: talk(f"[yellow]{escape(m)}[/yellow]"))
     from fastuner.config.kinds import resources
 
     if address not in set(resources(project.spec.config)):
@@ -393,7 +394,13 @@ def run_import(address: str, resource_id: str, file, var, workspace, *, console:
                         "one against it.")
     plan = make_project_plan(project, destroy=False, replace=[], renew=[], now=clock(), target=[address])
     rs = import_resource(plan, address, resource_id, project.store, project.provider, spec_dir=project.spec_dir,
-                         clock=clock, progress=lambda text: console.print(f"  {escape(text)}"))
+                         clock=clock, progress=lambda text: talk(f"  {escape(text)}"))
+    if json_out:
+        from fastuner.views.documents import write_document
+
+        write_document("import", {"address": address, "id": resource_id, "status": str(rs.status),
+                                  "physical_name": rs.physical_name, "outputs": rs.outputs or {}})
+        return EXIT_OK
     console.print(f"[bold green]Imported[/bold green] {escape(resource_id)} as {escape(address)} "
                   f"({escape(str(rs.status))}). `fastuner plan` now shows no change for it.")
     return EXIT_OK

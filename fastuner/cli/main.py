@@ -380,11 +380,11 @@ def state_push(source: Annotated[str, typer.Argument(metavar="FILE", help="A sta
 def force_unlock(lock_id: Annotated[str, typer.Argument(metavar="LOCK_ID",
                                                        help="The lock ID shown by the refused command.")],
                  file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
-                 no_color: NoColorOpt = False) -> None:
+                 no_color: NoColorOpt = False, json_out: JsonOpt = False) -> None:
     """Release a lock left by a crashed run (only when you are sure it is not running)."""
     from fastuner.cli.state_commands import run_force_unlock
 
-    raise typer.Exit(run_force_unlock(lock_id, file, var, workspace, _console(no_color)))
+    raise typer.Exit(run_force_unlock(lock_id, file, var, workspace, _console(no_color), json_out))
 
 
 @app.command("import", cls=_Command)
@@ -393,12 +393,12 @@ def import_(address: Annotated[str, typer.Argument(metavar="ADDRESS", help="The 
             resource_id: Annotated[str, typer.Argument(metavar="ID", help="What exists: a SageMaker training "
                                                        "job's name.")],
             file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
-            lock_timeout: LockTimeoutOpt = "0s", no_color: NoColorOpt = False) -> None:
+            lock_timeout: LockTimeoutOpt = "0s", no_color: NoColorOpt = False, json_out: JsonOpt = False) -> None:
     """Bring an existing resource under fastuner, checked against the spec (nothing is created)."""
     from fastuner.cli.commands import run_import
 
     raise typer.Exit(run_import(address, resource_id, file, var, workspace, console=_console(no_color),
-                                clock=_clock(), lock_timeout=lock_timeout))
+                                clock=_clock(), lock_timeout=lock_timeout, json_out=json_out))
 
 
 @app.command(cls=_Command)

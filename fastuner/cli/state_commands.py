@@ -192,9 +192,14 @@ def run_logs(address, follow: bool, file, var, workspace, console: Console) -> i
     return 0
 
 
-def run_force_unlock(lock_id, file, var, workspace, console: Console) -> int:
+def run_force_unlock(lock_id, file, var, workspace, console: Console, json_out: bool = False) -> int:
     project = open_project(file, var, workspace, state_only=True)
     info = project.store.force_unlock(lock_id)
+    if json_out:
+        write_document("unlock", {"lock_id": info.id, "who": info.who, "pid": info.pid,
+                                  "operation": info.operation, "created": info.created,
+                                  "location": project.store.location})
+        return 0
     console.print(f"[bold green]Released[/bold green] the lock {escape(info.id)} held by {escape(info.who)} "
                   f"(pid {info.pid}) for {escape(info.operation)} since {escape(info.created)}.")
     return 0

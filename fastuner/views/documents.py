@@ -30,6 +30,8 @@ KINDS: dict[str, str] = {
     "deployment": "show deployment.NAME --json",
     "reap": "reap --json",
     "bootstrap": "bootstrap --json",
+    "import": "import ADDRESS ID --json",
+    "unlock": "force-unlock LOCK_ID --json",
     "invoke-answer": "invoke --input TEXT --json",
     "invoke-batch": "invoke --batch FILE --out FILE --json",
     "evaluation": "invoke --evaluate --json",

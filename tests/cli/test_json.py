@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ import pytest
 from fastuner.plan.model import PLAN_FORMAT_VERSION
 from fastuner.views.documents import FORMAT_VERSION, KINDS, document
 from tests.cli.conftest import ROOT
+from tests.cli.test_faults import HOLD_LOCK
+from tests.cli.test_options import ARGS, SPEC_WITH_VAR, commands
 
 
 def parsed(run, kind: str, code: int = 0) -> dict:
@@ -76,6 +80,25 @@ def test_reap(project: Path, cli) -> None:
     assert doc["reaped"] == [] and doc["dry_run"] is True and doc["exit_code"] == 0
 
 
+def test_force_unlock(project: Path, cli) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(project / "state" / "demo.json")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        lock_id = holder.stdout.readline().strip()
+        doc = parsed(cli("force-unlock", lock_id, "--json", cwd=project), "unlock")
+        assert doc["lock_id"] == lock_id and doc["pid"] == holder.pid and doc["operation"] == "apply (test holder)"
+    finally:
+        holder.communicate("\n", timeout=30)
+    doc = parsed(cli("force-unlock", lock_id, "--json"), "error", code=1)
+    assert "not locked" in doc["message"]
+
+
+def test_import_refused_is_an_error_document(project: Path, cli) -> None:
+    assert cli("apply", "--auto-approve", cwd=project).code == 0
+    doc = parsed(cli("import", "dataset.intents", "some-id", "--json"), "error", code=1)
+    assert doc["message"] == "dataset.intents is already in state" and "state rm" in doc["hint"]
+
+
 # --- errors ----------------------------------------------------------------------------------------
 
 
@@ -101,6 +124,28 @@ def test_a_usage_error_too(project: Path, cli) -> None:
     assert "--parallelism" in doc["message"] and "--help" in doc["hint"]
     doc = parsed(cli("state", "show", "--json", cwd=project), "error", code=1)  # the missing ADDRESS
     assert "ADDRESS" in doc["message"]
+
+
+JSON_COMMANDS = sorted(name for name, cmd in commands().items()
+                       if any("--json" in p.opts for p in cmd.params if p.param_type_name == "option"))
+
+
+def test_the_commands_with_json_are_the_reporting_ones() -> None:
+    assert JSON_COMMANDS == ["bootstrap", "force-unlock", "import", "invoke", "plan", "reap", "show", "state list",
+                             "state show", "validate"]
+
+
+@pytest.mark.parametrize("name", JSON_COMMANDS)
+def test_every_json_command_fails_with_an_error_document(name: str, project: Path, cli) -> None:
+    """Each fails the same way here (the state's folder is a variable without a value), and says so as
+    JSON on stdout, with the exit code of its text output."""
+    (project / "fastuner.yaml").write_text(SPEC_WITH_VAR)
+    argv = [*name.split(), *ARGS[name]]
+    text = cli(*argv, cwd=project)
+    doc = parsed(cli(*argv, "--json"), "error", code=text.code)
+    assert text.code == 1 and text.out == "", text.text
+    assert doc["message"] == "variable `where` has no value" and "--var where=VALUE" in doc["hint"]
+    assert doc["location"]["file"].endswith("fastuner.yaml") and doc["location"]["line"] == 5
 
 
 def test_without_json_stdout_stays_clean_of_json_errors(project: Path, cli) -> None:
