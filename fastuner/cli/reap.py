@@ -119,10 +119,12 @@ def _reap_state(project: Project, state: State | None, *, auto_approve: bool, dr
         out.setdefault("would_reap", []).extend({"source": "state", "address": c.address, "reason": str(c.reason),
                                                  "detail": c.detail} for c in expired)
         return EXIT_OK
-    if not auto_approve and not _confirm(console, destroy=False):
+    if not auto_approve and not _approved(console, json_out):
         render_reap_cancelled(console)
         return None
-    with ProgressView(console, live=False if json_out else None) as view:
+    # under --json, stdout holds the one document: the progress lines go to stderr
+    talk = Console(stderr=True, no_color=console.no_color, highlight=False, soft_wrap=True) if json_out else console
+    with ProgressView(talk, live=False if json_out else None) as view:
         result = apply_plan(plan, project.store, project.provider, spec_dir=project.spec_dir, reporter=view,
                             clock=clock, operation="reap")
     report = []
@@ -148,6 +150,14 @@ def _reap_state(project: Project, state: State | None, *, auto_approve: bool, dr
     if not json_out:
         render_reap_done(report, console)
     return EXIT_OK
+
+
+def _approved(console: Console, json_out: bool) -> bool:
+    """The user's yes; under --json, whose stdout is one document, there is no question to ask."""
+    if json_out:
+        raise UserError("reap --json has deployments to destroy and cannot ask for confirmation",
+                        "Add --auto-approve to reap them, or --dry-run to list them.")
+    return _confirm(console, destroy=False)
 
 
 # --- from tags -------------------------------------------------------------------------------------
@@ -211,7 +221,7 @@ def _reap_tags(project: Project, *, skip: set[str], all_projects: bool, auto_app
     if dry_run:
         out.setdefault("would_reap", []).extend({"source": "tags", **_plain(row)} for row, _ in expired)
         return EXIT_OK
-    if not auto_approve and not _confirm(console, destroy=False):
+    if not auto_approve and not _approved(console, json_out):
         render_reap_cancelled(console)
         return EXIT_ERROR
     poll = float(environ.get(POLL_ENV) or 15.0)

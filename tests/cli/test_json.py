@@ -80,6 +80,34 @@ def test_reap(project: Path, cli) -> None:
     assert doc["reaped"] == [] and doc["dry_run"] is True and doc["exit_code"] == 0
 
 
+def test_reap_of_an_expired_deployment(tmp_path: Path, cli, clock) -> None:
+    """State written by the planner and engine with the in-memory provider (as tests/cli/test_policy.py
+    does): a deployment whose ttl has ended. --json lists it with --dry-run, refuses to ask (stdout is
+    the document), and reaps it with --auto-approve."""
+    from fastuner.config.loader import load_spec
+    from fastuner.engine.apply import apply_plan
+    from fastuner.plan.observed import Observed
+    from fastuner.plan.planner import make_plan
+    from fastuner.providers.memory import memory_provider
+    from fastuner.state.local import LocalStateStore
+    from fastuner.state.model import empty_state
+
+    (tmp_path / "fastuner.yaml").write_text("version: 1\nproject: demo\ndatasets:\n  intents: {path: d.jsonl, "
+                                            "task: classification}\ndeployments:\n  api: {base_model: org/m, "
+                                            "ttl: 1h}\n")
+    spec = load_spec(tmp_path / "fastuner.yaml", variables={}, environ={})
+    plan = make_plan(spec, empty_state("demo", "default"), Observed(dataset_sources={"intents": "x"}), clock.now)
+    assert apply_plan(plan, LocalStateStore(tmp_path / "state" / "demo.json"), memory_provider(),
+                      spec_dir=tmp_path, clock=clock).ok
+    clock.tick(hours=2)
+    doc = parsed(cli("reap", "--json", "--dry-run", cwd=tmp_path, clock=clock), "reap")
+    assert [(r["address"], r["reason"]) for r in doc["would_reap"]] == [("deployment.api", "delete_because_ttl_expired")]
+    doc = parsed(cli("reap", "--json", cwd=tmp_path, clock=clock), "error", code=1)
+    assert "cannot ask for confirmation" in doc["message"] and "--auto-approve" in doc["hint"]
+    doc = parsed(cli("reap", "--json", "--auto-approve", cwd=tmp_path, clock=clock), "reap")
+    assert [(r["address"], r["reaped"]) for r in doc["reaped"]] == [("deployment.api", True)]
+
+
 def test_force_unlock(project: Path, cli) -> None:
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(project / "state" / "demo.json")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
