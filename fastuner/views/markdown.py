@@ -53,8 +53,17 @@ def templates_dir() -> Path:
 
 
 def _env() -> Environment:
-    return Environment(loader=FileSystemLoader(templates_dir()), undefined=StrictUndefined,
-                       autoescape=False, keep_trailing_newline=True, trim_blocks=False)
+    env = Environment(loader=FileSystemLoader(templates_dir()), undefined=StrictUndefined,
+                      autoescape=False, keep_trailing_newline=True, trim_blocks=False)
+    env.filters["code"] = code_cell
+    return env
+
+
+def code_cell(value: Any) -> str:
+    """User text as a code span in a table cell: verbatim (HTML escapes would show as typed inside
+    backticks), with no backtick to end it early, no line break, and `|` escaped as GFM tables want."""
+    text = str(value).replace("`", "'").replace("\r", " ").replace("\n", " ").replace("|", "\\|")
+    return f"`{text}`"
 
 
 def render_markdown(plan: dict[str, Any], *, limit: int = LIMIT) -> str:

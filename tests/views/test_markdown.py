@@ -92,3 +92,13 @@ def test_dataset_diff_says_what_is_unknown() -> None:
         "the stored version recorded no figures"
     text_only = dataset_diff(recorded, {"records": 90, "distinct": 90, "duplicates": 0, "labels": None})
     assert text_only["rows_net"] == -10 and text_only["labels"] == [] and text_only["largest_shift_pp"] is None
+
+
+def test_table_cells_show_values_verbatim_and_never_break_the_table() -> None:
+    plan = golden_plan("retrain-hyperparameters")
+    adapter = next(c for c in plan["changes"] if c["address"] == "adapter.intents-lora")
+    adapter["before"]["lora"]["target_modules"] = "all-linear"
+    adapter["after"]["lora"]["target_modules"] = ["q|proj", "v`proj"]
+    adapter["changed_paths"] = [*adapter["changed_paths"], "lora.target_modules"]
+    text = render_markdown(plan)
+    assert '| `adapter.intents-lora` | `lora.target_modules` | `"all-linear"` | `["q\\|proj", "v\'proj"]` |' in text
