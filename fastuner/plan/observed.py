@@ -38,3 +38,6 @@ class Observed:
     training_code_hash: str = ""
     unsupported: Mapping[str, str] = field(default_factory=dict)  # kind -> why the provider can't apply it
     priced: bool = False  # whether the provider bills by the hour (sagemaker) or runs here (local)
+    # dataset name -> figures of its file now (`records`, `distinct`, `duplicates`, `labels`, or `error`),
+    # measured only for files that changed since state recorded them (plan/datadiff.py)
+    dataset_figures: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

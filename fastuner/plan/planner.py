@@ -27,6 +27,7 @@ from fastuner.config.kinds import KINDS, REPLACE, Kind, provider_inputs, resourc
 from fastuner.config.loader import Spec
 from fastuner.errors import Diagnostic
 from fastuner.graph import Graph, build_graph, graph_from_dependencies
+from fastuner.plan.datadiff import dataset_diff
 from fastuner.plan.kinds import diff_flat, flatten, identity_flat, mode_of, physical_name
 from fastuner.plan.model import Action, Change, Plan, Reason
 from fastuner.plan.observed import Observation, ObservationStatus, Observed
@@ -101,6 +102,9 @@ def _plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, destro
                          depends_on=tuple(graph.dependencies(address)), cost=_cost(kind, spec_inputs, observed),
                          cost_left=lambda hours, k=kind, i=spec_inputs: _cost(k, i, observed, hours_left=hours),
                          workspace=prior.workspace, replace=address in replace, renew=address in renew)
+        if kind.name == "dataset" and rs is not None and "source_sha256" in change.changed_paths:
+            change = dataclasses.replace(change, dataset_diff=dataset_diff(rs.outputs,
+                                                                           observed.dataset_figures.get(name)))
         changes.append(change)
         if rs is not None and obs is not None and change.action is Action.NOOP and rs.status is not Status.EXPIRED:
             rec = _refresh_record(rs, obs, now)

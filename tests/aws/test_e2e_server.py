@@ -184,7 +184,9 @@ def test_the_aws_quickstart_cycle_and_the_policy_that_covers_it(cloud: Cloud) ->
     # a team brings a job it already ran under fastuner: forgotten by state, imported back, no change
     job = adapter["outputs"]["job_name"]
     ok(cloud.run("state", "rm", ADDRESS))
-    assert "Imported" in ok(cloud.run("import", ADDRESS, job))
+    imported = json.loads(ok(cloud.run("import", ADDRESS, job, "--json")))
+    assert imported["kind"] == "import" and imported["format_version"] == 1
+    assert (imported["address"], imported["id"], imported["status"]) == (ADDRESS, job, "ready")
     ok(cloud.run("plan", "--detailed-exitcode"), 0)
     assert len(cloud.calls("CreateTrainingJob")) == 1
 

@@ -136,7 +136,8 @@ def test_state_list_says_when_there_is_nothing(project: Path, cli) -> None:
     assert cli("state", "rm", "dataset.intents").code == 0
     run = cli("state", "list")
     assert run.code == 0 and run.out == "" and "No resources in state." in run.err
-    assert json.loads(cli("state", "list", "--json").out) == []
+    listed = json.loads(cli("state", "list", "--json").out)
+    assert listed["kind"] == "state-list" and listed["addresses"] == [] and listed["state_exists"] is True
 
 
 # --- --target --------------------------------------------------------------------------------------------
