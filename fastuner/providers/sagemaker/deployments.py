@@ -635,6 +635,8 @@ class SageMakerDeployments(ResourceProvider):
                                     "Run apply again: it creates it again.")
             status = str(described.get(status_key) or "")
             if status == IN_SERVICE:
+                if shown:
+                    ctx.progress(f"{words} {name}: InService")
                 return described
             if status == FAILED:
                 raise ProviderError(f"{words} {name} failed: {described.get('FailureReason') or 'no reason given'}",
