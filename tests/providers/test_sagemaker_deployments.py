@@ -516,3 +516,32 @@ def test_import_adopts_an_endpoint_that_matches_the_spec(world: World) -> None:
         world.provider.import_resource(other, endpoint, world.ctx())
     assert "compute.instance_type" in caught.value.message and "adapter a3" in caught.value.message
     assert [op for op, _ in world.mutations()] == []
+
+
+# --- the runner's policy -----------------------------------------------------------------------------------------
+
+
+def test_every_call_of_a_deployments_life_is_allowed_by_the_runners_policy(aws, tmp_path: Path) -> None:
+    """Create, each kind of update, refresh and delete, in both modes: nothing the policy refuses."""
+    from fastuner.providers.sagemaker.iam import covers, policy, requests_of, scope_of
+
+    world = World(tmp_path, inference_image=IMAGE)
+    change = world.change()
+    rs = world.state(change, dict(world.provider.create(change, world.ctx()).outputs))
+    calls = [c for c in world.calls if c["operation"] != "CreateBucket"]  # the test's own
+    world.calls.clear()
+    for spec in ({"adapters": "a1, a2, a3"}, {"instance_type": "ml.g5.12xlarge"}, {"lifetime": "    ttl: 9h"}):
+        update = world.change(prior=world.prior(rs), **spec)
+        rs = world.state(update, dict(world.provider.update(update, rs, world.ctx()).outputs))
+        calls += world.calls
+        world.calls.clear()
+    world.provider.read_many([rs, rs.model_copy(update={"address": "deployment.twin"})])
+    world.provider.delete(rs, world.ctx())
+    cls = world.change("deployment.cls")
+    world.provider.create(cls, world.ctx("deployment.cls"))
+    calls += world.calls
+    scope = scope_of(world.spec().config)
+    coverage = covers(policy(scope), requests_of(calls, scope))
+    assert coverage.denied == ()
+    used = {c["operation"] for c in calls}
+    assert {"CreateModel", "UpdateEndpoint", "CreateInferenceComponent", "DeleteTags", "AddTags"} <= used
