@@ -545,3 +545,21 @@ def test_every_call_of_a_deployments_life_is_allowed_by_the_runners_policy(aws, 
     assert coverage.denied == ()
     used = {c["operation"] for c in calls}
     assert {"CreateModel", "UpdateEndpoint", "CreateInferenceComponent", "DeleteTags", "AddTags"} <= used
+
+
+def test_the_prompt_format_comes_from_the_adapters_artifact_when_state_lacks_it(world: World) -> None:
+    upstream = world.upstream()
+    for rs in upstream.values():
+        rs.outputs.pop("prompt_format")
+    meta = json.dumps({"prompt_format": "plain", "base_model": "org/llm"}).encode()
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, data in (("adapter_model.safetensors", b"\0" * 4096), ("fastuner.json", meta)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    bucket, _, key = upstream["adapter.a1"].outputs["artifact"]["model.tar.gz"][5:].partition("/")
+    world.session.client("s3").put_object(Bucket=bucket, Key=key, Body=raw.getvalue())
+    outcome = world.provider.create(world.change(), world.ctx(upstream=upstream))
+    assert outcome.outputs["prompt_format"] == "plain"
+    assert len(world.sent("GetObject")) == 1  # one artifact read, not one per adapter

@@ -35,7 +35,7 @@ from fastuner.errors import UserError
 from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation, ObservationStatus
 from fastuner.providers.base import Context, Outcome, ProviderError, ResourceProvider, utcnow
-from fastuner.providers.sagemaker import reaping, serving
+from fastuner.providers.sagemaker import reaping, s3objects, serving
 from fastuner.providers.sagemaker.checks import deployment_problems
 from fastuner.providers.sagemaker.endpoint_tree import EndpointTree, delete_endpoint_tree
 from fastuner.providers.sagemaker.errors import provider_errors
@@ -89,6 +89,7 @@ class SageMakerDeployments(ResourceProvider):
         self.timeout = timeout
         self.configs = S3ObjectStore(session, settings.bucket, settings.prefix.strip("/"), namespace="serving",
                                      filename="model.tar.gz", kms_key_id=settings.kms_key_id)
+        self._formats: dict[str, str] = {}  # an artifact's prompt_format, once read
 
     @property
     def sagemaker(self) -> Any:
@@ -158,16 +159,22 @@ class SageMakerDeployments(ResourceProvider):
         lora = (rs.inputs.get("lora") if rs is not None else None) or {}
         return int(lora.get("r", 16))
 
-    @staticmethod
-    def _prompt_format(adapters: Sequence[str], ctx: Context) -> str:
+    def _prompt_format(self, adapters: Sequence[str], ctx: Context) -> str:
         """How the adapters' prompts were built, as their training recorded it (one base model: one
-        format); the chat template when training did not say."""
+        format): the adapter's outputs if they say, else its artifact's `fastuner.json` (read once), where
+        a missing `prompt_format` means `plain`, as containers/serve reads it."""
         for adapter in adapters:
             rs = ctx.upstream.get(f"adapter.{adapter}")
             recorded = (rs.outputs.get("prompt_format") if rs is not None else None)
             if recorded:
                 return str(recorded)
-        return "chat_template"
+        if not adapters:
+            return "chat_template"
+        uri = self._artifact(adapters[0], ctx)
+        if uri not in self._formats:
+            meta = s3objects.read_tar_json(self.session, uri, "fastuner.json") or {}
+            self._formats[uri] = str(meta.get("prompt_format") or "plain")
+        return self._formats[uri]
 
     def tags(self, address: str, inputs: Mapping[str, Any], created: datetime) -> dict[str, str]:
         return serving.deployment_tags(self.project, self.workspace, address, inputs, created)
