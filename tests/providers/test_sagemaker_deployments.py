@@ -563,3 +563,35 @@ def test_the_prompt_format_comes_from_the_adapters_artifact_when_state_lacks_it(
     outcome = world.provider.create(world.change(), world.ctx(upstream=upstream))
     assert outcome.outputs["prompt_format"] == "plain"
     assert len(world.sent("GetObject")) == 1  # one artifact read, not one per adapter
+
+
+def test_serve_mode_swaps_a_new_model_and_config_in_with_update_endpoint(aws, tmp_path: Path) -> None:
+    world = World(tmp_path, inference_image=IMAGE)
+    change = world.change("deployment.cls")
+    outcome = world.provider.create(change, world.ctx("deployment.cls"))
+    rs = world.state(change, dict(outcome.outputs))
+    world.calls.clear()
+    text = (world.root / "fastuner.yaml").read_text().replace("    adapters: [c1]\n", "    adapters: [c1]\n    cache_size: 2\n")
+    (world.root / "fastuner.yaml").write_text(text)
+    observed = Observed(dataset_sources={"chat": "ab" * 32, "intents": "cd" * 32}, training_code_hash="code")
+    plan = make_plan(load_spec(world.root / "fastuner.yaml", variables={}, environ={}), world.prior(rs), observed, NOW)
+    update = next(c for c in plan.changes if c.address == "deployment.cls")
+    assert update.action is Action.UPDATE
+    new = world.provider.update(update, rs, world.ctx("deployment.cls")).outputs
+    model, config = world.sent("CreateModel")[0]["ModelName"], world.sent("CreateEndpointConfig")[0]["EndpointConfigName"]
+    assert world.mutations() == [("CreateModel", model), ("CreateEndpointConfig", config),
+                                 ("UpdateEndpoint", rs.outputs["endpoint_name"]),
+                                 ("DeleteEndpointConfig", rs.outputs["endpoint_config_name"]),
+                                 ("DeleteModel", rs.outputs["model_name"])]
+    assert (new["model_name"], new["endpoint_config_name"]) == (model, config)
+
+
+def test_the_provider_serves_deployments_and_checks_them_at_plan(aws, tmp_path: Path) -> None:
+    from fastuner.providers.sagemaker import sagemaker_provider
+
+    world = World(tmp_path)
+    provider = sagemaker_provider(world.spec(), "default", ENV)
+    assert provider.for_kind("deployment").kind == "deployment" and not provider.unsupported
+    assert provider.importer("deployment") is provider.resources["deployment"]
+    found = provider.checks()
+    assert [(d.address, d.source is not None) for d in found] == [("deployment.cls", True)]
