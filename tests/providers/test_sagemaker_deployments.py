@@ -595,3 +595,22 @@ def test_the_provider_serves_deployments_and_checks_them_at_plan(aws, tmp_path: 
     assert provider.importer("deployment") is provider.resources["deployment"]
     found = provider.checks()
     assert [(d.address, d.source is not None) for d in found] == [("deployment.cls", True)]
+
+
+def test_an_adapter_of_another_base_model_is_refused_at_plan_on_sagemaker(world: World) -> None:
+    from fastuner.config.checks import check_spec
+
+    world.spec()
+    text = (world.root / "fastuner.yaml").read_text().replace("adapters: [c1]", "adapters: [a1]")
+    (world.root / "fastuner.yaml").write_text(text)
+    errors = [d for d in check_spec(load_spec(world.root / "fastuner.yaml", variables={}, environ={}))
+              if d.severity == "error"]
+    assert [d.address for d in errors] == ["deployment.cls"]
+    assert "trained on `org/llm`" in errors[0].summary
+
+
+def test_generation_on_a_cpu_instance_is_refused_at_plan(world: World) -> None:
+    problems = check_deployments(world.spec(instance_type="ml.c5.xlarge"))
+    assert ("deployment.api", True) in [(d.address, "has no GPU" in d.summary) for d in problems]
+    typo = check_deployments(world.spec(instance_type="ml.g5.xlarg"))
+    assert any("did you mean ml.g5.xlarge" in d.summary for d in typo)
