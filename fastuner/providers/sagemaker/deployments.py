@@ -19,6 +19,7 @@ the last invocation of those with an idle_ttl comes from one CloudWatch call (`r
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -672,9 +673,18 @@ class SageMakerDeployments(ResourceProvider):
             interval = min(interval * 2, self.max_poll)
 
     def _pause_for(self, ctx: Context) -> Callable[[float], None]:
+        """The pause between polls: cut short by the first Ctrl-C; after it, a wait that must go on
+        (an update's next step needs what it waits for) sleeps in full rather than polling hot."""
         if self._sleep is not None:
             return self._sleep
-        return lambda seconds: (ctx.cancelled.wait(seconds), None)[1]
+
+        def pause(seconds: float) -> None:
+            if ctx.cancelled.is_set():
+                time.sleep(seconds)
+            else:
+                ctx.cancelled.wait(seconds)
+
+        return pause
 
 
 def _utc(value: Any) -> datetime:
