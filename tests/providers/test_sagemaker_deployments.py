@@ -614,3 +614,10 @@ def test_generation_on_a_cpu_instance_is_refused_at_plan(world: World) -> None:
     assert ("deployment.api", True) in [(d.address, "has no GPU" in d.summary) for d in problems]
     typo = check_deployments(world.spec(instance_type="ml.g5.xlarg"))
     assert any("did you mean ml.g5.xlarge" in d.summary for d in typo)
+
+
+def test_an_instance_type_with_as_many_gpus_leaves_the_components_alone(world: World) -> None:
+    _, rs = world.applied()
+    update = world.change(prior=world.prior(rs), instance_type="ml.g6.xlarge")
+    world.provider.update(update, rs, world.ctx())
+    assert [op for op, _ in world.mutations()] == ["CreateEndpointConfig", "UpdateEndpoint", "DeleteEndpointConfig"]

@@ -36,7 +36,7 @@ from fastuner.errors import UserError
 from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation, ObservationStatus
 from fastuner.providers.base import Context, Outcome, ProviderError, ResourceProvider, utcnow
-from fastuner.providers.sagemaker import reaping, s3objects, serving
+from fastuner.providers.sagemaker import instances, reaping, s3objects, serving
 from fastuner.providers.sagemaker.checks import deployment_problems
 from fastuner.providers.sagemaker.endpoint_tree import EndpointTree, delete_endpoint_tree
 from fastuner.providers.sagemaker.errors import provider_errors
@@ -307,7 +307,8 @@ class SageMakerDeployments(ResourceProvider):
         self._swap_config(desired, recorded, tags, ctx)
         base = str(recorded.get("base_component") or desired.base_component)
         outputs["base_component"] = base
-        moved = (desired.model.name != old_model or desired.instance_type != recorded.get("instance_type"))
+        moved = desired.model.name != old_model or \
+            instances.gpus(desired.instance_type) != instances.gpus(str(recorded.get("instance_type") or ""))
         if moved:
             ctx.progress(f"updating base inference component {base}")
             self._call("update_inference_component", InferenceComponentName=base,
