@@ -621,3 +621,18 @@ def test_an_instance_type_with_as_many_gpus_leaves_the_components_alone(world: W
     update = world.change(prior=world.prior(rs), instance_type="ml.g6.xlarge")
     world.provider.update(update, rs, world.ctx())
     assert [op for op, _ in world.mutations()] == ["CreateEndpointConfig", "UpdateEndpoint", "DeleteEndpointConfig"]
+
+
+def test_a_failed_endpoint_is_deleted_and_created_again_under_its_name(world: World) -> None:
+    change = world.change()
+    world.fake.fail[change.physical_name] = "image pull failed"
+    with pytest.raises(ProviderError, match="image pull failed"):
+        world.provider.create(change, world.ctx())
+    assert world.provider.read(world.state(change, {"endpoint_name": change.physical_name})).status \
+        is ObservationStatus.FAILED
+    world.fake.fail.clear()
+    world.calls.clear()
+    assert world.provider.create(change, world.ctx()).status is OutcomeStatus.READY
+    ops = [op for op, _ in world.mutations()]
+    assert ops[:3] == ["DeleteEndpoint", "DeleteEndpointConfig", "DeleteModel"]
+    assert ops[3:6] == ["CreateModel", "CreateEndpointConfig", "CreateEndpoint"]

@@ -189,6 +189,7 @@ class SageMakerDeployments(ResourceProvider):
             ctx.progress(f"endpoint {endpoint} is {existing['EndpointStatus'].lower()}: deleting it before "
                          "creating it again")
             self._delete_tree(endpoint, change.address, ctx)
+            self._wait_gone("endpoint", endpoint, ctx)  # its name is free only once it is gone
             existing = None
         created = _utc(existing["CreationTime"]) if existing is not None else ctx.now()
         desired = self.desired(change, ctx, endpoint)
@@ -245,7 +246,7 @@ class SageMakerDeployments(ResourceProvider):
             ctx.progress(f"inference component {name} failed ({found.get('FailureReason', 'no reason given')}): "
                          "creating it again")
             self._delete("inference_component", InferenceComponentName=name)
-            self._wait_gone(name, ctx)
+            self._wait_gone("inference_component", name, ctx)
             found = None
         if found is not None:
             return found.get("InferenceComponentStatus") != IN_SERVICE
@@ -663,12 +664,13 @@ class SageMakerDeployments(ResourceProvider):
             waited += interval
             interval = min(interval * 2, self.max_poll)
 
-    def _wait_gone(self, component: str, ctx: Context) -> None:
+    def _wait_gone(self, what: str, name: str, ctx: Context) -> None:
+        key = "EndpointName" if what == "endpoint" else "InferenceComponentName"
         interval, waited = self.poll, 0.0
-        while self._describe("inference_component", InferenceComponentName=component) is not None:
+        while self._describe(what, **{key: name}) is not None:
             if waited >= self.timeout:
-                raise ProviderError(f"inference component {component} is still being deleted",
-                                    "Run apply again later.")
+                raise ProviderError(f"{what.replace('_', ' ')} {name} is still being deleted",
+                                    "SageMaker finishes on its own; run apply again later.")
             self._pause_for(ctx)(interval)
             waited += interval
             interval = min(interval * 2, self.max_poll)
