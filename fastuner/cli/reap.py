@@ -312,7 +312,7 @@ def mark_reaped(state: State, address: str, endpoint: str, ended: datetime, now:
         rs.status = Status.EXPIRED
         rs.pending = None
         rs.error = None
-        rs.outputs = {"expired_at": now.isoformat()}
+        rs.outputs = {"expired_at": now.isoformat(), **({"cost": rs.outputs["cost"]} if "cost" in rs.outputs else {})}
         rs.deposed = old
         rs.updated_at = now
         rs.expires_at = ended

@@ -42,7 +42,7 @@ def training_cost(instance_type: str, count: int, max_hours: float | None, spot:
     price = _lookup(prices, "training", instance_type, region)
     if isinstance(price, str):
         return {"note": price}
-    out: dict[str, Any] = {"usd_per_hour": price}
+    out: dict[str, Any] = {"usd_per_hour": price, "instance_type": instance_type, "instance_count": count}
     notes = []
     if max_hours is not None:
         out["max_one_time_usd"] = round(price * count * max_hours, 2)
@@ -76,7 +76,8 @@ def endpoint_cost(instance_type: str, count: int, ttl_hours: float | None, price
     if isinstance(price, str):
         return {"note": price}
     hourly = price * count
-    out: dict[str, Any] = {"usd_per_hour": price, "hourly_usd": round(hourly, 4), "note": f"{count} × {instance_type}"}
+    out: dict[str, Any] = {"usd_per_hour": price, "hourly_usd": round(hourly, 4), "instance_type": instance_type,
+                           "instance_count": count, "note": f"{count} × {instance_type}"}
     if ttl_hours is not None:
         ttl = format_duration(timedelta(hours=ttl_hours))  # as the spec writes it
         if hours_left is None:
@@ -109,6 +110,15 @@ def price(usage: Usage, prices: RegionPrices | None, *, region: str = DEFAULT_RE
                          work=work, calibration=calibration)
 
 
+def cost_record(estimate: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What state keeps in a resource's `outputs.cost`: the plan's estimate (the `RECORDED` keys) and,
+    once the job reported its billed time, what it cost. None for a resource the plan priced at nothing."""
+    base = {key: estimate[key] for key in RECORDED if key in estimate}
+    if base.get("usd_per_hour") is None:
+        return None
+    return {**base, **recorded_spend(base, outputs)}
+
+
 def recorded_spend(cost: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Any]:
     """What a training job cost, from its outputs (`billable_seconds`, `training_seconds`, `instance_count`)
     and the price its plan used (`cost.usd_per_hour`), with the plan's estimate kept beside it for
@@ -118,7 +128,7 @@ def recorded_spend(cost: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[
     if rate is None or billed is None:
         return {}
     count = int(outputs.get("instance_count") or cost.get("instance_count") or 1)
-    out = {key: cost[key] for key in RECORDED if key in cost}
+    out: dict[str, Any] = {}
     out.update(billed_seconds=float(billed), training_seconds=float(outputs.get("training_seconds") or billed),
                instance_count=count, spent_usd=round(float(billed) * count * float(rate) / 3600, 4))
     if outputs.get("spot_savings") is not None:
@@ -128,7 +138,8 @@ def recorded_spend(cost: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[
 
 # what state keeps of the plan's estimate for a resource (outputs.cost)
 RECORDED = ("usd_per_hour", "hourly_usd", "estimate_usd", "estimate_seconds", "max_one_time_usd", "spot_usd",
-            "instance_type", "train_tokens", "epochs", "predicted_loop_s", "startup_s", "capped", "params_b")
+            "instance_type", "instance_count", "train_tokens", "epochs", "predicted_loop_s", "startup_s", "capped",
+            "params_b")
 
 
 def _lookup(prices: RegionPrices | None, what: str, instance_type: str, region: str) -> float | str:

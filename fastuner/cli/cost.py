@@ -1,0 +1,59 @@
+"""`fastuner cost` (spent vs estimated, from state) and `fastuner prices update` (the Price List API)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+
+from rich.console import Console
+from rich.markup import escape
+
+from fastuner.cli import runtime
+from fastuner.cli.project import build_store, load_settings
+from fastuner.errors import UserError
+
+
+def run_cost(file, var, workspace, *, json_out: bool, console: Console, clock: Callable[[], datetime]) -> int:
+    from fastuner.plan.spend import cost_report
+    from fastuner.state.model import empty_state
+    from fastuner.views.cost import render_cost
+
+    spec, ws = load_settings(file, var, workspace)
+    state = build_store(spec, ws, environ=runtime.current().environ).read() or empty_state(spec.config.project, ws)
+    report = cost_report(state, spec.config.provider.name, clock())
+    if json_out:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        render_cost(report, console)
+    return 0
+
+
+def run_prices_update(regions: list[str] | None, *, json_out: bool, console: Console,
+                      clock: Callable[[], datetime]) -> int:
+    """Fetch every region asked for (default: each region fastuner ships prices for) and write them all,
+    or nothing."""
+    from fastuner.aws.clients import AwsSession
+    from fastuner.plan.prices import shipped_book
+    from fastuner.providers.base import ProviderError
+    from fastuner.providers.sagemaker.pricelist import PRICING_REGION, prices_dir, update_prices
+
+    environ = runtime.current().environ
+    wanted = list(dict.fromkeys(regions or sorted(shipped_book().regions)))
+    folder = prices_dir(environ)
+    client = AwsSession(PRICING_REGION, environ=environ).client("pricing")
+    try:
+        done = update_prices(client, wanted, folder, clock())
+    except ProviderError as exc:
+        raise UserError(exc.message, exc.hint) from None
+    if json_out:
+        sys.stdout.write(json.dumps({"format_version": 1, "kind": "prices", "folder": str(folder), "regions": [
+            {"region": u.region, "file": str(u.path), "training": u.training, "hosting": u.hosting} for u in done]},
+            indent=2) + "\n")
+        return 0
+    for u in done:
+        console.print(f"{escape(u.region)}: {u.training} training and {u.hosting} hosting prices → {escape(str(u.path))}")
+    console.print(f"Plans now price with these (newer than the shipped ones). Folder: {escape(str(folder))} "
+                  "(FASTUNER_PRICES_DIR to move it).", style="dim")
+    return 0
