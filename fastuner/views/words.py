@@ -112,6 +112,8 @@ def cost_line(cost: dict[str, Any]) -> str:
         bits.append(f"{about}at most ${cost['max_one_time_usd']:.2f} for training and TTL-bounded endpoints")
     if cost.get("hourly_usd_saved"):
         bits.append(f"saves ${cost['hourly_usd_saved']:.2f}/h")
+    if not bits and cost.get("note"):  # the local provider: nothing billed, and it says so
+        return f"Estimated cost: {cost['note']}."
     return f"Estimated cost: {'; '.join(bits)} (on-demand list prices)." if bits else ""
 
 
