@@ -391,9 +391,11 @@ class _Pricing:
             size, source = params_from_name(base), "name"
         if not size:
             size, source = ASSUMED_PARAMS_B, "assumed"
-        epochs = float((inputs.get("training") or {}).get("epochs") or 1)
-        return Work(tokens=int(facts["tokens"]), counted=str(facts.get("counted") or "chars"), epochs=epochs,
-                    params_b=float(size), params_from=source)
+        training = inputs.get("training") or {}
+        return Work(tokens=int(facts["tokens"]), counted=str(facts.get("counted") or "chars"),
+                    epochs=float(training.get("epochs") or 1), params_b=float(size), params_from=source,
+                    method=str(inputs.get("method") or "lora"),
+                    checkpointing=bool(training.get("gradient_checkpointing")))
 
 
 def _region(spec: Spec) -> str:

@@ -169,6 +169,8 @@ def _estimate_words(est: Estimate, work: Work) -> str:
     took = format_duration(timedelta(minutes=max(1, round(est.seconds / 60))))
     counted = "tokenizer" if work.counted == "tokenizer" else "~4 chars/token"
     size = f"{work.params_b:g}B model" + (" (assumed)" if work.params_from == "assumed" else "")
+    size += " QLoRA" if work.method == "qlora" else ""
+    size += ", checkpointing" if work.checkpointing else ""
     words = f"~{took}: {_tokens(work.tokens)} tokens ({counted}) × {work.epochs:g} epochs, {size}"
     if est.calibrated_from:
         words += f", ×{est.calibration:.2f} from {est.calibrated_from} finished job{'s' * (est.calibrated_from > 1)}"
