@@ -125,3 +125,43 @@ def test_the_prices_folder_is_the_users_cache_unless_set() -> None:
     assert str(prices_dir({"HOME": "/home/u"})) == "/home/u/.cache/fastuner/prices"
     assert str(prices_dir({"HOME": "/home/u", "XDG_CACHE_HOME": "/c"})) == "/c/fastuner/prices"
     assert str(prices_dir({"FASTUNER_PRICES_DIR": "/p", "HOME": "/home/u"})) == "/p"
+
+
+def test_the_cli_says_offline_plainly_and_writes_nothing(tmp_path, capsys) -> None:
+    from fastuner.cli.main import main
+
+    env = {"HOME": str(tmp_path), "FASTUNER_PRICES_DIR": str(tmp_path / "prices"), "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "y", "AWS_ENDPOINT_URL_PRICING": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"}
+    assert main(["prices", "update", "--region", "eu-west-1"], environ=env) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach the AWS Price List API" in err and "Nothing was written" in err
+    assert not (tmp_path / "prices").exists() or not list((tmp_path / "prices").iterdir())
+
+
+def test_a_sagemaker_plan_reads_the_users_prices_and_counts_the_work(tmp_path) -> None:
+    """The SageMaker provider hands refresh the user's newer prices and each adapter's token count."""
+    from moto import mock_aws
+
+    from fastuner.config.loader import load_spec
+    from fastuner.engine.refresh import refresh
+    from fastuner.plan.prices import price_file, shipped_book
+    from fastuner.providers.sagemaker import sagemaker_provider
+    from fastuner.state.model import empty_state
+
+    (tmp_path / "fastuner.yaml").write_text(
+        "version: 1\nproject: p\nprovider: {sagemaker: {region: eu-west-1, role_arn: "
+        "'arn:aws:iam::123456789012:role/r', bucket: cost-bucket}}\ndatasets:\n  d: {path: d.jsonl, task: text_generation}\n"
+        "adapters:\n  a: {base_model: org/Model-7B, dataset: d}\n")
+    (tmp_path / "d.jsonl").write_text(('{"input": "' + "w" * 396 + '", "target": "done"}\n') * 100)
+    doc = price_file(shipped_book().region("eu-west-1"))
+    (tmp_path / "prices").mkdir()
+    (tmp_path / "prices" / "eu-west-1.json").write_text(json.dumps(
+        {**doc, "as_of": "2099-01-01", "instances": {"ml.g5.2xlarge": {"training": 3.0, "hosting": 3.0}}}))
+    env = {"HOME": str(tmp_path), "FASTUNER_PRICES_DIR": str(tmp_path / "prices"),
+           "FASTUNER_CACHE_DIR": str(tmp_path / "cache"), "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}
+    spec = load_spec(tmp_path / "fastuner.yaml")
+    with mock_aws():
+        observed = refresh(spec, empty_state("p", "default"), sagemaker_provider(spec, "default", env))
+    assert observed.prices.region("eu-west-1").training["ml.g5.2xlarge"] == 3.0
+    assert observed.work == {"a": {"tokens": round(100 * 400 / 4 * 0.8), "counted": "chars"}}
+    assert (tmp_path / "cache" / "tokens.json").exists()
