@@ -132,7 +132,9 @@ def recorded_spend(cost: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[
     out.update(billed_seconds=float(billed), training_seconds=float(outputs.get("training_seconds") or billed),
                instance_count=count, spent_usd=round(float(billed) * count * float(rate) / 3600, 4))
     if outputs.get("spot_savings") is not None:
-        out["spot_savings"] = outputs["spot_savings"]
+        out["spot_savings"] = outputs["spot_savings"]  # (training − billable) ÷ training seconds
+        saved = out["training_seconds"] - out["billed_seconds"]
+        out["spot_saved_usd"] = round(max(saved, 0.0) * count * float(rate) / 3600, 4)
     return out
 
 

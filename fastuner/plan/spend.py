@@ -7,8 +7,9 @@ exists: from its creation to its expiry (`outputs.expired_at`) or to `now`, × i
 running one is marked so, and its error is left out until it ends. Earlier trained versions of an
 adapter (its history) were paid for too and are listed.
 
-The error is (estimate − spent) ÷ spent: positive when the plan over-estimated. A local provider
-bills nothing: the report says so, with every figure $0.
+The error is (estimate − spent) ÷ spent: positive when the plan over-estimated. The estimate prices
+on-demand time, so a spot job is compared by its on-demand equivalent (spent + what spot saved). A
+local provider bills nothing: the report says so, with every figure $0.
 """
 
 from __future__ import annotations
@@ -27,16 +28,20 @@ def cost_report(state: State, provider: str, now: datetime) -> dict[str, Any]:
         rs = state.resources[address]
         rows.extend(_rows(rs, now))
     if provider == "local":
-        rows = [{**r, "estimate_usd": 0.0, "spent_usd": 0.0, "error": None} for r in rows]
+        rows = [{**r, "estimate_usd": 0.0, "spent_usd": 0.0, "compared_usd": 0.0, "error": None} for r in rows]
     known = [r for r in rows if r["spent_usd"] is not None and r["estimate_usd"] is not None and not r["running"]]
     spent = sum(r["spent_usd"] or 0.0 for r in rows)
-    compared_spent = sum(r["spent_usd"] for r in known)
+    compared_spent = sum(r["compared_usd"] for r in known)
     compared_estimate = sum(r["estimate_usd"] for r in known)
     notes = []
     if provider == "local":
         notes.append("The local provider runs on this machine: it bills nothing ($0).")
     if any(r["running"] for r in rows):
         notes.append("Running endpoints: spent so far (creation to now); compared once they end.")
+    if known:
+        notes.append(f"Total error over the {len(known)} run{'s' * (len(known) > 1)} with both figures; a spot "
+                     "job is compared by its on-demand equivalent (the estimate prices on-demand time, spot's "
+                     "saving is shown apart).")
     if any(r["spent_usd"] is None for r in rows):
         notes.append("Jobs without billed time yet (still running, or applied before fastuner recorded costs) "
                      "show no spend.")
@@ -71,13 +76,16 @@ def _rows(rs: ResourceState, now: datetime) -> list[dict[str, Any]]:
 def _job_row(address: str, physical_name: str | None, cost: dict[str, Any], *, earlier: bool) -> dict[str, Any]:
     spent = cost.get("spent_usd")
     estimate = cost.get("estimate_usd", cost.get("max_one_time_usd"))
+    # the estimate is of on-demand time: a spot job is compared with what its time would cost on demand
+    compared = spent + (cost.get("spot_saved_usd") or 0.0) if spent is not None else None
     return {
         "address": address, "kind": "adapter", "physical_name": physical_name, "earlier": earlier,
         "instance_type": cost.get("instance_type"), "usd_per_hour": cost.get("usd_per_hour"),
         "estimate_usd": estimate, "estimate_is_bound": "estimate_usd" not in cost,
         "estimate_seconds": cost.get("estimate_seconds"), "billed_seconds": cost.get("billed_seconds"),
-        "spent_usd": spent, "spot_savings": cost.get("spot_savings"), "running": False,
-        "error": _error(estimate, spent),
+        "spent_usd": spent, "spot_savings": cost.get("spot_savings"), "spot_saved_usd": cost.get("spot_saved_usd"),
+        "running": False, "compared_usd": compared,
+        "error": _error(estimate, compared),
     }
 
 
@@ -94,7 +102,8 @@ def _endpoint_row(rs: ResourceState, cost: dict[str, Any] | None, now: datetime)
         "address": rs.address, "kind": "deployment", "physical_name": rs.physical_name, "earlier": False,
         "instance_type": cost.get("instance_type"), "usd_per_hour": cost.get("hourly_usd"),
         "estimate_usd": estimate, "estimate_is_bound": False, "estimate_seconds": None,
-        "billed_seconds": round(hours * 3600), "spent_usd": spent, "spot_savings": None, "running": running,
+        "billed_seconds": round(hours * 3600), "spent_usd": spent, "spot_savings": None, "spot_saved_usd": None,
+        "running": running, "compared_usd": spent,
         "error": None if running else _error(estimate, spent),
     }
 

@@ -28,8 +28,8 @@ def render_cost(report: dict[str, Any], console: Console) -> None:
         table.add_row(escape(resource), escape(r["instance_type"] or "—"), estimate, spent, _pct(r["error"]),
                       _duration(r["billed_seconds"]))
     total = report["total"]
-    table.add_row("Total", "", _usd(total["estimate_usd"]) + (" (compared)" if total["compared"] else ""),
-                  _usd(total["spent_usd"]), _pct(total["error"]), "", style="bold")
+    table.add_row("Total", "", _usd(total["estimate_usd"]) if total["compared"] else "—", _usd(total["spent_usd"]),
+                  _pct(total["error"]), "", style="bold")
     console.print(table)
     for note in report["notes"]:
         console.print(escape(note), style="dim")

@@ -75,6 +75,7 @@ def test_apply_records_the_estimate_and_what_the_job_was_billed(running) -> None
     assert a["estimate_usd"] == estimate["estimate_usd"] and a["usd_per_hour"] == G5
     assert a["billed_seconds"] == 300 and a["training_seconds"] == 1000
     assert a["spent_usd"] == round(300 * G5 / 3600, 4) and a["spot_savings"] == 0.7
+    assert a["spot_saved_usd"] == round(700 * G5 / 3600, 4)  # what on-demand would have added
     assert a["instance_type"] == "ml.g5.2xlarge" and a["predicted_loop_s"] == estimate["predicted_loop_s"]
     b = store.read().get("adapter.b").outputs["cost"]
     assert "spent_usd" not in b and b["estimate_usd"] == plan.change("adapter.b").cost["estimate_usd"]
@@ -102,8 +103,9 @@ def test_the_report_compares_spent_with_estimated_per_resource_and_in_total(appl
     assert report["format_version"] == 1 and report["kind"] == "cost" and report["currency"] == "USD"
     rows = {r["address"]: r for r in report["resources"]}
     a = rows["adapter.a"]
-    spent = round(300 * G5 / 3600, 4)
-    assert a["spent_usd"] == spent and a["error"] == round((a["estimate_usd"] - spent) / spent, 4)
+    spent, on_demand = round(300 * G5 / 3600, 4), round(300 * G5 / 3600, 4) + round(700 * G5 / 3600, 4)
+    # a spot job is compared by its on-demand equivalent: the estimate prices on-demand time
+    assert a["spent_usd"] == spent and a["error"] == round((a["estimate_usd"] - on_demand) / on_demand, 4)
     assert rows["adapter.b"]["spent_usd"] is None and rows["adapter.b"]["error"] is None  # no billed time reported
     api = rows["deployment.api"]  # two hours up at its hourly price, still running
     hourly = shipped_book().region("us-east-1").hosting["ml.g5.xlarge"]
@@ -145,3 +147,16 @@ def test_fastuner_cost_json_and_a_local_project_costs_nothing(tmp_path, capsys, 
     assert report["notes"] == ["The local provider runs on this machine: it bills nothing ($0)."]
     assert main(["cost"], clock=lambda: T0, environ={"HOME": str(tmp_path)}) == 0
     assert "bills nothing ($0)" in capsys.readouterr().out
+
+
+def test_the_next_plan_calibrates_from_the_jobs_apply_recorded(applied) -> None:
+    _, spec, store, _, first = applied
+    a = store.read().get("adapter.a").outputs["cost"]
+    observed = Observed(resources={x: Observation(ObservationStatus.READY) for x in store.read().resources},
+                        dataset_sources={"d": "00"}, training_code_hash="c", priced=True,
+                        work={"b": {"tokens": 1_000_000, "counted": "tokenizer"}})
+    b = make_plan(spec, store.read(), observed, T0 + timedelta(hours=1)).change("adapter.b").cost
+    ratio = (1000 - a["startup_s"]) / a["predicted_loop_s"]  # a's loop, measured ÷ predicted
+    assert b["calibrated_from"] == 1 and b["calibration"] == round(ratio, 3)
+    assert b["predicted_loop_s"] == first.change("adapter.b").cost["predicted_loop_s"]
+    assert b["estimate_seconds"] == round(b["predicted_loop_s"] * ratio + b["startup_s"])
