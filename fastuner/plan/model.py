@@ -195,8 +195,8 @@ class Plan:
         saved = sum(c.cost.get("hourly_usd", 0.0) for c in self.changes if c.action is Action.DELETE)
         out = {"hourly_usd": round(hourly, 4), "max_one_time_usd": round(one_time, 2),
                "estimate_usd": round(estimate, 2), "hourly_usd_saved": round(saved, 4)}
-        if self.provider == "local" and any(c.action in (Action.CREATE, Action.REPLACE, Action.UPDATE)
-                                            for c in self.changes):
+        if self.provider == "local" and not any(c.cost for c in self.changes) and \
+                any(c.action in (Action.CREATE, Action.REPLACE, Action.UPDATE) for c in self.changes):
             out["note"] = "$0: the local provider trains and serves on this machine"
         return out
 
