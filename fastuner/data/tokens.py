@@ -42,10 +42,16 @@ def count_train_tokens(dataset: Path, source_sha256: str, train_fraction: Fracti
     cache = _read_cache(cache_dir)
     if key in cache:
         return dict(cache[key])
+    total, counted = None, "chars"
     if tokenizer is not None:
-        total, counted = _count_with_tokenizer(dataset, tokenizer), "tokenizer"
-    else:
-        total, counted = sum(len(t) for t in _texts(dataset)) / CHARS_PER_TOKEN, "chars"
+        try:
+            total, counted = _count_with_tokenizer(dataset, tokenizer), "tokenizer"
+        except OSError:
+            raise
+        except Exception:  # a tokenizer.json the library cannot load: the estimate falls back on characters
+            total = None
+    if total is None:
+        total = sum(len(t) for t in _texts(dataset)) / CHARS_PER_TOKEN
     result = {"tokens": round(total * float(train_fraction)), "counted": counted}
     _write_cache(cache_dir, {**cache, key: result})
     return result

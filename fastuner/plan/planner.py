@@ -408,7 +408,8 @@ def _region_prices(spec: Spec, observed: Observed) -> RegionPrices | None:
 
 
 def _finished_jobs(prior: State) -> list[dict[str, Any]]:
-    """What state recorded of finished training jobs (estimate beside billed time), oldest first."""
+    """What state recorded of finished training jobs (estimate beside billed time): each adapter's earlier
+    instances, oldest first, then its current one."""
     jobs = []
     for rs in prior.resources.values():
         if rs.kind != "adapter":

@@ -161,3 +161,11 @@ def test_the_plan_estimates_from_the_work_refresh_measured_and_calibrates_from_f
     assert calibrated["calibration"] == 1.5 and calibrated["calibrated_from"] == 1
     assert calibrated["estimate_seconds"] == round(predicted * 1.5 + cost["startup_s"])
     assert "×1.50 from 1 finished job" in calibrated["note"]
+
+
+def test_a_tokenizer_that_cannot_load_falls_back_on_characters(tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "tokenizer.json").write_text("{not a tokenizer")
+    (tmp_path / "d.jsonl").write_text('{"input": "abcdefgh"}\n')
+    assert count_train_tokens(tmp_path / "d.jsonl", "s", 1.0, tmp_path / "model", None) == \
+        {"tokens": 2, "counted": "chars"}
