@@ -169,3 +169,14 @@ def test_a_tokenizer_that_cannot_load_falls_back_on_characters(tmp_path: Path) -
     (tmp_path / "d.jsonl").write_text('{"input": "abcdefgh"}\n')
     assert count_train_tokens(tmp_path / "d.jsonl", "s", 1.0, tmp_path / "model", None) == \
         {"tokens": 2, "counted": "chars"}
+
+
+def test_the_estimators_gpu_counts_agree_with_what_the_sagemaker_provider_launches() -> None:
+    from fastuner.plan import pricing
+    from fastuner.providers.sagemaker import instances
+
+    names = set(shipped_book().region("us-east-1").training) | {f"ml.{t}" for t in pricing._GPUS}
+    for name in sorted(names):
+        launched = instances.gpus(name)
+        if launched:  # GPU types (CPU and Neuron ones have none to agree on)
+            assert pricing.gpus(name) == launched, name
