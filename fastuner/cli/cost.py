@@ -57,3 +57,27 @@ def run_prices_update(regions: list[str] | None, *, json_out: bool, console: Con
     console.print(f"Plans now price with these (newer than the shipped ones). Folder: {escape(str(folder))} "
                   "(FASTUNER_PRICES_DIR to move it).", style="dim")
     return 0
+
+
+def run_prices_show(*, json_out: bool, console: Console, clock: Callable[[], datetime]) -> int:
+    """Each region's prices as plans use them: shipped or updated, as of when, from where."""
+    from fastuner.plan.prices import STALE_AFTER
+    from fastuner.providers.sagemaker.pricelist import price_book, prices_dir
+
+    environ = runtime.current().environ
+    now = clock()
+    regions = [{"region": p.region, "as_of": p.as_of.isoformat(), "stale": p.stale(now), "origin": p.origin,
+                "source": dict(p.source), "training": len(p.training), "hosting": len(p.hosting),
+                "spot_savings": list(p.spot_savings)}
+               for p in sorted(price_book(environ).regions.values(), key=lambda p: p.region)]
+    if json_out:
+        sys.stdout.write(json.dumps({"format_version": 1, "kind": "prices", "folder": str(prices_dir(environ)),
+                                     "regions": regions}, indent=2) + "\n")
+        return 0
+    for r in regions:
+        age = f" [yellow](over {STALE_AFTER.days} days old)[/yellow]" if r["stale"] else ""
+        console.print(f"{escape(r['region'])}: as of {r['as_of']}{age}, {r['training']} training and "
+                      f"{r['hosting']} hosting prices, {escape(r['origin'])}")
+    console.print(f"Refresh with `fastuner prices update`; updated copies go to {escape(str(prices_dir(environ)))}.",
+                  style="dim")
+    return 0

@@ -326,6 +326,14 @@ def prices_update(region: Annotated[list[str] | None, typer.Option("--region", m
     raise typer.Exit(run_prices_update(region, json_out=json_out, console=_console(no_color), clock=_clock()))
 
 
+@prices_app.command("show", cls=_Command)
+def prices_show(json_out: JsonOpt = False, no_color: NoColorOpt = False) -> None:
+    """Each region's prices as plans use them: shipped or updated, as of when, from where."""
+    from fastuner.cli.cost import run_prices_show
+
+    raise typer.Exit(run_prices_show(json_out=json_out, console=_console(no_color), clock=_clock()))
+
+
 # --- state ---------------------------------------------------------------------------------------
 
 

@@ -165,3 +165,20 @@ def test_a_sagemaker_plan_reads_the_users_prices_and_counts_the_work(tmp_path) -
     assert observed.prices.region("eu-west-1").training["ml.g5.2xlarge"] == 3.0
     assert observed.work == {"a": {"tokens": round(100 * 400 / 4 * 0.8), "counted": "chars"}}
     assert (tmp_path / "cache" / "tokens.json").exists()
+
+
+def test_prices_show_says_where_each_regions_prices_come_from(tmp_path, capsys) -> None:
+    from fastuner.cli.main import main
+    from fastuner.plan.prices import price_file, shipped_book
+
+    folder = tmp_path / "prices"
+    folder.mkdir()
+    doc = price_file(shipped_book().region("us-west-2"))
+    (folder / "us-west-2.json").write_text(json.dumps({**doc, "as_of": "2026-11-30"}))
+    env = {"HOME": str(tmp_path), "FASTUNER_PRICES_DIR": str(folder)}
+    assert main(["prices", "show", "--json"], clock=lambda: NOW, environ=env) == 0
+    regions = {r["region"]: r for r in json.loads(capsys.readouterr().out)["regions"]}
+    assert regions["us-west-2"]["origin"] == str(folder / "us-west-2.json") and not regions["us-west-2"]["stale"]
+    assert regions["eu-west-1"]["origin"] == "shipped" and regions["eu-west-1"]["stale"]
+    assert main(["prices", "show", "--no-color"], clock=lambda: NOW, environ=env) == 0
+    assert "us-west-2: as of 2026-11-30" in capsys.readouterr().out
