@@ -35,6 +35,8 @@ state_app = typer.Typer(help="Inspect and edit the state.", no_args_is_help=True
 app.add_typer(state_app, name="state")
 ci_app = typer.Typer(help="Generate CI configuration.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(ci_app, name="ci")
+prices_app = typer.Typer(help="SageMaker prices the plan estimates with.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(prices_app, name="prices")
 
 # The options every command that loads the spec takes (tests/cli/test_options.py checks each command).
 FileOpt = Annotated[str | None, typer.Option("--file", "-f", metavar="FILE",
@@ -312,6 +314,37 @@ def bootstrap(
 
     raise typer.Exit(run_bootstrap(file, var, workspace, role_name=role_name, auto_approve=auto_approve,
                                    json_out=json_out, console=_console(no_color)))
+
+
+# --- cost ----------------------------------------------------------------------------------------
+
+
+@app.command(cls=_Command)
+def cost(file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None, json_out: JsonOpt = False,
+         no_color: NoColorOpt = False) -> None:
+    """What each resource cost (billed time × price, from state) beside what its plan estimated."""
+    from fastuner.cli.cost import run_cost
+
+    raise typer.Exit(run_cost(file, var, workspace, json_out=json_out, console=_console(no_color), clock=_clock()))
+
+
+@prices_app.command("update", cls=_Command)
+def prices_update(region: Annotated[list[str] | None, typer.Option("--region", metavar="REGION", help="A region "
+                                                                   "to refresh (repeatable; default: every "
+                                                                   "region fastuner ships prices for).")] = None,
+                  json_out: JsonOpt = False, no_color: NoColorOpt = False) -> None:
+    """Refresh SageMaker prices from the AWS Price List API (pricing:GetProducts) into the user's cache."""
+    from fastuner.cli.cost import run_prices_update
+
+    raise typer.Exit(run_prices_update(region, json_out=json_out, console=_console(no_color), clock=_clock()))
+
+
+@prices_app.command("show", cls=_Command)
+def prices_show(json_out: JsonOpt = False, no_color: NoColorOpt = False) -> None:
+    """Each region's prices as plans use them: shipped or updated, as of when, from where."""
+    from fastuner.cli.cost import run_prices_show
+
+    raise typer.Exit(run_prices_show(json_out=json_out, console=_console(no_color), clock=_clock()))
 
 
 # --- state ---------------------------------------------------------------------------------------

@@ -240,7 +240,7 @@ def _reap_tags(project: Project, *, skip: set[str], all_projects: bool, auto_app
                 console.print(f"[red]{escape(row['address'] or row['endpoint'])}: {escape(str(exc))}[/red]")
             rows.append(result)
             continue
-        result.update(reaped=True, deleted=tree.to_dict(), hourly_usd_saved=_hourly(tree))
+        result.update(reaped=True, deleted=tree.to_dict(), hourly_usd_saved=_hourly(tree, session.region))
         if f.endpoint.project == config.project and f.endpoint.address:
             result["recorded_in_state"], result["state_note"] = _record(project, f, now, lock_timeout)
         if not json_out:
@@ -270,12 +270,13 @@ def _lives_until(f) -> str:
     return "; ".join(parts + ([f.note] if f.note else [])) or "no ttl or idle_ttl tag"
 
 
-def _hourly(tree) -> float:
+def _hourly(tree, region: str) -> float:
     from fastuner.plan.pricing import endpoint_cost
 
     if not tree.instance_type:
         return 0.0
-    return float(endpoint_cost(tree.instance_type, tree.instance_count or 1, None).get("hourly_usd", 0.0))
+    return float(endpoint_cost(tree.instance_type, tree.instance_count or 1, None, region=region)
+                 .get("hourly_usd", 0.0))
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -327,7 +328,7 @@ def mark_reaped(state: State, address: str, endpoint: str, ended: datetime, now:
         rs.status = Status.EXPIRED
         rs.pending = None
         rs.error = None
-        rs.outputs = {"expired_at": now.isoformat()}
+        rs.outputs = {"expired_at": now.isoformat(), **({"cost": rs.outputs["cost"]} if "cost" in rs.outputs else {})}
         rs.deposed = old
         rs.updated_at = now
         rs.expires_at = ended

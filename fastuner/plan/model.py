@@ -192,11 +192,17 @@ class Plan:
 
     def cost(self) -> dict[str, Any]:
         hourly = sum(c.cost.get("hourly_usd", 0.0) for c in self.changes if c.action is not Action.DELETE)
-        one_time = sum(c.cost.get("max_one_time_usd", 0.0) for c in self.changes
-                       if c.action in (Action.CREATE, Action.REPLACE))
+        new = [c for c in self.changes if c.action in (Action.CREATE, Action.REPLACE)]
+        one_time = sum(c.cost.get("max_one_time_usd", 0.0) for c in new)
+        # the estimate from the work where there is one, else the bound (a job of unknown size)
+        estimate = sum(c.cost.get("estimate_usd", c.cost.get("max_one_time_usd", 0.0)) for c in new)
         saved = sum(c.cost.get("hourly_usd", 0.0) for c in self.changes if c.action is Action.DELETE)
-        return {"hourly_usd": round(hourly, 4), "max_one_time_usd": round(one_time, 2),
-                "hourly_usd_saved": round(saved, 4)}
+        out = {"hourly_usd": round(hourly, 4), "max_one_time_usd": round(one_time, 2),
+               "estimate_usd": round(estimate, 2), "hourly_usd_saved": round(saved, 4)}
+        if self.provider == "local" and not any(c.cost for c in self.changes) and \
+                any(c.action in (Action.CREATE, Action.REPLACE, Action.UPDATE) for c in self.changes):
+            out["note"] = "$0: the local provider trains and serves on this machine"
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -35,6 +35,8 @@ KINDS: dict[str, str] = {
     "invoke-answer": "invoke --input TEXT --json",
     "invoke-batch": "invoke --batch FILE --out FILE --json",
     "evaluation": "invoke --evaluate --json",
+    "cost": "cost --json",
+    "prices": "prices update --json, prices show --json",
     "error": "any command above, with --json, when it fails",
 }
 

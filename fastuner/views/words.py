@@ -87,6 +87,11 @@ def cost_text(cost: dict[str, Any]) -> str:
     parts = []
     if "hourly_usd" in cost:
         parts.append(f"${cost['hourly_usd']:.2f}/h")
+    if "estimate_usd" in cost and "hourly_usd" not in cost:  # a job: the estimate from its work, then the bound
+        parts.append(f"~${cost['estimate_usd']:.2f}")
+        if cost.get("spot_usd"):
+            low, high = cost["spot_usd"]
+            parts.append(f"spot ${low:.2f}–${high:.2f}")
     if "max_one_time_usd" in cost:
         parts.append(f"at most ${cost['max_one_time_usd']:.2f}")
     text = f"{', '.join(parts)} ({cost['note']})" if parts else cost["note"]
@@ -102,9 +107,13 @@ def cost_line(cost: dict[str, Any]) -> str:
     if cost.get("hourly_usd"):
         bits.append(f"~${cost['hourly_usd']:.2f}/h while deployments run")
     if cost.get("max_one_time_usd"):
-        bits.append(f"at most ${cost['max_one_time_usd']:.2f} for training and TTL-bounded endpoints")
+        estimate = cost.get("estimate_usd")
+        about = f"~${estimate:.2f} estimated, " if estimate is not None and estimate < cost["max_one_time_usd"] else ""
+        bits.append(f"{about}at most ${cost['max_one_time_usd']:.2f} for training and TTL-bounded endpoints")
     if cost.get("hourly_usd_saved"):
         bits.append(f"saves ${cost['hourly_usd_saved']:.2f}/h")
+    if not bits and cost.get("note"):  # the local provider: nothing billed, and it says so
+        return f"Estimated cost: {cost['note']}."
     return f"Estimated cost: {'; '.join(bits)} (on-demand list prices)." if bits else ""
 
 

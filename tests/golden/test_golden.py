@@ -2,7 +2,8 @@
 
 Each `tests/golden/<case>/` holds `fastuner.yaml`, optionally `before.yaml` (a spec applied first with
 the in-memory provider at `applied_at`) and `case.yaml` (dataset source hashes, the clock, destroy; the
-figures a dataset store recorded, `recorded`, and those the CLI measures on a changed file, `dataset_figures`).
+figures a dataset store recorded, `recorded`, and those the CLI measures on a changed file, `dataset_figures`;
+what refresh measured of training work, `work`).
 The expected renderings live in `<case>/expected/`. Rewrite them after an intended change with
 `FASTUNER_UPDATE_GOLDEN=1 python -m pytest tests/golden` and review the diff like code.
 """
@@ -56,7 +57,8 @@ def _plan_for(case: Path, tmp_path: Path) -> dict:
     now = datetime.fromisoformat(str(meta["now"]))
     observed = Observed(dataset_sources=meta["sources"], training_code_hash="code-1",
                         priced=bool(meta.get("priced")), unsupported=meta.get("unsupported") or {},
-                        dataset_figures=meta.get("dataset_figures") or {})
+                        dataset_figures=meta.get("dataset_figures") or {},
+                        work=meta.get("work") or {})
     plan = make_plan(spec, state, observed, now, destroy=bool(meta.get("destroy")))
     return plan.to_dict()
 

@@ -22,12 +22,14 @@ def sagemaker_provider(spec: Spec, workspace: str, environ: Mapping[str, str]) -
     """`environ`: the environment the composition root was handed; the AWS session reads credentials,
     profile and endpoints from it, never from `os.environ` directly."""
     from fastuner.aws.clients import AwsSession
+    from fastuner.data.tokens import spec_work
     from fastuner.providers.programs import code_hash
     from fastuner.providers.sagemaker.checks import check_deployments, check_training
     from fastuner.providers.sagemaker.datasets import SageMakerDatasets
     from fastuner.providers.sagemaker.deployments import SageMakerDeployments
     from fastuner.providers.sagemaker.invoke import SageMakerEndpoints
     from fastuner.providers.sagemaker.metrics import SageMakerMetrics
+    from fastuner.providers.sagemaker.pricelist import cache_dir, price_book
     from fastuner.providers.sagemaker.training import TrainingJobs
 
     settings = spec.config.provider.sagemaker
@@ -56,4 +58,6 @@ def sagemaker_provider(spec: Spec, workspace: str, environ: Mapping[str, str]) -
         priced=True,
         training_code_hash=lambda: code_hash("train"),
         checks=lambda: check_training(spec) + check_deployments(spec),
+        price_book=lambda: price_book(environ),
+        training_work=lambda sources: spec_work(spec, sources, cache_dir(environ)),
     )
