@@ -5,7 +5,8 @@ the same process, whose backends are the ones patched here).
 What moto lacks or does differently, and what this adds:
 - inference components: `CreateInferenceComponent` (tags kept, visible to `ListTags` and the tagging
   API's `GetResources`), `DescribeInferenceComponent`, `ListInferenceComponents` (filters, pages),
-  `UpdateInferenceComponent` (a new specification or copy count) and `DeleteInferenceComponent`;
+  `UpdateInferenceComponent` (a new specification or copy count), `UpdateInferenceComponentRuntimeConfig`
+  and `DeleteInferenceComponent`;
 - `UpdateEndpoint` (a new endpoint config, recorded when the update ends);
 - endpoint configs of any instance type in botocore's service model (moto knows no g5, g6, p4d, p5)
   and component-style variants without `ModelName`; their `ExecutionRoleArn` is kept;
@@ -349,6 +350,15 @@ class Endpoints:
             _settling(c, UPDATING, world.settle)
             return json.dumps({"InferenceComponentArn": c.arn})
 
+        def update_runtime(response: Any) -> str:
+            c = found(response.sagemaker_backend, response._get_param("InferenceComponentName"))
+            if c.status != IN_SERVICE:
+                raise ValidationError(message=f"Cannot update inference component {c.name} while it is {c.status}.")
+            c.copies = int(response._get_param("DesiredRuntimeConfig")["CopyCount"])
+            c.modified = datetime.now(UTC).timestamp()
+            _settling(c, UPDATING, world.settle)
+            return json.dumps({"InferenceComponentArn": c.arn})
+
         def describe_component(response: Any) -> str:
             backend = response.sagemaker_backend
             c = found(backend, response._get_param("InferenceComponentName"))
@@ -396,7 +406,8 @@ class Endpoints:
             return "{}"
 
         return {"create_endpoint_config": create_endpoint_config, "update_endpoint": update_endpoint, "create_inference_component": create_component,
-                "update_inference_component": update_component, "describe_inference_component": describe_component,
+                "update_inference_component": update_component,
+                "update_inference_component_runtime_config": update_runtime, "describe_inference_component": describe_component,
                 "list_inference_components": list_components, "delete_inference_component": delete_component}
 
 

@@ -126,6 +126,11 @@ def test_inference_components_from_creation_to_deletion(world: Endpoints, sm) ->
     assert [component_status(sm, "ep-a") for _ in range(3)] == ["Updating", "Updating", "InService"]
     spec = sm.describe_inference_component(InferenceComponentName="ep-a")["Specification"]
     assert spec["Container"]["ArtifactUrl"] == "s3://b/a2/model.tar.gz"
+    assert [component_status(sm, "ep-base") for _ in range(3)][-1] == "InService"
+    sm.update_inference_component_runtime_config(InferenceComponentName="ep-base", DesiredRuntimeConfig={"CopyCount": 2})
+    runtime = sm.describe_inference_component(InferenceComponentName="ep-base")["RuntimeConfig"]
+    assert runtime == {"DesiredCopyCount": 2, "CurrentCopyCount": 0}  # Updating: not there yet
+    assert [component_status(sm, "ep-base") for _ in range(2)] == ["Updating", "InService"]
 
     # deletes: the base waits for its adapters, the endpoint for its components
     assert "is a base inference component" in refused(sm.delete_inference_component, InferenceComponentName="ep-base")
