@@ -121,13 +121,16 @@ def test_invoking_and_metrics_stop_at_the_projects_endpoints(demo: Scope) -> Non
 def test_reaping_deletes_only_the_projects_endpoint_trees(demo: Scope) -> None:
     doc = statements(policy(demo))
     arn = f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:"
-    delete = doc["ManageEndpointTrees"]
+    delete = doc["DeleteEndpointTrees"]
     assert delete["Resource"] == [arn + k + "/demo-*" for k in ("inference-component", "endpoint", "endpoint-config",
                                                                 "model")]
     assert delete["Condition"] == {"StringEquals": {"aws:ResourceTag/fastuner:project": "demo"}}
     assert doc["ReadEndpointTrees"]["Condition"] == {
         "StringEqualsIfExists": {"aws:ResourceTag/fastuner:project": "demo"}}
     assert "*" not in as_list(doc["ReadEndpointTrees"]["Resource"])
+    # deployments' in-place changes share reaping's statements: same resources, same tag conditions
+    assert "sagemaker:UpdateEndpoint" in delete["Action"] and "UpdateEndpointTrees" not in doc
+    assert "sagemaker:DescribeModel" in doc["ReadEndpointTrees"]["Action"] and "ReadModels" not in doc
     assert {s for s in doc if doc[s]["Resource"] == "*"} >= {"FindTaggedEndpoints", "ReadMetrics", "ListEndpoints"}
 
 

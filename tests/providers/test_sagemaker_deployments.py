@@ -563,3 +563,76 @@ def test_the_prompt_format_comes_from_the_adapters_artifact_when_state_lacks_it(
     outcome = world.provider.create(world.change(), world.ctx(upstream=upstream))
     assert outcome.outputs["prompt_format"] == "plain"
     assert len(world.sent("GetObject")) == 1  # one artifact read, not one per adapter
+
+
+def test_serve_mode_swaps_a_new_model_and_config_in_with_update_endpoint(aws, tmp_path: Path) -> None:
+    world = World(tmp_path, inference_image=IMAGE)
+    change = world.change("deployment.cls")
+    outcome = world.provider.create(change, world.ctx("deployment.cls"))
+    rs = world.state(change, dict(outcome.outputs))
+    world.calls.clear()
+    text = (world.root / "fastuner.yaml").read_text().replace("    adapters: [c1]\n", "    adapters: [c1]\n    cache_size: 2\n")
+    (world.root / "fastuner.yaml").write_text(text)
+    observed = Observed(dataset_sources={"chat": "ab" * 32, "intents": "cd" * 32}, training_code_hash="code")
+    plan = make_plan(load_spec(world.root / "fastuner.yaml", variables={}, environ={}), world.prior(rs), observed, NOW)
+    update = next(c for c in plan.changes if c.address == "deployment.cls")
+    assert update.action is Action.UPDATE
+    new = world.provider.update(update, rs, world.ctx("deployment.cls")).outputs
+    model, config = world.sent("CreateModel")[0]["ModelName"], world.sent("CreateEndpointConfig")[0]["EndpointConfigName"]
+    assert world.mutations() == [("CreateModel", model), ("CreateEndpointConfig", config),
+                                 ("UpdateEndpoint", rs.outputs["endpoint_name"]),
+                                 ("DeleteEndpointConfig", rs.outputs["endpoint_config_name"]),
+                                 ("DeleteModel", rs.outputs["model_name"])]
+    assert (new["model_name"], new["endpoint_config_name"]) == (model, config)
+
+
+def test_the_provider_serves_deployments_and_checks_them_at_plan(aws, tmp_path: Path) -> None:
+    from fastuner.providers.sagemaker import sagemaker_provider
+
+    world = World(tmp_path)
+    provider = sagemaker_provider(world.spec(), "default", ENV)
+    assert provider.for_kind("deployment").kind == "deployment" and not provider.unsupported
+    assert provider.importer("deployment") is provider.resources["deployment"]
+    found = provider.checks()
+    assert [(d.address, d.source is not None) for d in found] == [("deployment.cls", True)]
+
+
+def test_an_adapter_of_another_base_model_is_refused_at_plan_on_sagemaker(world: World) -> None:
+    from fastuner.config.checks import check_spec
+
+    world.spec()
+    text = (world.root / "fastuner.yaml").read_text().replace("adapters: [c1]", "adapters: [a1]")
+    (world.root / "fastuner.yaml").write_text(text)
+    errors = [d for d in check_spec(load_spec(world.root / "fastuner.yaml", variables={}, environ={}))
+              if d.severity == "error"]
+    assert [d.address for d in errors] == ["deployment.cls"]
+    assert "trained on `org/llm`" in errors[0].summary
+
+
+def test_generation_on_a_cpu_instance_is_refused_at_plan(world: World) -> None:
+    problems = check_deployments(world.spec(instance_type="ml.c5.xlarge"))
+    assert ("deployment.api", True) in [(d.address, "has no GPU" in d.summary) for d in problems]
+    typo = check_deployments(world.spec(instance_type="ml.g5.xlarg"))
+    assert any("did you mean ml.g5.xlarge" in d.summary for d in typo)
+
+
+def test_an_instance_type_with_as_many_gpus_leaves_the_components_alone(world: World) -> None:
+    _, rs = world.applied()
+    update = world.change(prior=world.prior(rs), instance_type="ml.g6.xlarge")
+    world.provider.update(update, rs, world.ctx())
+    assert [op for op, _ in world.mutations()] == ["CreateEndpointConfig", "UpdateEndpoint", "DeleteEndpointConfig"]
+
+
+def test_a_failed_endpoint_is_deleted_and_created_again_under_its_name(world: World) -> None:
+    change = world.change()
+    world.fake.fail[change.physical_name] = "image pull failed"
+    with pytest.raises(ProviderError, match="image pull failed"):
+        world.provider.create(change, world.ctx())
+    assert world.provider.read(world.state(change, {"endpoint_name": change.physical_name})).status \
+        is ObservationStatus.FAILED
+    world.fake.fail.clear()
+    world.calls.clear()
+    assert world.provider.create(change, world.ctx()).status is OutcomeStatus.READY
+    ops = [op for op, _ in world.mutations()]
+    assert ops[:3] == ["DeleteEndpoint", "DeleteEndpointConfig", "DeleteModel"]
+    assert ops[3:6] == ["CreateModel", "CreateEndpointConfig", "CreateEndpoint"]

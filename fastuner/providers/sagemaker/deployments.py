@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from fastuner.aws.clients import AwsSession
-from fastuner.aws.errors import error_code, error_message
 from fastuner.aws.names import check_sagemaker_name
 from fastuner.config.duration import parse_duration
 from fastuner.config.models import SageMakerProvider
@@ -35,19 +34,16 @@ from fastuner.errors import UserError
 from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation, ObservationStatus
 from fastuner.providers.base import Context, Outcome, ProviderError, ResourceProvider, utcnow
-from fastuner.providers.sagemaker import reaping, s3objects, serving
+from fastuner.providers.sagemaker import instances, reaping, s3objects, serving
 from fastuner.providers.sagemaker.checks import deployment_problems
+from fastuner.providers.sagemaker.endpoint_calls import FAILED, IN_SERVICE, WAIT_TIMEOUT_S, EndpointCalls
 from fastuner.providers.sagemaker.endpoint_tree import EndpointTree, delete_endpoint_tree
 from fastuner.providers.sagemaker.errors import provider_errors
 from fastuner.providers.sagemaker.images import lmi_image
 from fastuner.providers.sagemaker.serving import LMI, SERVE, VARIANT, Piece
 from fastuner.state.model import ResourceState
 
-IN_SERVICE = "InService"
-FAILED = "Failed"
-LIST_PAGE = 100
 BATCH_FROM = 2  # read_many lists instead of describing from this many deployments on
-WAIT_TIMEOUT_S = 3600.0  # an endpoint or component not in service after this long is reported
 
 
 @dataclass(frozen=True)
@@ -82,18 +78,11 @@ class SageMakerDeployments(ResourceProvider):
         self.workspace = workspace
         self.spec_dir = spec_dir
         self.adapter_tasks = dict(adapter_tasks or {})
-        self.poll = poll
-        self.max_poll = max(poll, max_poll)
-        self._sleep = sleep
         self.clock = clock
-        self.timeout = timeout
+        self.calls = EndpointCalls(session, poll=poll, max_poll=max_poll, sleep=sleep, timeout=timeout)
         self.configs = S3ObjectStore(session, settings.bucket, settings.prefix.strip("/"), namespace="serving",
                                      filename="model.tar.gz", kms_key_id=settings.kms_key_id)
         self._formats: dict[str, str] = {}  # an artifact's prompt_format, once read
-
-    @property
-    def sagemaker(self) -> Any:
-        return self.session.client("sagemaker")
 
     # --- what a deployment is made of ------------------------------------------------------------
 
@@ -183,11 +172,12 @@ class SageMakerDeployments(ResourceProvider):
 
     def create(self, change: Change, ctx: Context) -> Outcome:
         endpoint = self._name(change.physical_name or "")
-        existing = self._describe("endpoint", EndpointName=endpoint)
+        existing = self.calls.describe("endpoint", EndpointName=endpoint)
         if existing is not None and existing.get("EndpointStatus") in (FAILED, reaping.DELETING):
             ctx.progress(f"endpoint {endpoint} is {existing['EndpointStatus'].lower()}: deleting it before "
                          "creating it again")
             self._delete_tree(endpoint, change.address, ctx)
+            self.calls.wait_gone("endpoint", endpoint, ctx)  # its name is free only once it is gone
             existing = None
         created = _utc(existing["CreationTime"]) if existing is not None else ctx.now()
         desired = self.desired(change, ctx, endpoint)
@@ -197,14 +187,14 @@ class SageMakerDeployments(ResourceProvider):
         if existing is None:
             if ctx.cancelled.is_set():
                 return Outcome.pending({}, "not started: interrupted")
-            if self._create("endpoint", EndpointName=endpoint, EndpointConfigName=desired.config.name,
+            if self.calls.create("endpoint", EndpointName=endpoint, EndpointConfigName=desired.config.name,
                             Tags=serving.tag_list(tags)):
                 ctx.progress(f"creating endpoint {endpoint} on {desired.count} × {desired.instance_type} "
                              f"({desired.mode})")
         else:
             ctx.progress(f"adopting endpoint {endpoint} ({existing.get('EndpointStatus')})")
         outputs = self._outputs(desired, created, change.after or {})
-        described = self._wait("endpoint", endpoint, ctx)
+        described = self.calls.wait("endpoint", endpoint, ctx)
         if described is None:
             return Outcome.pending(outputs, self._left(endpoint, ctx))
         outputs["endpoint_arn"] = described.get("EndpointArn")
@@ -213,12 +203,12 @@ class SageMakerDeployments(ResourceProvider):
                 "EndpointName": endpoint, "VariantName": VARIANT,
                 "Specification": serving.base_component_spec(desired.model.name, desired.instance_type),
                 "RuntimeConfig": {"CopyCount": desired.count}}, tags, ctx)
-            if base and self._wait("inference_component", desired.base_component, ctx) is None:
+            if base and self.calls.wait("inference_component", desired.base_component, ctx) is None:
                 return Outcome.pending(outputs, self._left(endpoint, ctx))
             started = [name for adapter, name in sorted(desired.components.items())
                        if self._ensure_component(name, self._adapter_request(desired, adapter), tags, ctx)]
             for name in started:
-                if self._wait("inference_component", name, ctx) is None:
+                if self.calls.wait("inference_component", name, ctx) is None:
                     return Outcome.pending(outputs, self._left(endpoint, ctx))
         return Outcome.ready(outputs)
 
@@ -229,9 +219,9 @@ class SageMakerDeployments(ResourceProvider):
     def _ensure(self, what: str, piece: Piece, tags: Mapping[str, str], ctx: Context) -> bool:
         """Create a model or endpoint config unless it exists (its name is its content's hash)."""
         key = "ModelName" if what == "model" else "EndpointConfigName"
-        if self._describe(what, **{key: piece.name}) is not None:
+        if self.calls.describe(what, **{key: piece.name}) is not None:
             return False
-        created = self._create(what, **{key: piece.name, **piece.request, "Tags": serving.tag_list(tags)})
+        created = self.calls.create(what, **{key: piece.name, **piece.request, "Tags": serving.tag_list(tags)})
         if created:
             ctx.progress(f"created {what.replace('_', ' ')} {piece.name}")
         return created
@@ -239,16 +229,16 @@ class SageMakerDeployments(ResourceProvider):
     def _ensure_component(self, name: str, request: Mapping[str, Any], tags: Mapping[str, str], ctx: Context) -> bool:
         """Create an inference component unless it exists; one that failed is deleted and created again.
         True when it is not (yet) in service, so that the caller waits for it."""
-        found = self._describe("inference_component", InferenceComponentName=name)
+        found = self.calls.describe("inference_component", InferenceComponentName=name)
         if found is not None and found.get("InferenceComponentStatus") == FAILED:
             ctx.progress(f"inference component {name} failed ({found.get('FailureReason', 'no reason given')}): "
                          "creating it again")
-            self._delete("inference_component", InferenceComponentName=name)
-            self._wait_gone(name, ctx)
+            self.calls.delete("inference_component", InferenceComponentName=name)
+            self.calls.wait_gone("inference_component", name, ctx)
             found = None
         if found is not None:
             return found.get("InferenceComponentStatus") != IN_SERVICE
-        self._create("inference_component", InferenceComponentName=name, **request, Tags=serving.tag_list(tags))
+        self.calls.create("inference_component", InferenceComponentName=name, **request, Tags=serving.tag_list(tags))
         ctx.progress(f"creating inference component {name}")
         return True
 
@@ -306,19 +296,20 @@ class SageMakerDeployments(ResourceProvider):
         self._swap_config(desired, recorded, tags, ctx)
         base = str(recorded.get("base_component") or desired.base_component)
         outputs["base_component"] = base
-        moved = (desired.model.name != old_model or desired.instance_type != recorded.get("instance_type"))
+        moved = desired.model.name != old_model or \
+            instances.gpus(desired.instance_type) != instances.gpus(str(recorded.get("instance_type") or ""))
         if moved:
             ctx.progress(f"updating base inference component {base}")
-            self._call("update_inference_component", InferenceComponentName=base,
+            self.calls.call("update_inference_component", InferenceComponentName=base,
                        Specification=serving.base_component_spec(desired.model.name, desired.instance_type))
-            self._wait("inference_component", base, ctx, required=True)
+            self.calls.wait("inference_component", base, ctx, required=True)
             if old_model and old_model != desired.model.name:
-                self._delete("model", ModelName=old_model)
+                self.calls.delete("model", ModelName=old_model)
         if desired.count != recorded.get("instance_count"):
             ctx.progress(f"setting base inference component {base} to {desired.count} copies")
-            self._call("update_inference_component_runtime_config", InferenceComponentName=base,
+            self.calls.call("update_inference_component_runtime_config", InferenceComponentName=base,
                        DesiredRuntimeConfig={"CopyCount": desired.count})
-            self._wait("inference_component", base, ctx, required=True)
+            self.calls.wait("inference_component", base, ctx, required=True)
         outputs["components"] = self._update_adapters(desired, recorded, base, tags, ctx)
         return Outcome.ready(outputs)
 
@@ -330,24 +321,24 @@ class SageMakerDeployments(ResourceProvider):
         waiting = []
         for adapter in sorted(set(components) - set(desired.artifacts)):
             ctx.progress(f"removing adapter {adapter} (inference component {components[adapter]})")
-            self._delete("inference_component", InferenceComponentName=components.pop(adapter))
+            self.calls.delete("inference_component", InferenceComponentName=components.pop(adapter))
         for adapter, artifact in sorted(desired.artifacts.items()):
             name = components.get(adapter)
             spec = serving.adapter_component_spec(base, artifact)
             if name is None:
                 name = desired.components[adapter]
                 ctx.progress(f"adding adapter {adapter} (inference component {name})")
-                if self._describe("inference_component", InferenceComponentName=name) is None:
-                    self._create("inference_component", InferenceComponentName=name, EndpointName=desired.endpoint,
+                if self.calls.describe("inference_component", InferenceComponentName=name) is None:
+                    self.calls.create("inference_component", InferenceComponentName=name, EndpointName=desired.endpoint,
                                  VariantName=VARIANT, Specification=spec, Tags=serving.tag_list(tags))
                 components[adapter] = name
                 waiting.append(name)
             elif artifacts.get(adapter) != artifact:
                 ctx.progress(f"swapping in the retrained adapter {adapter} (inference component {name})")
-                self._call("update_inference_component", InferenceComponentName=name, Specification=spec)
+                self.calls.call("update_inference_component", InferenceComponentName=name, Specification=spec)
                 waiting.append(name)
         for name in waiting:
-            self._wait("inference_component", name, ctx, required=True)
+            self.calls.wait("inference_component", name, ctx, required=True)
         return dict(sorted(components.items()))
 
     def _swap_config(self, desired: Desired, recorded: Mapping[str, Any], tags: Mapping[str, str], ctx: Context,
@@ -361,18 +352,18 @@ class SageMakerDeployments(ResourceProvider):
             self._ensure("model", desired.model, tags, ctx)
         self._ensure("endpoint_config", desired.config, tags, ctx)
         ctx.progress(f"updating endpoint {desired.endpoint} to {desired.count} × {desired.instance_type}")
-        self._call("update_endpoint", EndpointName=desired.endpoint, EndpointConfigName=desired.config.name)
-        self._wait("endpoint", desired.endpoint, ctx, required=True)
+        self.calls.call("update_endpoint", EndpointName=desired.endpoint, EndpointConfigName=desired.config.name)
+        self.calls.wait("endpoint", desired.endpoint, ctx, required=True)
         if old:
-            self._delete("endpoint_config", EndpointConfigName=old)
+            self.calls.delete("endpoint_config", EndpointConfigName=old)
         if old_model and old_model != desired.model.name:
-            self._delete("model", ModelName=old_model)
+            self.calls.delete("model", ModelName=old_model)
 
     def _arns(self, recorded: Mapping[str, Any]) -> list[str]:
         """The ARNs of every piece state records (the endpoint's ARN gives the account)."""
         endpoint_arn = str(recorded.get("endpoint_arn") or "")
         if not endpoint_arn:
-            described = self._describe("endpoint", EndpointName=str(recorded.get("endpoint_name") or ""))
+            described = self.calls.describe("endpoint", EndpointName=str(recorded.get("endpoint_name") or ""))
             endpoint_arn = str((described or {}).get("EndpointArn") or "")
         if not endpoint_arn:
             return []
@@ -389,9 +380,9 @@ class SageMakerDeployments(ResourceProvider):
         ctx.progress(f"retagging {len(arns)} resource(s)")
         for arn in arns:
             if remove:
-                self._call("delete_tags", ResourceArn=arn, TagKeys=remove)
+                self.calls.call("delete_tags", ResourceArn=arn, TagKeys=remove)
             if add:
-                self._call("add_tags", ResourceArn=arn, Tags=serving.tag_list(add))
+                self.calls.call("add_tags", ResourceArn=arn, Tags=serving.tag_list(add))
 
     # --- deleting --------------------------------------------------------------------------------
 
@@ -404,23 +395,23 @@ class SageMakerDeployments(ResourceProvider):
         tree = self._delete_tree(endpoint, rs.address, ctx)
         config, model = rs.outputs.get("endpoint_config_name"), rs.outputs.get("model_name")
         if config and config not in tree.configs:
-            self._delete("endpoint_config", EndpointConfigName=str(config))
+            self.calls.delete("endpoint_config", EndpointConfigName=str(config))
         if model and model not in tree.models:
-            self._delete("model", ModelName=str(model))
+            self.calls.delete("model", ModelName=str(model))
 
     def _delete_tree(self, endpoint: str, address: str, ctx: Context) -> EndpointTree:
         ours = {reaping.PROJECT_TAG: self.project, reaping.WORKSPACE_TAG: self.workspace, reaping.ADDRESS_TAG: address}
-        return delete_endpoint_tree(self.session, endpoint, tags=ours, progress=ctx.progress, poll=self.poll,
-                                    timeout=self.timeout, sleep=self._pause_for(ctx))
+        return delete_endpoint_tree(self.session, endpoint, tags=ours, progress=ctx.progress, poll=self.calls.poll,
+                                    timeout=self.calls.timeout, sleep=self.calls.pause_for(ctx))
 
     # --- reading ---------------------------------------------------------------------------------
 
     def read(self, rs: ResourceState) -> Observation:
         name = self._endpoint_of(rs)
-        endpoint = self._describe("endpoint", EndpointName=name)
+        endpoint = self.calls.describe("endpoint", EndpointName=name)
         summary = None if endpoint is None else {"EndpointName": name, "EndpointStatus": endpoint.get("EndpointStatus"),
                                                  "FailureReason": endpoint.get("FailureReason")}
-        components = self._list_components(EndpointNameEquals=name) if endpoint is not None else []
+        components = self.calls.list_components(EndpointNameEquals=name) if endpoint is not None else []
         obs = self._observe(rs, summary, components)
         if obs.status is ObservationStatus.READY and (rs.inputs or {}).get("idle_ttl"):
             seen = self._last_activity([(rs, components)])
@@ -435,9 +426,9 @@ class SageMakerDeployments(ResourceProvider):
             return super().read_many(states)
         names = {rs.address: self._endpoint_of(rs) for rs in states}
         prefix = _common_prefix(list(names.values()))[:63].rstrip("-")
-        endpoints = {e["EndpointName"]: e for e in self._list("list_endpoints", "Endpoints", prefix)}
+        endpoints = {e["EndpointName"]: e for e in self.calls.list("list_endpoints", "Endpoints", prefix)}
         components: dict[str, list[dict[str, Any]]] = {}
-        for c in self._list("list_inference_components", "InferenceComponents", prefix):
+        for c in self.calls.list("list_inference_components", "InferenceComponents", prefix):
             components.setdefault(c.get("EndpointName", ""), []).append(c)
         out = {rs.address: self._observe(rs, endpoints.get(names[rs.address]), components.get(names[rs.address], []))
                for rs in states}
@@ -489,30 +480,6 @@ class SageMakerDeployments(ResourceProvider):
         with provider_errors("reading the endpoints' invocations", "cloudwatch"):
             return reaping.last_activity(self.session, list(sources), now=self.clock(), window=window, sources=sources)
 
-    def _list(self, operation: str, key: str, prefix: str) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"MaxResults": LIST_PAGE}
-        if prefix:
-            params["NameContains"] = prefix
-        out: list[dict[str, Any]] = []
-        with provider_errors(f"listing {key}", "sagemaker"):
-            while True:
-                answer = getattr(self.sagemaker, operation)(**params)
-                out += answer.get(key) or []
-                if not answer.get("NextToken"):
-                    return out
-                params["NextToken"] = answer["NextToken"]
-
-    def _list_components(self, **params: Any) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        params = {"MaxResults": LIST_PAGE, **params}
-        with provider_errors("listing inference components", "sagemaker"):
-            while True:
-                answer = self.sagemaker.list_inference_components(**params)
-                out += answer.get("InferenceComponents") or []
-                if not answer.get("NextToken"):
-                    return out
-                params["NextToken"] = answer["NextToken"]
-
     @staticmethod
     def _endpoint_of(rs: ResourceState) -> str:
         return str(rs.outputs.get("endpoint_name") or rs.physical_name or "")
@@ -524,7 +491,7 @@ class SageMakerDeployments(ResourceProvider):
         model and (lmi) an adapter component for every adapter of the spec, serving that adapter's
         recorded artifact. The names found are recorded, so later updates change those pieces."""
         name = self._name(resource_id)
-        endpoint = self._describe("endpoint", EndpointName=name)
+        endpoint = self.calls.describe("endpoint", EndpointName=name)
         if endpoint is None:
             raise ProviderError(f"there is no endpoint {name} in {self.session.region}",
                                 f"List them: aws sagemaker list-endpoints --region {self.session.region}")
@@ -532,7 +499,7 @@ class SageMakerDeployments(ResourceProvider):
             raise ProviderError(f"endpoint {name} is {endpoint.get('EndpointStatus')}",
                                 "Import an endpoint that is in service.")
         desired = self.desired(change, ctx, name)
-        config = self._describe("endpoint_config", EndpointConfigName=str(endpoint.get("EndpointConfigName") or "")) \
+        config = self.calls.describe("endpoint_config", EndpointConfigName=str(endpoint.get("EndpointConfigName") or "")) \
             or {}
         variant = (config.get("ProductionVariants") or [{}])[0]
         differences = []
@@ -545,8 +512,8 @@ class SageMakerDeployments(ResourceProvider):
         model = str(variant.get("ModelName") or "")
         if desired.mode == LMI:
             by_artifact: dict[str, str] = {}
-            for summary in self._list_components(EndpointNameEquals=name):
-                described = self._describe("inference_component",
+            for summary in self.calls.list_components(EndpointNameEquals=name):
+                described = self.calls.describe("inference_component",
                                            InferenceComponentName=summary["InferenceComponentName"]) or {}
                 spec = described.get("Specification") or {}
                 if spec.get("BaseInferenceComponentName"):
@@ -561,7 +528,7 @@ class SageMakerDeployments(ResourceProvider):
                     components[adapter] = by_artifact[artifact]
                 else:
                     differences.append(f"adapter {adapter}: no inference component serves {artifact}")
-        described_model = self._describe("model", ModelName=model) if model else None
+        described_model = self.calls.describe("model", ModelName=model) if model else None
         env = ((described_model or {}).get("PrimaryContainer") or {}).get("Environment") or {}
         wanted_base = (change.after or {}).get("base_model")
         if desired.mode == LMI and env.get("HF_MODEL_ID") != wanted_base:
@@ -585,97 +552,6 @@ class SageMakerDeployments(ResourceProvider):
         except UserError as exc:
             d = exc.diagnostics[0]
             raise ProviderError(d.summary, d.detail) from None
-
-    def _describe(self, what: str, **params: str) -> dict[str, Any] | None:
-        """`describe_<what>`; None when it does not exist."""
-        if not any(params.values()):
-            return None
-        with provider_errors(f"reading {what.replace('_', ' ')} {next(iter(params.values()))}", "sagemaker"):
-            try:
-                return getattr(self.sagemaker, f"describe_{what}")(**params)
-            except Exception as exc:
-                if reaping.not_found(exc):
-                    return None
-                raise
-
-    def _create(self, what: str, **params: Any) -> bool:
-        """`create_<what>`; False when it exists already (another run created it a moment ago)."""
-        name = next(iter(params.values()))
-        with provider_errors(f"creating {what.replace('_', ' ')} {name}", "sagemaker"):
-            try:
-                getattr(self.sagemaker, f"create_{what}")(**params)
-                return True
-            except Exception as exc:
-                message = error_message(exc).lower()
-                if error_code(exc) == "ResourceInUse" or "already exist" in message:
-                    return False
-                raise
-
-    def _call(self, operation: str, **params: Any) -> dict[str, Any]:
-        name = next(iter(params.values()))
-        with provider_errors(f"{operation.replace('_', ' ')} {name}", "sagemaker"):
-            return getattr(self.sagemaker, operation)(**params)
-
-    def _delete(self, what: str, **params: str) -> None:
-        """`delete_<what>`; silent when it is already gone."""
-        with provider_errors(f"deleting {what.replace('_', ' ')} {next(iter(params.values()))}", "sagemaker"):
-            try:
-                getattr(self.sagemaker, f"delete_{what}")(**params)
-            except Exception as exc:
-                if not reaping.not_found(exc):
-                    raise
-
-    # --- waiting ---------------------------------------------------------------------------------
-
-    def _wait(self, what: str, name: str, ctx: Context, *, required: bool = False) -> dict[str, Any] | None:
-        """Poll `describe_<what>` until it is in service, with a progress line at each change; None when
-        `--no-wait` or Ctrl-C leaves it to the next apply (never when `required`: an update waits, since
-        the next step needs it). ProviderError when it fails or takes too long."""
-        key = "EndpointName" if what == "endpoint" else "InferenceComponentName"
-        status_key = "EndpointStatus" if what == "endpoint" else "InferenceComponentStatus"
-        words = what.replace("_", " ")
-        interval, waited, shown = self.poll, 0.0, ""
-        while True:
-            described = self._describe(what, **{key: name})
-            if described is None:
-                raise ProviderError(f"{words} {name} disappeared while it was being set up",
-                                    "Run apply again: it creates it again.")
-            status = str(described.get(status_key) or "")
-            if status == IN_SERVICE:
-                if shown:
-                    ctx.progress(f"{words} {name}: InService")
-                return described
-            if status == FAILED:
-                raise ProviderError(f"{words} {name} failed: {described.get('FailureReason') or 'no reason given'}",
-                                    f"See its CloudWatch log (/aws/sagemaker/Endpoints/{ctx.address.split('.')[-1]}…); "
-                                    "fix the cause, then run apply again (it recreates what failed).")
-            if status != shown:
-                ctx.progress(f"{words} {name}: {status}")
-                shown = status
-            if not required and (ctx.cancelled.is_set() or not ctx.wait):
-                return None
-            if waited >= self.timeout:
-                raise ProviderError(f"{words} {name} is still {status} after {self.timeout / 60:.0f} min",
-                                    "It may still finish; run apply again to pick it up.")
-            self._pause_for(ctx)(interval)
-            waited += interval
-            interval = min(interval * 2, self.max_poll)
-
-    def _wait_gone(self, component: str, ctx: Context) -> None:
-        interval, waited = self.poll, 0.0
-        while self._describe("inference_component", InferenceComponentName=component) is not None:
-            if waited >= self.timeout:
-                raise ProviderError(f"inference component {component} is still being deleted",
-                                    "Run apply again later.")
-            self._pause_for(ctx)(interval)
-            waited += interval
-            interval = min(interval * 2, self.max_poll)
-
-    def _pause_for(self, ctx: Context) -> Callable[[float], None]:
-        if self._sleep is not None:
-            return self._sleep
-        return lambda seconds: (ctx.cancelled.wait(seconds), None)[1]
-
 
 def _utc(value: Any) -> datetime:
     if isinstance(value, str):

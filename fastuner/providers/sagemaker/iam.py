@@ -76,6 +76,9 @@ class Grant:
     resources: tuple[str, ...]
     conditions: Mapping[str, Mapping[str, str | tuple[str, ...]]] = field(default_factory=dict)
     when: str = "sagemaker"
+    # the Sid of a statement with the same resources and conditions that takes this grant's actions
+    # (a shorter document); without it, or when they differ, the grant is a statement of its own
+    merge_into: str = ""
 
 
 _S3 = "arn:{partition}:s3:::"
@@ -150,27 +153,29 @@ RUNNER: tuple[Grant, ...] = (
     Grant("deploy", "CreateEndpointTrees", ("sagemaker:CreateModel", "sagemaker:CreateEndpointConfig",
                                             "sagemaker:CreateEndpoint", "sagemaker:CreateInferenceComponent",
                                             "sagemaker:AddTags"), _ENDPOINT_TREE, _BORN_TAGGED),
-    # (updating a tree's pieces: in ManageEndpointTrees below, with deleting them.) A new ttl retags every
-    # piece of the project's; one ARN pattern for the four types keeps the runner's policy within the
-    # 6,144 characters of a managed policy, and the tag condition keeps it to the project's own
+    # a new ttl retags every piece: one ARN pattern for the four types keeps the runner's policy within
+    # the 6,144 characters of a managed policy, and the tag condition keeps it to the project's own
     Grant("deploy", "RetagEndpointTrees", ("sagemaker:AddTags",), (_SAGEMAKER + "*/{project}-*",),
           {"StringEquals": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"},
            "StringEqualsIfExists": {f"aws:RequestTag/{PROJECT_TAG}": "{project}"}}),
+    # reading and changing a tree in place: the same resources and conditions as reaping's rows below,
+    # so they share those statements (`merge_into`)
+    Grant("deploy", "ReadModels", ("sagemaker:DescribeModel",), _ENDPOINT_TREE,
+          {"StringEqualsIfExists": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"}}, merge_into="ReadEndpointTrees"),
+    Grant("deploy", "UpdateEndpointTrees", ("sagemaker:UpdateEndpoint", "sagemaker:UpdateInferenceComponent",
+                                            "sagemaker:UpdateInferenceComponentRuntimeConfig", "sagemaker:DeleteTags"),
+          _ENDPOINT_TREE, {"StringEquals": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"}},
+          merge_into="DeleteEndpointTrees"),
     # --- reaping expired endpoints by their tags (`fastuner reap`): found through the tagging API, idle
     # time from CloudWatch (ReadMetrics above), each deleted with its components, configs and models —
     # the project's only
     Grant("reap", "FindTaggedEndpoints", ("tag:GetResources",), ("*",)),
     Grant("reap", "ListEndpoints", ("sagemaker:ListEndpoints", "sagemaker:ListInferenceComponents"), ("*",)),
     Grant("reap", "ReadEndpointTrees", ("sagemaker:DescribeEndpoint", "sagemaker:DescribeEndpointConfig",
-                                        "sagemaker:DescribeInferenceComponent", "sagemaker:DescribeModel"),
-          _ENDPOINT_TREE,
+                                        "sagemaker:DescribeInferenceComponent"), _ENDPOINT_TREE,
           {"StringEqualsIfExists": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"}}),
-    # deployments update their trees in place (and retag them) under the same condition
-    Grant("reap", "ManageEndpointTrees", ("sagemaker:DeleteInferenceComponent", "sagemaker:DeleteEndpoint",
-                                          "sagemaker:DeleteEndpointConfig", "sagemaker:DeleteModel",
-                                          "sagemaker:UpdateEndpoint", "sagemaker:UpdateInferenceComponent",
-                                          "sagemaker:UpdateInferenceComponentRuntimeConfig", "sagemaker:DeleteTags"),
-          _ENDPOINT_TREE,
+    Grant("reap", "DeleteEndpointTrees", ("sagemaker:DeleteInferenceComponent", "sagemaker:DeleteEndpoint",
+                                          "sagemaker:DeleteEndpointConfig", "sagemaker:DeleteModel"), _ENDPOINT_TREE,
           {"StringEquals": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"}}),
 )
 
@@ -355,7 +360,7 @@ def policy(scope: Scope, role: str = "runner") -> dict[str, Any]:
         raise UserError("this spec makes no AWS calls, so it needs no AWS permissions",
                         "Only `provider: {sagemaker: …}` and `backend: {s3: …}` use AWS.")
     values = scope.values()
-    statements = []
+    statements: list[dict[str, Any]] = []
     for g in grants:
         statement: dict[str, Any] = {"Sid": g.sid, "Effect": "Allow", "Action": _one(list(g.actions)),
                                      "Resource": _one(_fill_all(g.resources, values))}
@@ -364,7 +369,23 @@ def policy(scope: Scope, role: str = "runner") -> dict[str, Any]:
         if any(conditions.values()):
             statement["Condition"] = {op: keys for op, keys in conditions.items() if keys}
         statements.append(statement)
+    for g in grants:
+        if g.merge_into:
+            _merge(statements, g.sid, g.merge_into)
     return {"Version": VERSION, "Statement": statements}
+
+
+def _merge(statements: list[dict[str, Any]], sid: str, into: str) -> None:
+    """Move the actions of statement `sid` into statement `into` when both allow on the same resources
+    under the same conditions (then nothing else changes)."""
+    source = next((s for s in statements if s["Sid"] == sid), None)
+    target = next((s for s in statements if s["Sid"] == into), None)
+    if source is None or target is None or (source["Resource"], source.get("Condition")) != \
+            (target["Resource"], target.get("Condition")):
+        return
+    actions = list(dict.fromkeys([*_many(target["Action"]), *_many(source["Action"])]))
+    target["Action"] = _one(actions)
+    statements.remove(source)
 
 
 def trust_policy() -> dict[str, Any]:
