@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -267,3 +268,58 @@ def test_a_deployment_planned_applied_changed_an_adapter_at_a_time_retagged_and_
         "CreateModel", "CreateEndpointConfig", "CreateEndpoint", "CreateInferenceComponent", "DescribeEndpoint",
         "DescribeInferenceComponent", "DeleteInferenceComponent", "DeleteEndpoint", "DeleteEndpointConfig",
         "DeleteModel", "AddTags", "DeleteTags")} & set(coverage.unused)
+
+
+REAPER_SPEC = f"""\
+version: 1
+project: quickstart-aws
+backend: {{local: {{path: state/reaper.json}}}}
+provider:
+  sagemaker:
+    region: {REGION}
+    role_arn: "arn:aws:iam::{ACCOUNT}:role/fastuner-quickstart-aws"
+    bucket: fastuner-{ACCOUNT}
+"""
+
+
+def test_reap_from_tags_with_no_state_finds_the_expired_deployment_and_deletes_its_tree(
+        cloud: DeployCloud, cli, tmp_path: Path) -> None:
+    from fastuner.config.loader import load_spec
+    from fastuner.providers.sagemaker.iam import covers, policy, requests_of, scope_of
+    from tests.conftest import Clock
+
+    ok(cloud.run("bootstrap", "--auto-approve"))
+    cloud.write_spec(["ent-a", "ent-b"], ttl="1h")
+    cloud.autofinish()
+    ok(cloud.run("apply", "--auto-approve"))
+    out = cloud.state()["resources"]["deployment.chat"]["outputs"]
+    ep, base = out["endpoint_name"], out["base_component"]
+
+    # elsewhere, with the project's name and region but no state: only the tags tell
+    reaper = tmp_path / "reaper"
+    reaper.mkdir()
+    (reaper / "fastuner.yaml").write_text(REAPER_SPEC)
+    log = reaper / "calls.jsonl"
+    environ = {**cloud.env, "FASTUNER_AWS_CALL_LOG": str(log), "FASTUNER_SAGEMAKER_POLL": "0"}
+    created = datetime.fromisoformat(out["created_at"])
+    young = cli("reap", "--from-tags", "--auto-approve", cwd=reaper, clock=Clock(created + timedelta(minutes=59)),
+                environ=environ)
+    assert young.code == 0 and "0 past their ttl" in young.out and "Reaped" not in young.out, young.text
+    assert cloud.left()["endpoints"] == [ep]
+
+    run = cli("reap", "--from-tags", "--auto-approve", cwd=reaper, clock=Clock(created + timedelta(hours=2)),
+              environ=environ)
+    assert run.code == 0, run.text
+    assert f"Reaped deployment.chat (endpoint {ep})" in run.out and "ttl ended" in run.out
+    assert "saves $1.41/h" in run.out  # ml.g5.xlarge
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    [found, *_] = [c["params"] for c in calls if c["operation"] == "GetResources"]
+    assert found["TagFilters"] == [{"Key": "fastuner:project", "Values": ["quickstart-aws"]}]
+    assert cloud.changes(calls) == [
+        ("DeleteInferenceComponent", out["components"]["ent-a"]), ("DeleteInferenceComponent", out["components"]["ent-b"]),
+        ("DeleteInferenceComponent", base), ("DeleteEndpoint", ep),
+        ("DeleteEndpointConfig", out["endpoint_config_name"]), ("DeleteModel", out["model_name"])]
+    assert cloud.left() == {"endpoints": [], "configs": [], "models": [], "components": []}
+    assert not (reaper / "state").exists()  # no state was made up
+    scope = scope_of(load_spec(reaper / "fastuner.yaml", resources=False, environ={}).config)
+    assert covers(policy(scope), requests_of(calls, scope)).denied == ()
