@@ -6,8 +6,10 @@ The AWS quickstart plus three text-generation adapters on one causal LM and a de
 them (LMI mode: one endpoint, a base inference component, one adapter component each): planned,
 applied, re-planned with no change, given a third adapter (one CreateInferenceComponent, nothing else
 on the endpoint), relieved of one (one DeleteInferenceComponent), retagged for a new ttl (DeleteTags,
-then AddTags), and destroyed in SageMaker's order. Then, with no state at all, `fastuner reap
---from-tags` finds an expired deployment by its tags and deletes its tree. Assertions are on what the
+then AddTags), served a retrained adapter (one UpdateInferenceComponent), moved to another instance
+type (a new endpoint config and UpdateEndpoint) and destroyed in SageMaker's order. Then, with no state
+at all, `fastuner reap --from-tags` finds an expired deployment by its tags and deletes its tree.
+Assertions are on what the
 CLI sent (its call log, FASTUNER_AWS_CALL_LOG) and on the state it recorded, and the whole call log is
 checked against `fastuner iam-policy`.
 """
@@ -43,24 +45,24 @@ EXTRA = """
 """
 
 
-def adapter(name: str, r: int) -> str:
+def adapter(name: str, r: int, lr: str = "2.0e-4") -> str:
     return f"""
   {name}:
     base_model: {BASE}
     dataset: entities
     lora: {{r: {r}, alpha: {2 * r}, dropout: 0.05, target_modules: all-linear}}
-    training: {{epochs: 1, learning_rate: 2.0e-4, batch_tokens: 4096, max_seq_len: 512}}
+    training: {{epochs: 1, learning_rate: {lr}, batch_tokens: 4096, max_seq_len: 512}}
     compute: {{instance_type: ml.g5.2xlarge, spot: true, max_runtime: 1h, max_wait: 2h}}
 """
 
 
-def deployment(adapters: list[str], ttl: str = "8h") -> str:
+def deployment(adapters: list[str], ttl: str = "8h", instance_type: str = "ml.g5.xlarge") -> str:
     return f"""
 deployments:
   chat:
     base_model: {BASE}
     adapters: [{", ".join(adapters)}]
-    compute: {{instance_type: ml.g5.xlarge, count: 1}}
+    compute: {{instance_type: {instance_type}, count: 1}}
     ttl: {ttl}
 """
 
@@ -102,8 +104,8 @@ class DeployCloud(Cloud):
         self.world.finish(name, lambda b, k, d: self.s3.put_object(Bucket=b, Key=k, Body=d), billable=187,
                           files=files, metrics={"eval_loss": 0.387})
 
-    def write_spec(self, adapters: list[str], ttl: str = "8h") -> None:
-        (self.folder / "fastuner.yaml").write_text(self.base_spec + deployment(adapters, ttl))
+    def write_spec(self, adapters: list[str], ttl: str = "8h", instance_type: str = "ml.g5.xlarge") -> None:
+        (self.folder / "fastuner.yaml").write_text(self.base_spec + deployment(adapters, ttl, instance_type))
 
     def state(self) -> dict:
         """The state the CLI recorded, read from the backend's bucket (quicker than `state pull`)."""
@@ -156,7 +158,7 @@ def tags_of(params: dict) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in params.get("Tags") or []}
 
 
-def test_a_deployment_planned_applied_changed_an_adapter_at_a_time_retagged_and_destroyed(cloud: DeployCloud) -> None:
+def test_a_deployment_planned_applied_changed_in_place_and_destroyed(cloud: DeployCloud) -> None:
     from fastuner.config.loader import load_spec
     from fastuner.providers.sagemaker.iam import covers, policy, read_call_log, requests_of, scope_of
 
@@ -246,6 +248,34 @@ def test_a_deployment_planned_applied_changed_an_adapter_at_a_time_retagged_and_
         if c["operation"] == "AddTags":
             assert c["params"]["Tags"] == [{"Key": "fastuner:expires-at", "Value": out["expires_at"]}]
     assert tags_of(cloud.sm.list_tags(ResourceArn=pieces[4]))["fastuner:expires-at"] == out["expires_at"]
+
+    # a retrained adapter: its component serves the new artifact (one UpdateInferenceComponent)
+    cloud.base_spec = cloud.base_spec.replace(adapter("ent-b", 16), adapter("ent-b", 16, lr="3.0e-4"))
+    cloud.write_spec(["ent-b", "ent-c"], ttl="12h")
+    mark = cloud.mark()
+    assert "1 updated" in ok(cloud.run("apply", "--auto-approve"))
+    state = cloud.state()["resources"]
+    retrained = state["adapter.ent-b"]["outputs"]["artifact"]["model.tar.gz"]
+    assert retrained != artifacts["ent-b"] and len(cloud.calls("CreateTrainingJob")) == 5
+    assert cloud.changes(cloud.since(mark)) == [("UpdateInferenceComponent", comp["ent-b"])]
+    [swapped] = [c["params"] for c in cloud.since(mark) if c["operation"] == "UpdateInferenceComponent"]
+    assert swapped["Specification"] == {"BaseInferenceComponentName": base, "Container": {"ArtifactUrl": retrained}}
+    assert state["deployment.chat"]["outputs"]["artifacts"]["ent-b"] == retrained
+
+    # another instance type: a new endpoint config swapped in by UpdateEndpoint, then the old one goes
+    cloud.write_spec(["ent-b", "ent-c"], ttl="12h", instance_type="ml.g6.xlarge")
+    mark = cloud.mark()
+    assert "1 updated" in ok(cloud.run("apply", "--auto-approve"))
+    out = cloud.state()["resources"]["deployment.chat"]["outputs"]
+    moved = out["endpoint_config_name"]
+    assert cloud.changes(cloud.since(mark)) == [("CreateEndpointConfig", moved), ("UpdateEndpoint", ep),
+                                                ("DeleteEndpointConfig", config)]
+    [new_config] = [c["params"] for c in cloud.since(mark) if c["operation"] == "CreateEndpointConfig"]
+    assert new_config["ProductionVariants"][0]["InstanceType"] == "ml.g6.xlarge"
+    assert [c["params"]["EndpointConfigName"] for c in cloud.since(mark) if c["operation"] == "UpdateEndpoint"] == [moved]
+    assert out["instance_type"] == "ml.g6.xlarge" and out["endpoint_name"] == ep
+    assert cloud.sm.describe_endpoint(EndpointName=ep)["EndpointConfigName"] == moved  # the update ended
+    config = moved
 
     # destroy: adapter components, the base, the endpoint, its config, its model
     mark = cloud.mark()
