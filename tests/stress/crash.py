@@ -22,6 +22,7 @@ few steps, a deployment served on 127.0.0.1 — (`max(1, trials // 10)` each: a 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
 import signal
@@ -62,7 +63,9 @@ def run(trials: int, seed: int, workdir: Path, *, log: Callable[[str], None]) ->
 # --- SageMaker against moto ---------------------------------------------------------------------------
 
 
-def run_sagemaker(trials: int, seed: int, workdir: Path, *, log: Callable[[str], None]) -> list[Report]:
+def run_sagemaker(trials: int, seed: int, workdir: Path, *, log: Callable[[str], None],
+                  durations: tuple[float, float] | None = None) -> list[Report]:
+    """`durations`: of an apply and a destroy, instead of measuring them (the normal suite's shortcut)."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     applies, destroys = Report("crash/sagemaker apply"), Report("crash/sagemaker destroy")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -71,17 +74,19 @@ def run_sagemaker(trials: int, seed: int, workdir: Path, *, log: Callable[[str],
         calibration = sagemaker_project(workdir / "calibration", "crash-calibration")
         env = moto.env(workdir / "calibration" / "calls.jsonl")
         bootstrap(moto, calibration, env)
-        procs = Procs(calibration, env)
-        moto.finish_after = 1.0
-        first = procs.run("apply", "--auto-approve")
-        gone = procs.run("destroy", "--auto-approve")
-        procs.close()
-        if first.code != 0 or gone.code != 0:
-            raise RuntimeError(f"the calibration run failed:\n{first.text}\n{gone.text}")
-        log(f"crash/sagemaker: an apply takes {first.secs:.1f} s, a destroy {gone.secs:.1f} s")
+        if durations is None:
+            procs = Procs(calibration, env)
+            moto.finish_after = 1.0
+            first = procs.run("apply", "--auto-approve")
+            gone = procs.run("destroy", "--auto-approve")
+            procs.close()
+            if first.code != 0 or gone.code != 0:
+                raise RuntimeError(f"the calibration run failed:\n{first.text}\n{gone.text}")
+            durations = (first.secs, gone.secs)
+        log(f"crash/sagemaker: an apply takes {durations[0]:.1f} s, a destroy {durations[1]:.1f} s")
         for i in range(trials):
             s = seed + i
-            a, d = sagemaker_trial(moto, s, workdir, first.secs, gone.secs, log)
+            a, d = sagemaker_trial(moto, s, workdir, *durations, log)
             for report, (problem, killed) in ((applies, a), (destroys, d)):
                 if problem == "skipped":
                     continue
@@ -177,9 +182,8 @@ def destroyed_sagemaker(moto: Moto, procs: Procs, name: str, key: str, prefix: s
 # --- the local provider, real processes -----------------------------------------------------------------
 
 
-def run_local(trials: int, seed: int, workdir: Path, *, log: Callable[[str], None]) -> list[Report]:
-    import os
-
+def run_local(trials: int, seed: int, workdir: Path, *, log: Callable[[str], None],
+              durations: tuple[float, float] | None = None) -> list[Report]:
     from tests.tinymodels import make_tiny_bert
 
     applies, destroys = Report("crash/local apply"), Report("crash/local destroy")
@@ -190,20 +194,22 @@ def run_local(trials: int, seed: int, workdir: Path, *, log: Callable[[str], Non
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FASTUNER_"))}
     env.update(PYTHONUNBUFFERED="1", COLUMNS="200", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                PYTHONPATH=str(Path(__file__).resolve().parents[2]) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    calibration = local_project(workdir / "calibration", bert)
-    procs = Procs(calibration, env)
-    try:
-        first = procs.run("apply", "--auto-approve", timeout=600)
-        gone = procs.run("destroy", "--auto-approve", timeout=300)
-    finally:
-        procs.close()
-        kill_mentioning(str(calibration))
-    if first.code != 0 or gone.code != 0:
-        raise RuntimeError(f"the calibration run failed:\n{first.text}\n{gone.text}")
-    log(f"crash/local: an apply takes {first.secs:.1f} s, a destroy {gone.secs:.1f} s")
+    if durations is None:
+        calibration = local_project(workdir / "calibration", bert)
+        procs = Procs(calibration, env)
+        try:
+            first = procs.run("apply", "--auto-approve", timeout=600)
+            gone = procs.run("destroy", "--auto-approve", timeout=300)
+        finally:
+            procs.close()
+            kill_mentioning(str(calibration))
+        if first.code != 0 or gone.code != 0:
+            raise RuntimeError(f"the calibration run failed:\n{first.text}\n{gone.text}")
+        durations = (first.secs, gone.secs)
+    log(f"crash/local: an apply takes {durations[0]:.1f} s, a destroy {durations[1]:.1f} s")
     for i in range(trials):
         s = seed + i
-        a, d = local_trial(s, workdir, bert, env, first.secs, gone.secs, log)
+        a, d = local_trial(s, workdir, bert, env, *durations, log)
         for report, (problem, killed) in ((applies, a), (destroys, d)):
             if problem == "skipped":
                 continue
@@ -275,7 +281,7 @@ def local_state(folder: Path):
     return parse(path.read_text("utf-8"), str(path)) if path.exists() else None
 
 
-TRAIN_START = "reading the dataset"  # the training program's first log line of a start
+TRAIN_START = "[fastuner] INFO: dataset: "  # the training program's first log line, once per start
 
 
 def converge_local(procs: Procs, folder: Path) -> str | None:
@@ -306,10 +312,12 @@ def converge_local(procs: Procs, folder: Path) -> str | None:
     if any(rs.status != "ready" or rs.pending for rs in state.resources.values()):
         return "a resource is not ready after the apply converged: " + ", ".join(
             f"{a}={rs.status}" for a, rs in state.resources.items())
-    servers = [p for p in pids_mentioning(str(folder)) if "serve" in _cmdline(p)]
+    # a server is a process group: the wrapper shell (its pid is the group's, and what state records)
+    # and the server program it runs
+    servers = sorted({_group(p) for p in pids_mentioning(str(folder)) if "serve" in _cmdline(p)})
     recorded = state.resources["deployment.api"].outputs.get("pid")
-    if len(servers) != 1 or recorded not in servers:
-        return f"servers running: {servers}, state records pid {recorded}"
+    if servers != [recorded]:
+        return f"server process groups running: {servers}, state records pid {recorded}"
     trainers = [p for p in pids_mentioning(str(folder)) if "train" in _cmdline(p) and "serve" not in _cmdline(p)]
     if trainers:
         return f"training processes still running after the apply converged: {trainers}"
@@ -339,6 +347,13 @@ def destroyed_local(procs: Procs, folder: Path) -> str | None:
     if (folder / "state" / "crash.json.lock").exists():
         return "the state lock file is left after destroy"
     return None
+
+
+def _group(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return -1
 
 
 def _cmdline(pid: int) -> str:
