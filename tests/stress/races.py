@@ -46,15 +46,22 @@ from tests.stress.kit import (
     sagemaker_project,
 )
 
-DEFECTS: list[str] = []
+DEFECTS: list[str] = [
+    "Two runs taking the local state lock at once: one could open the new lock file between its creation "
+    "and its creator's flock, take the flock itself, and the creator failed with a BlockingIOError "
+    "traceback (fix: \"local state lock: the lock file is flocked and written under a temporary name, then "
+    "hard-linked into place …\").",
+]
 
 
 def run(trials: int, seed: int, workdir: Path, *, log: Callable[[str], None]) -> list[Report]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    reports = [run_local_lock(trials, seed, workdir / "local", log=log)]
+    reports = [run_local_lock(trials, seed, workdir / "local", log=log),
+               run_hammer(trials, seed, workdir / "hammer", log=log)]
     moto = Moto()
     try:
         reports += run_s3(moto, trials, seed, workdir / "s3", log=log)
+        reports.append(run_hammer(max(1, trials // 5), seed, workdir / "s3hammer", log=log, moto=moto))
     finally:
         moto.close()
     return reports
@@ -216,7 +223,7 @@ def run_s3(moto: Moto, trials: int, seed: int, workdir: Path, *, log: Callable[[
         for report, trial in ((lock, s3_lock_trial), (killed, killed_holder_trial), (stalled, stalled_holder_trial),
                               (reap, reap_trial)):
             try:
-                problem, faults = trial(moto, s, workdir, writes)
+                problem, faults = trial(moto, s, workdir, writes, log)
             except Exception as exc:  # the harness itself: name the seed all the same
                 problem, faults = f"harness error: {type(exc).__name__}: {exc}", 0
             report.faults += faults
@@ -235,7 +242,7 @@ def consecutive(moto: Moto, key: str) -> str | None:
     return None
 
 
-def s3_lock_trial(moto: Moto, seed: int, workdir: Path, writes: int) -> tuple[str | None, int]:
+def s3_lock_trial(moto: Moto, seed: int, workdir: Path, writes: int, log: Callable[[str], None]) -> tuple[str | None, int]:
     rng = random.Random(seed)
     name = f"races-lock-{seed}"
     key = f"state/{name}.json"
@@ -281,7 +288,7 @@ def _holding_apply(moto: Moto, seed: int, workdir: Path, tag: str) -> tuple[Proc
     return procs, folder, name, f"state/{name}.json", procs.start("apply", "--auto-approve")
 
 
-def killed_holder_trial(moto: Moto, seed: int, workdir: Path, writes: int) -> tuple[str | None, int]:
+def killed_holder_trial(moto: Moto, seed: int, workdir: Path, writes: int, log: Callable[[str], None]) -> tuple[str | None, int]:
     rng = random.Random(seed)
     moto.finish_after = rng.uniform(6, 10)
     procs, folder, name, key, holder = _holding_apply(moto, seed, workdir, "killed")
@@ -323,7 +330,8 @@ def _converged(moto: Moto, procs: Procs, folder: Path, name: str, key: str) -> s
     return consecutive(moto, key) or (f"the lock is left: {key}" if moto.keys(f"fastuner-locks/{key}") else None)
 
 
-def stalled_holder_trial(moto: Moto, seed: int, workdir: Path, writes: int) -> tuple[str | None, int]:
+def stalled_holder_trial(moto: Moto, seed: int, workdir: Path, writes: int, log: Callable[[str], None]
+                         ) -> tuple[str | None, int]:
     rng = random.Random(seed)
     moto.finish_after = rng.uniform(8, 12)
     procs, folder, name, key, stalled = _holding_apply(moto, seed, workdir, "stalled")
@@ -344,11 +352,13 @@ def stalled_holder_trial(moto: Moto, seed: int, workdir: Path, writes: int) -> t
             stalled.send_signal(signal.SIGCONT)
         woke = procs.collect(stalled, timeout=120)
         done = procs.collect(other, timeout=120)
+        said = woke.err + woke.out
+        log(f"races/s3 stalled holder seed {seed}: woken {wake}, it exited {woke.code}: "
+            + " / ".join(line for line in said.splitlines() if "lock" in line or "underneath" in line)[:400])
         if done.code != 0 or "Traceback" in done.err or "took over the state lock" not in done.out:
             return f"the run that took over failed or did not take over ({wake}): {done.text}", 1
         if woke.code == 0 or "Traceback" in woke.err:
             return f"the stalled run, woken {wake}, exited {woke.code} (it must fail without a traceback): {woke.text}", 1
-        said = woke.err + woke.out
         if not any(m in said for m in ("lost the state lock", "changed underneath", "the state is locked")):
             return f"the stalled run did not say why it stopped: {woke.text}", 1
         if done.code == 0 and "Apply complete!" not in done.out:
@@ -361,7 +371,7 @@ def stalled_holder_trial(moto: Moto, seed: int, workdir: Path, writes: int) -> t
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def reap_trial(moto: Moto, seed: int, workdir: Path, writes: int) -> tuple[str | None, int]:
+def reap_trial(moto: Moto, seed: int, workdir: Path, writes: int, log: Callable[[str], None]) -> tuple[str | None, int]:
     rng = random.Random(seed)
     moto.finish_after = rng.uniform(3, 6)
     procs, folder, name, key, applying = _holding_apply(moto, seed, workdir, "reap")
@@ -386,3 +396,74 @@ def reap_trial(moto: Moto, seed: int, workdir: Path, writes: int) -> tuple[str |
     finally:
         procs.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- the lock itself, hammered -------------------------------------------------------------------------
+
+HAMMER = r"""
+import os, sys, time
+from pathlib import Path
+from fastuner.state.model import empty_state
+path, rounds = Path(sys.argv[1]), int(sys.argv[2])
+counter = path.with_name("counter")
+if len(sys.argv) > 3:  # the S3 store: bucket, key
+    from fastuner.aws.clients import AwsSession
+    from fastuner.state.s3 import S3StateStore
+    store = S3StateStore(AwsSession(), sys.argv[3], sys.argv[4], lock_timeout=120, lease=3)
+else:
+    from fastuner.state.local import LocalStateStore
+    store = LocalStateStore(path, lock_timeout=60)
+for _ in range(rounds):
+    with store.lock("hammer"):
+        # inside the lock: a read-modify-write of a plain file (a second holder would lose an update)
+        n = int(counter.read_text()) if counter.exists() else 0
+        time.sleep(0.001)
+        counter.write_text(str(n + 1))
+        state = store.read() or empty_state("races", "default")
+        store.write(state)
+"""
+
+
+def run_hammer(trials: int, seed: int, workdir: Path, *, log: Callable[[str], None],
+               moto: Moto | None = None) -> Report:
+    """3–4 processes taking and releasing one state lock (local, or on S3 with `moto`) in a tight loop,
+    waiting for each other with a lock timeout: every acquisition exclusive (a counter written under the
+    lock and the state's serial both end at the number of acquisitions), no error, no traceback."""
+    import subprocess
+    import sys
+
+    report = Report("races/s3 lock hammer" if moto else "races/local lock hammer")
+    for i in range(trials):
+        s = seed + i
+        rng = random.Random(s)
+        folder = workdir / f"hammer-{s}"
+        shutil.rmtree(folder, ignore_errors=True)
+        (folder / "state").mkdir(parents=True)
+        n, rounds = rng.choice((3, 4)), rng.randint(15, 30) if moto is None else rng.randint(4, 8)
+        state = folder / "state" / "races.json"
+        key = f"state/hammer-{s}.json"
+        argv = [str(state), str(rounds)] + ([BUCKET, key] if moto else [])
+        env = moto.env(folder / "calls.jsonl") if moto else _env()
+        procs = [subprocess.Popen([sys.executable, "-c", HAMMER, *argv], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(n)]
+        outs = [p.communicate(timeout=600) for p in procs]
+        problem = None
+        for p, (_out, err) in zip(procs, outs, strict=True):
+            if p.returncode != 0:
+                problem = f"a contending process exited {p.returncode}: {err[-1500:]}"
+                break
+        if problem is None:
+            count = int((folder / "state" / "counter").read_text())
+            serial = moto.state(key).serial if moto else local_state_at(state).serial
+            if count != n * rounds or serial != n * rounds:
+                problem = f"{n} × {rounds} acquisitions, but the counter says {count} and the serial {serial}"
+        if problem is None and moto is not None:
+            problem = consecutive(moto, key)
+        report.faults += n * rounds
+        _record(report, s, problem, log)
+        shutil.rmtree(folder, ignore_errors=True)
+    return report
+
+
+def local_state_at(path: Path):
+    return parse(path.read_text("utf-8"), str(path))
