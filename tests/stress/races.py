@@ -418,11 +418,13 @@ def reap_trial(moto: Moto, seed: int, workdir: Path, writes: int, log: Callable[
         first = procs.run("apply", "--auto-approve")
         if first.code != 0:
             return f"the first apply failed: {first.text}", 0
-        server = moto.state(key).resources["deployment.api"].outputs["pid"]
-        ready = time.monotonic()
+        deployed = moto.state(key).resources["deployment.api"]
+        server = deployed.outputs["pid"]
         change_dataset(folder, seed)
-        # the apply plans about when the ttl ends: before it (the reap has work) or after (the apply reaps)
-        time.sleep(max(0.0, ttl - rng.uniform(0.0, 3.0) - (time.monotonic() - ready)))
+        # the apply starts a few seconds before the ttl ends: it plans before (then the reap has work) or
+        # after (then the apply reaps it itself)
+        ends = deployed.expires_at.timestamp()
+        time.sleep(max(0.0, ends - rng.uniform(1.0, 5.0) - time.time()))
         applying = procs.start("apply", "--auto-approve")
         lock = f"fastuner-locks/{key}.lock"
         _wait_for(lambda: bool(moto.keys(lock)) or applying.poll() is not None, 60)
