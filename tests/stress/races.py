@@ -211,7 +211,9 @@ def lost_update(before, after, writes: int, folder: Path) -> str | None:
 # --- S3 -------------------------------------------------------------------------------------------------
 
 
-def run_s3(moto: Moto, trials: int, seed: int, workdir: Path, *, log: Callable[[str], None]) -> list[Report]:
+def run_s3(moto: Moto, trials: int, seed: int, workdir: Path, *, log: Callable[[str], None],
+           reap_trials: int | None = None) -> list[Report]:
+    """`reap_trials`: how many of the trials also race a reap (default a fifth, at least one)."""
     lock, killed, stalled, reap = (Report("races/s3 lock"), Report("races/s3 killed holder"),
                                    Report("races/s3 stalled holder"), Report("races/reap during apply"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -230,7 +232,7 @@ def run_s3(moto: Moto, trials: int, seed: int, workdir: Path, *, log: Callable[[
         s = seed + i
         for report, trial in ((lock, s3_lock_trial), (killed, killed_holder_trial), (stalled, stalled_holder_trial),
                               (reap, reap_trial)):
-            if trial is reap_trial and i >= max(1, trials // 5):
+            if trial is reap_trial and i >= (max(1, trials // 5) if reap_trials is None else reap_trials):
                 continue  # a real server and a ttl to wait out: a fifth of the trials
             try:
                 problem, faults = trial(moto, s, workdir, writes, log)
