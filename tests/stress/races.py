@@ -342,6 +342,17 @@ def _converged(moto: Moto, procs: Procs, folder: Path, name: str, key: str) -> s
     return consecutive(moto, key) or (f"the lock is left: {key}" if moto.keys(f"fastuner-locks/{key}") else None)
 
 
+def _lock_pid(moto: Moto, key: str) -> int | None:
+    """The pid the state's lock object names (None when there is none)."""
+    import json
+
+    try:
+        body = moto.s3.get_object(Bucket=BUCKET, Key=f"fastuner-locks/{key}.lock")["Body"].read()
+        return int(json.loads(body)["pid"])
+    except Exception:  # no lock object, or one being replaced
+        return None
+
+
 def stalled_holder_trial(moto: Moto, seed: int, workdir: Path, writes: int, log: Callable[[str], None]
                          ) -> tuple[str | None, int]:
     rng = random.Random(seed)
@@ -355,9 +366,13 @@ def stalled_holder_trial(moto: Moto, seed: int, workdir: Path, writes: int, log:
         try:
             time.sleep(4.5)  # its 3 s lease (+1 s slack) ends
             other = procs.start("apply", "--auto-approve", "--lock-timeout", "60s")
+            # woken only once the other run has taken the lock over (until then the stalled one may
+            # rightly carry on: nobody took its expired lease)
+            if not _wait_for(lambda: _lock_pid(moto, key) == other.pid or other.poll() is not None, 90):
+                return "the other run never took the lock over", 1
             wake = rng.choice(("while the other runs", "after the other finished"))
             if wake == "while the other runs":
-                _wait_for(lambda: other.poll() is not None, rng.uniform(1.0, 4.0))
+                _wait_for(lambda: other.poll() is not None, rng.uniform(0.0, 2.0))
             else:
                 other.wait(120)
         finally:
