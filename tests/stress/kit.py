@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,13 +203,6 @@ class Moto:
                    FASTUNER_SAGEMAKER_POLL="0.2", PYTHONUNBUFFERED="1", COLUMNS="200",
                    PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         return env
-
-    def reset(self) -> None:
-        """Empty moto (every backend) and the job world."""
-        with self._lock:
-            urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"), timeout=10)
-            self.world.created.clear()
-            self._seen.clear()
 
     def _finisher(self) -> None:
         while not self._stop.wait(0.1):
