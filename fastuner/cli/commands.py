@@ -290,7 +290,7 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
               refresh_only: bool = False, lock_timeout: str | None = None, policy: str | None = None) -> int:
     """A plan that breaks the policy is shown and refused with exit 3 before anything is asked or done;
     a saved plan is checked again against the guard-rails as they are now (they may have tightened)."""
-    from fastuner.engine.apply import apply_plan
+    from fastuner.engine.apply import StalePlanError, apply_plan
     from fastuner.views.apply import render_cancelled, render_no_changes, render_refresh_complete
     from fastuner.views.progress import ProgressView
     from fastuner.views.terminal import render_plan, render_violations
@@ -323,14 +323,39 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
     if not plan.has_changes and not plan.refresh:
         render_no_changes(operation, console)
         return EXIT_OK
-    with _Interrupts(console) as interrupts, ProgressView(console) as view:
-        result = apply_plan(plan, project.store, project.provider, spec_dir=project.spec_dir,
-                            parallelism=parallelism, reporter=view, cancel=interrupts.cancel, wait_for=wait,
-                            clock=clock, operation=operation)
+    for attempt in range(REPLANS + 1):
+        try:
+            with _Interrupts(console) as interrupts, ProgressView(console) as view:
+                result = apply_plan(plan, project.store, project.provider, spec_dir=project.spec_dir,
+                                    parallelism=parallelism, reporter=view, cancel=interrupts.cancel,
+                                    wait_for=wait, clock=clock, operation=operation)
+            break
+        except StalePlanError as exc:
+            if planfile is not None or not auto_approve or attempt == REPLANS:
+                raise
+            replanned(exc, console)
+        plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, now=clock(),
+                                 target=target, refresh_only=refresh_only, policy=policy)
+        render_plan(plan.to_dict(), console)
+        if plan.violations:
+            return EXIT_POLICY
+        if not plan.has_changes and not plan.refresh:
+            return EXIT_OK  # the other run did it all
     if plan.mode == "refresh-only":
         render_refresh_complete(len(plan.refresh), console)
         return EXIT_OK
     return _report(result, console, operation)
+
+
+# An auto-approved run whose plan went stale before it got the lock (another run applied meanwhile, the
+# one it waited for with --lock-timeout) plans again, this many times: what it was asked to do is to make
+# the world match the spec, not to carry out a plan nobody saw. A saved plan or an approved one is refused.
+REPLANS = 3
+
+
+def replanned(exc: UserError, console: Console) -> None:
+    console.print(f"[yellow]{escape(exc.diagnostics[0].summary)}: another run changed the state before this "
+                  "one got the lock; planning again.[/yellow]")
 
 
 def recheck_policy(plan, project: Project, policy: str | None):

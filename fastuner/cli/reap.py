@@ -29,7 +29,15 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from fastuner.cli.commands import EXIT_ERROR, EXIT_OK, EXIT_POLICY, _confirm, make_project_plan
+from fastuner.cli.commands import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_POLICY,
+    REPLANS,
+    _confirm,
+    make_project_plan,
+    replanned,
+)
 from fastuner.cli.project import (
     Project,
     aws_session,
@@ -48,6 +56,7 @@ from fastuner.state.model import State, Status
 def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_out: bool, console: Console,
              clock: Callable[[], datetime], lock_timeout: str | None = None, policy: str | None = None,
              from_tags: bool = False, all_projects: bool = False) -> int:
+    from fastuner.engine.apply import StalePlanError
     from fastuner.views.reap import render_no_state
 
     from_tags = from_tags or all_projects
@@ -62,8 +71,17 @@ def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_ou
     state = project.store.read()
     code = EXIT_OK
     if not from_tags and (state is not None or not by_tags):
-        code = _reap_state(project, state, auto_approve=auto_approve, dry_run=dry_run, json_out=json_out,
-                           console=console, clock=clock, out=out, policy=policy)
+        for attempt in range(REPLANS + 1):
+            try:
+                code = _reap_state(project, state, auto_approve=auto_approve, dry_run=dry_run, json_out=json_out,
+                                   console=console, clock=clock, out=out, policy=policy)
+                break
+            except StalePlanError as exc:  # an apply changed the state while this reap waited for the lock
+                if not auto_approve or attempt == REPLANS:
+                    raise
+                if not json_out:
+                    replanned(exc, console)
+                state = project.store.read()
         state = project.store.read()
     elif not from_tags and not json_out:
         render_no_state(project.workspace, project.store.location, console)

@@ -1,8 +1,11 @@
 """The local state backend: a JSON file, written atomically, with the previous version kept, and an
 OS-level lock.
 
-The lock is a file created exclusively (`O_EXCL`) next to the state, holding who/where/why, and kept
-under `flock` for as long as it is held. A lock file whose flock is free was left by a process that
+The lock is a file next to the state, holding who/where/why, and kept under `flock` for as long as it
+is held. It is written and flocked under a temporary name first and then hard-linked to its place (which
+fails if a lock file is there): another run looking at the lock file the moment it appears finds it
+already held and naming its holder. (Created in place with `O_EXCL`, a looker could open it between its
+creation and its creator's flock, take the flock itself and make the creator fail.) A lock file whose flock is free was left by a process that
 died (the OS releases flocks of dead processes): if that process was on this host it is released with
 a note; otherwise the holder is shown and `force-unlock ID` releases it.
 """
@@ -156,16 +159,26 @@ class LocalStateStore:
 
     def _acquire(self, info: LockInfo) -> int:
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(50):
-            try:
-                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
-            except FileExistsError:
-                self._inspect_existing()
-                continue
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh inode: nobody else can hold it
+        # a fresh file under a name nobody else opens: flocked and written before it becomes the lock
+        tmp = self.lock_path.with_name(f".{self.lock_path.name}.{os.getpid()}.{info.id}.tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.write(fd, info.to_json().encode())
             os.fsync(fd)
-            return fd
+            for _ in range(50):
+                try:
+                    os.link(tmp, self.lock_path)  # atomic, and refused when a lock file is there
+                except FileExistsError:
+                    self._inspect_existing()
+                    continue
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+        os.close(fd)
         raise UserError(f"could not take the lock on {self.location}: it keeps changing hands")
 
     def _inspect_existing(self) -> None:
