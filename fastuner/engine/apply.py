@@ -6,8 +6,10 @@ and the old instances of replacements) run dependents first. Before each operati
 marked pending in state, so a crash leaves a trace and the next run adopts the work (names are
 deterministic). A failure fails only its descendants; independent work completes. When `cancel` is
 set (the first Ctrl-C) nothing new starts; running operations see `ctx.cancelled` and return. The state
-lock is checked before each operation starts (`StateStore.check_lock`): once it is lost (a lease taken
-over or not renewed), nothing new starts, running operations finish and are recorded, and the run fails.
+lock is checked before each operation starts and while operations run (`StateStore.check_lock`): once
+it is lost (a lease taken over, not renewed, or the lock object deleted), nothing new starts, running
+operations see `ctx.cancelled` as on Ctrl-C (one waiting for a training job stops waiting and is recorded
+as pending, so a run without the lock does not wait on for hours), and the run fails.
 """
 
 from __future__ import annotations
@@ -179,6 +181,8 @@ class _Run:
         self.wait_for = wait_for
         self.clock = clock
         self.check_lock = check_lock
+        # what running operations see as `ctx.cancelled`: Ctrl-C (`cancel`) or the state lock lost
+        self.halt = threading.Event()
         self.result = ApplyResult()
         self.outcome: dict[str, ResultStatus] = {}  # address -> what became of its change
         self.replaced: list[str] = []
@@ -239,6 +243,8 @@ class _Run:
                         break
                     del pending[key]
                     running[pool.submit(self._guard, work, items[key])] = key
+                if running and (self.cancel.is_set() or not self._lock_held()):
+                    self.halt.set()  # running operations stop waiting
                 if self.cancel.is_set() or self.result.lock_lost:
                     status, why = ((ResultStatus.SKIPPED, "not started: the state lock was lost")
                                    if self.result.lock_lost else (ResultStatus.CANCELLED, "not started: interrupted"))
@@ -317,7 +323,7 @@ class _Run:
         return Context(address=change.address, spec_dir=self.spec_dir, upstream=upstream,
                        progress=lambda text: self.reporter.progress(change.address, text),
                        warning=lambda text: self.reporter.notice(f"{change.address}: warning: {text}"),
-                       cancelled=self.cancel, wait=self.wait_for, now=self.clock,
+                       cancelled=self.halt, wait=self.wait_for, now=self.clock,
                        referenced=lambda: referenced_values(self.ledger.state, change.address, change.deposed))
 
     def _dependents_unsettled(self, address: str) -> bool:
