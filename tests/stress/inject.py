@@ -114,7 +114,7 @@ class Injector:
     injected: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._rng = random.Random(self.plan.seed * 7919 + os.getpid())
+        self._rng = random.Random(self.plan.seed)  # threads still interleave as they will
         self._lock = threading.Lock()
         self._http: Any = None
         self._deciding = 0  # chosen, not yet counted
