@@ -28,7 +28,7 @@ from pathlib import Path
 
 from fastuner.engine.events import NullReporter, Reporter, Result
 from fastuner.engine.ledger import Ledger
-from fastuner.errors import UserError
+from fastuner.errors import DiagnosticsError, UserError
 from fastuner.plan.model import Action, Change, Plan, Reason, recorded_expiry
 from fastuner.plan.observed import ObservationStatus
 from fastuner.plan.status import ApplyOutcome, ResultStatus
@@ -323,10 +323,10 @@ class _Run:
         except ProviderError as exc:
             return Result(change.address, str(change.action), ResultStatus.FAILED, str(exc), time.monotonic() - start,
                           change.deposed)
-        except UserError as exc:
-            if self.ledger.unsaved is not None:  # the state could not be written (S3 failing past the retries)
+        except DiagnosticsError as exc:
+            if self.ledger.unsaved is not None and isinstance(exc, UserError):  # the state could not be written
                 return self._unsaved(change, exc, time.monotonic() - start)
-            try:  # a user error of a layer below the provider: this resource failed
+            try:  # a user error of a layer below the provider (a full disk under the store): it failed
                 self._record_failure(change, str(exc))
             except UserError as again:
                 return self._unsaved(change, again, time.monotonic() - start)

@@ -82,13 +82,18 @@ class LocalStateStore:
         return state
 
     def _replace(self, new: State, *, keep_previous: bool) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if keep_previous:
-            backup_tmp = self.backup_path.with_name(f".{self.backup_path.name}.{os.getpid()}.tmp")
-            backup_tmp.unlink(missing_ok=True)
-            os.link(self.path, backup_tmp)
-            os.replace(backup_tmp, self.backup_path)
-        written = _atomic_write(self.path, serialize_state(new).encode("utf-8"))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if keep_previous:
+                backup_tmp = self.backup_path.with_name(f".{self.backup_path.name}.{os.getpid()}.tmp")
+                backup_tmp.unlink(missing_ok=True)
+                os.link(self.path, backup_tmp)
+                os.replace(backup_tmp, self.backup_path)
+            written = _atomic_write(self.path, serialize_state(new).encode("utf-8"))
+        except OSError as exc:  # a full disk, a read-only folder: the state file is as it was
+            raise UserError(f"cannot write the state {self.location}: {exc.strerror or exc}",
+                            f"Free space on that disk or make {self.path.parent} writable, then run again: the "
+                            "state file was not changed.") from None
         self._seen = (_fingerprint(written), new.lineage, new.serial)
 
     def _current(self) -> tuple[str, int] | None:
@@ -243,15 +248,19 @@ def _atomic_write(path: Path, data: bytes) -> os.stat_result:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-        stat = os.fstat(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+            stat = os.fstat(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:  # nothing half-written is left beside the state
+        tmp.unlink(missing_ok=True)
+        raise
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)
