@@ -160,18 +160,35 @@ class LocalStateStore:
                 delay = min(delay * 2, 1.0)
 
     def _acquire(self, info: LockInfo) -> int:
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._cannot_lock(exc) from None
         for _ in range(50):
             try:
                 fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
             except FileExistsError:
                 self._inspect_existing()
                 continue
+            except OSError as exc:  # a read-only folder, a full disk
+                raise self._cannot_lock(exc) from None
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh inode: nobody else can hold it
-            os.write(fd, info.to_json().encode())
-            os.fsync(fd)
+            try:
+                os.write(fd, info.to_json().encode())
+                os.fsync(fd)
+            except OSError as exc:
+                self.lock_path.unlink(missing_ok=True)
+                os.close(fd)
+                raise self._cannot_lock(exc) from None
             return fd
         raise UserError(f"could not take the lock on {self.location}: it keeps changing hands")
+
+    def _cannot_lock(self, exc: OSError) -> UserError:
+        return UserError(f"cannot take the lock on {self.location}: cannot write {self.lock_path}: "
+                         f"{exc.strerror or exc}",
+                         f"The state folder must be writable (and have space): free space or make "
+                         f"{self.lock_path.parent} writable, or keep the state elsewhere (`backend:` in "
+                         "fastuner.yaml). Nothing was changed.")
 
     def _inspect_existing(self) -> None:
         """The lock file exists: raise if a live process holds it; clear it if its holder died here."""

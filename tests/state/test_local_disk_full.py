@@ -30,3 +30,21 @@ def test_a_state_write_the_disk_refuses(tmp_path: Path, monkeypatch, err: int) -
     assert "the state file was not changed" in raised.value.diagnostics[0].detail
     assert store.path.read_bytes() == before
     assert sorted(p.name for p in store.path.parent.iterdir()) == ["demo.json", "demo.json.backup"]
+
+
+def test_a_lock_the_folder_refuses(tmp_path: Path, monkeypatch) -> None:
+    store = LocalStateStore(tmp_path / "state" / "demo.json")
+    store.path.parent.mkdir(parents=True)
+    real_open = local_module.os.open
+
+    def read_only(path, flags, *args):
+        if flags & local_module.os.O_CREAT:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(local_module.os, "open", read_only)
+    with pytest.raises(UserError, match=r"cannot take the lock on .*demo\.json: cannot write .*demo\.json\.lock: "
+                                        r"Read-only file system") as raised, store.lock("apply"):
+        pass
+    assert "must be writable" in raised.value.diagnostics[0].detail
+    assert list(store.path.parent.iterdir()) == []
