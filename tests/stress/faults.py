@@ -36,6 +36,7 @@ from tests.stress.faultworld import (
     Server,
     clear,
 )
+from tests.stress.localfaults import LOCAL
 
 DEFECTS: list[str] = [
     "A conditional S3 put whose answer was lost (a read timeout or reset after S3 carried it out) was retried "
@@ -61,6 +62,8 @@ def run(trials: int, seed: int, workdir: Path, *, log: Callable[[str], None]) ->
             reports.append(named(name, scenario, server, trials, seed, workdir / name.replace(" ", "-"), log=log))
     finally:
         server.close()
+    for name, local in LOCAL.items():
+        reports.append(local(trials, seed, workdir / name.replace(" ", "-"), log=log))
     return reports
 
 
