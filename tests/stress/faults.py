@@ -47,6 +47,11 @@ DEFECTS: list[str] = [
     "A state write that failed while recording a resource's failure (S3 throttling past the retries) was "
     "reported as a bug with a traceback when the retried record succeeded (engine: a state write that fails "
     "during apply stops the run with that error, whichever write it was).",
+    "A full disk under the local object store or the state file was a bug report with a traceback, and left "
+    "the state's temporary file behind (a full disk (or a read-only folder) under the local object store or "
+    "the state file is a message naming it and the reason, not a traceback).",
+    "A read-only state folder made apply fail with a traceback when it created the lock file (state/local: a "
+    "lock file the folder refuses (read-only, full) is a message naming the state and the lock file).",
 ]
 
 KINDS = "throttle,500,timeout,reset"
