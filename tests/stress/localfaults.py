@@ -327,8 +327,124 @@ def recorded_matches_stored(folder: Path, source: Path | None = None) -> str | N
     return None
 
 
+def server_killed(trials: int, seed: int, workdir: Path, *, log: Callable[[str], None]) -> Report:
+    """The inference server killed (SIGKILL) while `invoke --batch` sends it rows. The batch exits 1
+    with one output row per input row, in order: answers up to the kill, error rows after it; plan
+    shows the deployment drifted (exit 2); apply starts it again, and the plan after it is empty. One
+    project (a tiny BERT adapter, 3 training steps) serves every trial."""
+    report = Report("faults/local server killed")
+    root = workdir / "project"
+    from tests.tinymodels import make_tiny_bert
+
+    bert = make_tiny_bert(workdir / "bert")
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "intents.jsonl").write_bytes(rows(random.Random(seed), 160))
+    (root / "fastuner.yaml").write_text(SERVED.format(bert=bert))
+    try:
+        if problem := clear(fastuner(root, "apply", "--auto-approve", timeout=600), 0):
+            report.trial(seed, f"the first apply: {problem}")
+            return report
+        for i in range(trials):
+            rng = random.Random(seed + i)
+            problem = _kill_under_load(root, workdir / f"trial-{seed + i}", rng)
+            report.faults += 1
+            report.trial(seed + i, problem)
+            log(f"{report.scenario} seed {seed + i}: {problem or 'ok'}")
+    finally:
+        fastuner(root, "destroy", "--auto-approve", timeout=300)
+    return report
+
+
+SERVED = """\
+version: 1
+project: served
+backend: {{local: {{path: state/faults.json}}}}
+provider: {{local: {{device: cpu}}}}
+datasets:
+  d0: {{path: data/intents.jsonl, task: classification}}
+adapters:
+  lora:
+    base_model: "{bert}"
+    dataset: d0
+    lora: {{r: 4, alpha: 8, dropout: 0.0}}
+    training: {{epochs: 1, max_steps: 3, batch_tokens: 512, max_seq_len: 32}}
+deployments:
+  api:
+    base_model: "{bert}"
+    adapters: [lora]
+    ttl: 1h
+"""
+
+
+def _kill_under_load(root: Path, folder: Path, rng: random.Random) -> str | None:
+    import signal
+
+    folder.mkdir(parents=True)
+    n = rng.randint(150, 300)  # a few rows a second on a busy CPU: the kill comes well before the end
+    (folder / "in.jsonl").write_text("".join(json.dumps({"input": f"message {i}: where is my order", "n": i}) + "\n"
+                                             for i in range(n)))
+    state = json.loads((root / STATE).read_text())
+    pid = int(state["resources"]["deployment.api"]["outputs"]["pid"])
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    batch = subprocess.Popen([sys.executable, "-m", "fastuner.cli.main", "invoke", "deployment.api", "-a", "lora",
+                              "--batch", str(folder / "in.jsonl"), "--out", str(folder / "out.jsonl"),
+                              "--rows-per-request", str(rng.choice([1, 2, 5])),
+                              "--concurrency", str(rng.choice([1, 2, 4])), "--json"],
+                             cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out_file = folder / "out.jsonl"
+    said: list[str] = []
+    answering = threading.Event()
+
+    def progress() -> None:  # "deployment.api lora: 12/400 done, 0 failed (6s)" every few seconds
+        assert batch.stderr is not None
+        for line in batch.stderr:
+            said.append(line)
+            if " done, " in line and not line.split(": ", 1)[-1].startswith("0/"):
+                answering.set()
+
+    reader = threading.Thread(target=progress)
+    reader.start()
+    answering.wait(120)
+    time.sleep(rng.uniform(0.0, 2.0))
+    # state records the supervising shell (it keeps the exit code); the server is its child
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(child), signal.SIGKILL)
+    batch.wait(timeout=300)
+    reader.join()
+    assert batch.stdout is not None
+    ran = subprocess.CompletedProcess(batch.args, batch.returncode, batch.stdout.read(), "".join(said))
+    if not children:
+        return f"no server process under the recorded pid {pid}"
+    if batch.returncode == 0:
+        return f"the batch finished before the kill ({n} rows); make it bigger"
+    if problem := clear(ran, 1):
+        return f"invoke --batch: {problem}"
+    got = [json.loads(line) for line in out_file.read_text().splitlines()]
+    if [g.get("n") for g in got] != list(range(n)):
+        return f"output rows not one per input in order: {[g.get('n') for g in got][:20]}… ({len(got)} of {n})"
+    failed = [i for i, g in enumerate(got) if "error" in g]
+    if not failed or failed[0] == 0 or failed != list(range(failed[0], n)):
+        return f"error rows are not the rows from the kill on (after some answers): {failed[:10]}…"
+    if any("output" not in g for g in got[: failed[0]]):
+        return "a row before the first error has no output"
+    plan = fastuner(root, "plan", "--detailed-exitcode")
+    if problem := clear(plan, 2):
+        return f"plan after the kill does not show drift: {problem}"
+    if "deployment.api" not in plan.stdout:
+        return f"the plan does not name the dead deployment: {plan.stdout[-800:]}"
+    if problem := clear(fastuner(root, "apply", "--auto-approve", timeout=600), 0):
+        return f"apply restarting the server: {problem}"
+    if problem := clear(fastuner(root, "plan", "--detailed-exitcode"), 0):
+        return f"plan after the restart: {problem}"
+    again = fastuner(root, "invoke", "deployment.api", "-a", "lora", "--input", "where is my order")
+    return clear(again, 0) and f"invoke after the restart: {clear(again, 0)}"
+
+
 LOCAL: dict[str, Callable[..., Report]] = {
     "disk full": disk_full,
     "read-only state": read_only_state,
     "dataset changed": dataset_changed,
+    "server killed": server_killed,
 }
