@@ -52,6 +52,9 @@ DEFECTS: list[str] = [
     "the state file is a message naming it and the reason, not a traceback).",
     "A read-only state folder made apply fail with a traceback when it created the lock file (state/local: a "
     "lock file the folder refuses (read-only, full) is a message naming the state and the lock file).",
+    "A dataset file cut short while apply read it was reported as row N being broken JSON, though the file was "
+    "valid (data/scan: rows cut short because the file changed while it was read are reported as the file "
+    "changing).",
 ]
 
 KINDS = "throttle,500,timeout,reset"
