@@ -380,7 +380,7 @@ def _kill_under_load(root: Path, folder: Path, rng: random.Random) -> str | None
     import signal
 
     folder.mkdir(parents=True)
-    n = rng.randint(800, 2000)  # tens of rows a second: the kill (seconds in) comes well before the end
+    n = rng.randint(20_000, 50_000)  # the kill comes seconds in, at the first progress line: long before the end
     (folder / "in.jsonl").write_text("".join(json.dumps({"input": f"message {i}: where is my order", "n": i}) + "\n"
                                              for i in range(n)))
     state = json.loads((root / STATE).read_text())
