@@ -150,8 +150,9 @@ def scan_dataset(path: str | Path, task: Task | str, *, split: Split = Split(), 
     limits = limits_for(task, rules)
     file_hash = FileHash()
     with _open_dataset(path, shown, address) as file:
+        opened = os.fstat(file.fileno())
         if workers is None:
-            workers = default_workers(os.fstat(file.fileno()).st_size)
+            workers = default_workers(opened.st_size)
         with worker_pool(workers) as pool:
             results: list[BlockScan] = []
             block_sizes: list[int] = []
@@ -169,7 +170,14 @@ def scan_dataset(path: str | Path, task: Task | str, *, split: Split = Split(), 
                 raise report.error(f"dataset file changed while it was being read: {shown}",
                                    "run again when nothing is writing to it") from None
             file.close()
-            block_lines, n_lines, n_blank, n_records = _check_rows(results, file_hash.size, report)
+            try:
+                block_lines, n_lines, n_blank, n_records = _check_rows(results, file_hash.size, report)
+            except DiagnosticsError:
+                # a row cut short or mixed by a writer is not the file's fault: say what happened
+                if _changed_since(path, opened):
+                    raise report.error(f"dataset file changed while it was being read: {shown}",
+                                       "run again when nothing is writing to it") from None
+                raise
             if n_records >= 1 << 32:
                 raise report.error(f"{n_records:,} rows are more than a dataset may have (4,294,967,295)")
             strata = strata_of(results, task.definition.classifies)
@@ -255,6 +263,15 @@ def _check_rows(results: Sequence[BlockScan], size: int, report: Reporter) -> tu
         raise report.error("dataset file has no records",
                            f"its {n_lines:,} line{plural(n_lines)} {'is' if n_lines == 1 else 'are'} blank")
     return block_lines, n_lines, n_blank, n_records
+
+
+def _changed_since(path: str | Path, opened: os.stat_result) -> bool:
+    """Whether the file at `path` is no longer what was opened: replaced, resized or written to."""
+    try:
+        now = os.stat(path)
+    except OSError:
+        return True
+    return (now.st_ino, now.st_size, now.st_mtime_ns) != (opened.st_ino, opened.st_size, opened.st_mtime_ns)
 
 
 def _open_dataset(path: str | Path, shown: str, address: str | None):

@@ -13,16 +13,21 @@ download from S3), and are deleted by key.
 get the key's name by a hard link (which, unlike a rename, never replaces an object already there)
 and the directory is fsynced, so a reader sees a whole object or none.
 Streaming writes (`open_writer`) stage under `<root>/tmp/`, on the same filesystem as the objects,
-because the key is known only when the last byte has been written.
+because the key is known only when the last byte has been written. A write the disk refuses (full,
+read-only) removes its temporary file and raises a `DiagnosticsError` naming the store and the reason,
+so that a full disk is a message, never a traceback or a half-written object.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -123,13 +128,18 @@ class LocalObjectStore:
         target = self.path(key)
         if target.is_file():
             return key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        self._install(Path(temp), target)
+        with self.writing():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except BaseException:
+                Path(temp).unlink(missing_ok=True)
+                raise
+            self._install(Path(temp), target)
         return key
 
     def put_file(self, path: str | Path) -> str:
@@ -145,8 +155,20 @@ class LocalObjectStore:
 
     def open_writer(self) -> _LocalWriter:
         staging = self.root / "tmp"
-        staging.mkdir(parents=True, exist_ok=True)
-        return _LocalWriter(self, staging)
+        with self.writing():
+            staging.mkdir(parents=True, exist_ok=True)
+            return _LocalWriter(self, staging)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """A write the disk refuses (full, read-only, no permission) as a message naming the store."""
+        try:
+            yield
+        except OSError as exc:
+            raise DiagnosticsError.single(
+                f"cannot write to the object store at {self.root}: {exc.strerror or exc}",
+                "Free space on that disk (or make the folder writable), then run again: nothing "
+                "half-written was kept.") from None
 
     def _install(self, temp: Path, target: Path) -> None:
         """Give the fsynced `temp` the name `target`, unless `target` exists (then it is left untouched)."""
@@ -177,20 +199,27 @@ class _LocalWriter:
         self.size = 0
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
+        with self._store.writing():
+            self._file.write(data)
         self._sha.update(data)
         self.size += len(data)
 
     def commit(self) -> str:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        key = key_for(self._sha.hexdigest())
-        self._store._install(self._temp, self._store.path(key))
+        try:
+            with self._store.writing():
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+                key = key_for(self._sha.hexdigest())
+                self._store._install(self._temp, self._store.path(key))
+        except BaseException:
+            self.abort()
+            raise
         return key
 
     def abort(self) -> None:
-        self._file.close()
+        with contextlib.suppress(OSError):  # its buffer cannot be flushed to a full disk: dropped
+            self._file.close()
         self._temp.unlink(missing_ok=True)
 
     @property

@@ -6,8 +6,12 @@ and the old instances of replacements) run dependents first. Before each operati
 marked pending in state, so a crash leaves a trace and the next run adopts the work (names are
 deterministic). A failure fails only its descendants; independent work completes. When `cancel` is
 set (the first Ctrl-C) nothing new starts; running operations see `ctx.cancelled` and return. The state
-lock is checked before each operation starts (`StateStore.check_lock`): once it is lost (a lease taken
-over or not renewed), nothing new starts, running operations finish and are recorded, and the run fails.
+lock is checked before each operation starts and while operations run (`StateStore.check_lock`): once
+it is lost (a lease taken over, not renewed, or the lock object deleted), nothing new starts, running
+operations see `ctx.cancelled` as on Ctrl-C (one waiting for a training job stops waiting and is recorded
+as pending, so a run without the lock does not wait on for hours), and the run fails. A state write that
+fails (persisting is never optional) stops the run the same way, and `apply_plan` raises its error once
+the running operations have returned: never a bug report, whichever write it was.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 
 from fastuner.engine.events import NullReporter, Reporter, Result
 from fastuner.engine.ledger import Ledger
-from fastuner.errors import UserError
+from fastuner.errors import DiagnosticsError, UserError
 from fastuner.plan.model import Action, Change, Plan, Reason, recorded_expiry
 from fastuner.plan.observed import ObservationStatus
 from fastuner.plan.pricing import cost_record
@@ -136,7 +140,10 @@ def apply_plan(plan: Plan, store: StateStore, provider: Provider, *, spec_dir: P
             ledger.mutate(lambda s: _record_refresh(s, plan, clock()))
         run = _Run(plan, ledger, provider, spec_dir, parallelism, reporter, cancel, wait_for, clock, store.check_lock)
         run.forward()
-        run.deletes()
+        if run.unsaved is None:
+            run.deletes()
+        if run.unsaved is not None:  # after the running operations returned: none is left behind
+            raise run.unsaved
         run.result.state = ledger.state
         run.result.cancelled = cancel.is_set()
         return run.result
@@ -183,6 +190,9 @@ class _Run:
         self.wait_for = wait_for
         self.clock = clock
         self.check_lock = check_lock
+        # what running operations see as `ctx.cancelled`: Ctrl-C (`cancel`) or the state lock lost
+        self.halt = threading.Event()
+        self.unsaved: UserError | None = None  # the failed state write that stopped the run
         self.result = ApplyResult()
         self.outcome: dict[str, ResultStatus] = {}  # address -> what became of its change
         self.replaced: list[str] = []
@@ -239,13 +249,17 @@ class _Run:
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="fastuner") as pool:
             while pending or running:
                 for key in sorted((k for k, deps in pending.items() if not deps), key=order.__getitem__):
-                    if len(running) >= self.parallelism or self.cancel.is_set() or not self._lock_held():
+                    if len(running) >= self.parallelism or self.cancel.is_set() or not self._may_go_on():
                         break
                     del pending[key]
                     running[pool.submit(self._guard, work, items[key])] = key
-                if self.cancel.is_set() or self.result.lock_lost:
+                if running and (self.cancel.is_set() or not self._may_go_on()):
+                    self.halt.set()  # running operations stop waiting
+                if self.cancel.is_set() or self.result.lock_lost or self.unsaved:
                     status, why = ((ResultStatus.SKIPPED, "not started: the state lock was lost")
-                                   if self.result.lock_lost else (ResultStatus.CANCELLED, "not started: interrupted"))
+                                   if self.result.lock_lost else
+                                   (ResultStatus.SKIPPED, "not started: the state could not be written")
+                                   if self.unsaved else (ResultStatus.CANCELLED, "not started: interrupted"))
                     for key in sorted(pending, key=order.__getitem__):
                         self._finish(items[key], Result(items[key].address, str(items[key].action), status, why))
                     pending.clear()
@@ -264,6 +278,10 @@ class _Run:
                     if result.status is not ResultStatus.DONE:
                         for other in [k for k, deps in pending.items() if self._blocked_by(k, key, items)]:
                             self._skip(items[other], pending, items, cause=(key, result.status))
+
+    def _may_go_on(self) -> bool:
+        """Whether work may start or go on: the state is being written, and the lock is still held."""
+        return self.unsaved is None and self._lock_held()
 
     def _lock_held(self) -> bool:
         """Asked before each operation starts; once the lock is lost, no operation starts again."""
@@ -309,11 +327,32 @@ class _Run:
         except ProviderError as exc:
             return Result(change.address, str(change.action), ResultStatus.FAILED, str(exc), time.monotonic() - start,
                           change.deposed)
+        except DiagnosticsError as exc:
+            if self.ledger.unsaved is not None and isinstance(exc, UserError):  # the state could not be written
+                return self._unsaved(change, exc, time.monotonic() - start)
+            try:  # a user error of a layer below the provider (a full disk under the store): it failed
+                self._record_failure(change, str(exc))
+            except UserError as again:
+                return self._unsaved(change, again, time.monotonic() - start)
+            return Result(change.address, str(change.action), ResultStatus.FAILED, str(exc), time.monotonic() - start,
+                          change.deposed)
         except Exception as exc:  # a bug: recorded, reported with its traceback, never silently lost
             self.result.bugs.append((change.address, exc, traceback.format_exc()))
             self._record_failure(change, f"internal error: {exc!r}")
             return Result(change.address, str(change.action), ResultStatus.FAILED, f"internal error: {exc!r}",
                           time.monotonic() - start, change.deposed)
+
+    def _unsaved(self, change: Change, exc: UserError, took: float) -> Result:
+        """Persisting state is never optional: once a write fails, nothing new starts, running operations
+        stop waiting (work left running stays pending in the last state written, for the next run to
+        adopt), and `apply_plan` raises the error when they have returned."""
+        d = exc.diagnostics[0]
+        why = f"{d.summary}{f' — {d.detail}' if d.detail else ''}"
+        if self.unsaved is None:
+            self.unsaved = exc
+        self.halt.set()
+        return Result(change.address, str(change.action), ResultStatus.FAILED, f"not recorded in state: {why}", took,
+                      change.deposed)
 
     def _ctx(self, change: Change) -> Context:
         state = self.ledger.state
@@ -321,7 +360,7 @@ class _Run:
         return Context(address=change.address, spec_dir=self.spec_dir, upstream=upstream,
                        progress=lambda text: self.reporter.progress(change.address, text),
                        warning=lambda text: self.reporter.notice(f"{change.address}: warning: {text}"),
-                       cancelled=self.cancel, wait=self.wait_for, now=self.clock,
+                       cancelled=self.halt, wait=self.wait_for, now=self.clock,
                        referenced=lambda: referenced_values(self.ledger.state, change.address, change.deposed))
 
     def _dependents_unsettled(self, address: str) -> bool:

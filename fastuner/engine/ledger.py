@@ -35,6 +35,7 @@ class Ledger:
         self._queue: list[_Ticket] = []
         self._writing = False
         self.writes = 0
+        self.unsaved: BaseException | None = None  # the last write that failed
 
     @property
     def state(self) -> State:
@@ -77,7 +78,7 @@ class Ledger:
             if live:
                 new = self._store.write(draft)
         except BaseException as exc:
-            write_error = exc
+            write_error = self.unsaved = exc
         with self._cond:
             if new is not None:
                 self._state = new

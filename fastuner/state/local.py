@@ -85,13 +85,18 @@ class LocalStateStore:
         return state
 
     def _replace(self, new: State, *, keep_previous: bool) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if keep_previous:
-            backup_tmp = self.backup_path.with_name(f".{self.backup_path.name}.{os.getpid()}.tmp")
-            backup_tmp.unlink(missing_ok=True)
-            os.link(self.path, backup_tmp)
-            os.replace(backup_tmp, self.backup_path)
-        written = _atomic_write(self.path, serialize_state(new).encode("utf-8"))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if keep_previous:
+                backup_tmp = self.backup_path.with_name(f".{self.backup_path.name}.{os.getpid()}.tmp")
+                backup_tmp.unlink(missing_ok=True)
+                os.link(self.path, backup_tmp)
+                os.replace(backup_tmp, self.backup_path)
+            written = _atomic_write(self.path, serialize_state(new).encode("utf-8"))
+        except OSError as exc:  # a full disk, a read-only folder: the state file is as it was
+            raise UserError(f"cannot write the state {self.location}: {exc.strerror or exc}",
+                            f"Free space on that disk or make {self.path.parent} writable, then run again: the "
+                            "state file was not changed.") from None
         self._seen = (_fingerprint(written), new.lineage, new.serial)
 
     def _current(self) -> tuple[str, int] | None:
@@ -158,20 +163,28 @@ class LocalStateStore:
                 delay = min(delay * 2, 1.0)
 
     def _acquire(self, info: LockInfo) -> int:
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        # a fresh file under a name nobody else opens: flocked and written before it becomes the lock
-        tmp = self.lock_path.with_name(f".{self.lock_path.name}.{os.getpid()}.{info.id}.tmp")
-        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        try:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            # a fresh file under a name nobody else opens: flocked and written before it becomes the lock
+            tmp = self.lock_path.with_name(f".{self.lock_path.name}.{os.getpid()}.{info.id}.tmp")
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        except OSError as exc:  # a read-only folder, a full disk
+            raise self._cannot_lock(exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.write(fd, info.to_json().encode())
-            os.fsync(fd)
+            try:
+                os.write(fd, info.to_json().encode())
+                os.fsync(fd)
+            except OSError as exc:
+                raise self._cannot_lock(exc) from None
             for _ in range(50):
                 try:
                     os.link(tmp, self.lock_path)  # atomic, and refused when a lock file is there
                 except FileExistsError:
                     self._inspect_existing()
                     continue
+                except OSError as exc:
+                    raise self._cannot_lock(exc) from None
                 return fd
         except BaseException:
             os.close(fd)
@@ -180,6 +193,13 @@ class LocalStateStore:
             tmp.unlink(missing_ok=True)
         os.close(fd)
         raise UserError(f"could not take the lock on {self.location}: it keeps changing hands")
+
+    def _cannot_lock(self, exc: OSError) -> UserError:
+        return UserError(f"cannot take the lock on {self.location}: cannot write {self.lock_path}: "
+                         f"{exc.strerror or exc}",
+                         f"The state folder must be writable (and have space): free space or make "
+                         f"{self.lock_path.parent} writable, or keep the state elsewhere (`backend:` in "
+                         "fastuner.yaml). Nothing was changed.")
 
     def _inspect_existing(self) -> None:
         """The lock file exists: raise if a live process holds it; clear it if its holder died here."""
@@ -256,15 +276,19 @@ def _atomic_write(path: Path, data: bytes) -> os.stat_result:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-        stat = os.fstat(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+            stat = os.fstat(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:  # nothing half-written is left beside the state
+        tmp.unlink(missing_ok=True)
+        raise
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)

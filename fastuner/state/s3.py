@@ -6,6 +6,9 @@ writer got there first, and the write is refused as the local store refuses a mo
 write racing another may get S3's 409 `ConditionalRequestConflict`: the store reads again and retries if
 what is there is still what it read. Bucket versioning keeps the earlier versions (`history`); a bucket
 without it gets a notice, not an error. `kms_key_id` encrypts the state and the lock with SSE-KMS.
+A conditional put whose answer was lost (a timeout or reset after S3 carried it out) is retried by
+botocore and refused (412) because it already happened: the state write knows its own by an ID in the
+object's metadata, the lock by its unique body, and both carry on rather than fail.
 
 Lock. A separate object, `lock_key(key)`, under one prefix for the whole bucket, `LOCK_PREFIX`, so that a
 single lifecycle rule expires the old versions its renewals leave in a versioned bucket (`fastuner
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -37,6 +41,10 @@ LOCK_PREFIX = "fastuner-locks/"
 CLOCK_SLACK_S = 1.0  # S3's Date and Last-Modified have one-second resolution: a lease ends a second later
 CONFLICT_RETRIES = 5  # 409 ConditionalRequestConflict answers in a row before a write gives up
 CHANGING_HANDS = 20  # lock attempts that lose a race before `lock` gives up
+# User metadata on each state put: an ID of that write. A put whose answer was lost (a read timeout, a
+# connection reset after S3 carried it out) is retried by botocore, and S3 refuses the retry (412): the
+# ID tells the store's own write from another run's, which may have written the very same bytes.
+WRITE_ID = "fastuner-write-id"
 
 
 def workspace_key(key: str, workspace: str) -> str:
@@ -141,22 +149,24 @@ class S3StateStore:
         """Put `new` where the object with `etag` is (None: where there is none). A 412 is refused with
         what changed; a 409 is retried while the object is still the one expected."""
         body = serialize_state(new).encode("utf-8")
+        token = uuid.uuid4().hex  # this write's, to know it again (`_refuse_moved`)
         created = etag is None
         for attempt in range(CONFLICT_RETRIES):
             condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
             with aws_errors(f"writing the state {self.location}", "s3"):
                 try:
                     put = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body,
-                                                 ContentType="application/json", **condition, **self._sse())
+                                                 ContentType="application/json", Metadata={WRITE_ID: token},
+                                                 **condition, **self._sse())
                 except _client_error() as exc:
                     if is_conditional_conflict(exc):
                         if self._changed_since(etag):
-                            self._refuse_moved(new, expected)
+                            self._refuse_moved(new, expected, token)
                         time.sleep(0.025 * 2 ** attempt)
                         continue
-                    if is_precondition_failed(exc) or _no_such_key(exc):
-                        self._refuse_moved(new, expected)
-                    raise
+                    if not (is_precondition_failed(exc) or _no_such_key(exc)):
+                        raise
+                    put = {"ETag": self._refuse_moved(new, expected, token)}
             self._seen = (put["ETag"], new.lineage, new.serial)
             if created:
                 self._check_versioning()
@@ -169,9 +179,15 @@ class S3StateStore:
         got = self._get(self.key)
         return (got["ETag"] if got is not None else None) != etag
 
-    def _refuse_moved(self, new: State, expected: int) -> None:
-        """The conditional put was refused: read what is there now and say how it differs."""
-        current = self.read()
+    def _refuse_moved(self, new: State, expected: int, token: str) -> str:
+        """The conditional put was refused: read what is there now and say how it differs. Unless it was
+        put by this very write (its `token`), whose answer was lost and whose retry S3 refused: then the
+        write happened, and the object's ETag is returned."""
+        with aws_errors(f"reading the state {self.location}", "s3"):
+            got = self._get(self.key)
+        if got is not None and (got.get("Metadata") or {}).get(WRITE_ID) == token:
+            return str(got["ETag"])
+        current = self._parse(got["Body"], self.location) if got is not None else None
         if current is None:
             raise UserError(f"refusing to write {self.location}: it was deleted underneath",
                             "Another process deleted the state while this one was working; restore it from "
@@ -285,6 +301,8 @@ class S3StateStore:
                 if held is None:
                     continue  # released meanwhile
                 holder, etag = held
+                if holder.id == info.id:  # this put's own lock: its answer was lost, and the retry refused
+                    return self._start(info, etag, sent)
                 if holder.lease_left is None or holder.lease_left > 0:
                     raise StateLockedError(holder, self.location, stale_hint=(
                         "If its holder is gone, fastuner takes the lock over when the lease ends; to release "
@@ -315,6 +333,9 @@ class S3StateStore:
                 return self._put_lock(body, IfMatch=etag)["ETag"]
             except _client_error() as exc:
                 if is_precondition_failed(exc) or _no_such_key(exc):
+                    written = self._own_write(self.lock_key, body)
+                    if written is not None:
+                        return written
                     raise LockGone from None
                 raise
 
@@ -351,6 +372,13 @@ class S3StateStore:
         now = s3_date(got)
         left = (ends - now).total_seconds() if now is not None else None
         return LockInfo(**{**info.to_dict(), "lease": lease}, lease_ends=ends.isoformat(), lease_left=left), got["ETag"]
+
+    def _own_write(self, key: str, body: bytes) -> str | None:
+        """After a conditional put of the lock was refused: the object's ETag if it holds exactly `body`,
+        else None. Every lock body is unique (its ID and renewal count), so finding it there means the
+        refused put was a retry of this one's own, whose first attempt S3 carried out."""
+        got = self._get(key)
+        return got["ETag"] if got is not None and got["Body"] == body else None
 
     def _put_lock(self, body: bytes, **condition: str) -> dict[str, Any]:
         return self.client.put_object(Bucket=self.bucket, Key=self.lock_key, Body=body,

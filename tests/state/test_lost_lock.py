@@ -51,3 +51,31 @@ def test_a_lost_lock_stops_new_work_and_running_work_is_recorded(tmp_path: Path,
     assert state.resources["dataset.ds"].status is Status.READY  # the running operation was recorded
     assert set(state.resources) == {"dataset.ds"}
 
+
+
+def test_a_lost_lock_stops_a_long_operation_waiting_and_records_it_pending(tmp_path: Path, make_s3, aws) -> None:
+    """Found by tests/stress/faults.py: with the lock object deleted while a training job ran, the holder
+    went on waiting for the job (hours, on SageMaker) without the lock. Now it stops waiting as on
+    Ctrl-C: the work runs on, recorded as pending for the next run to adopt."""
+    import threading
+    import time
+
+    from fastuner.state.s3 import lock_key
+    from tests.state.conftest import BUCKET, KEY
+
+    harness = Harness(tmp_path)
+    harness.store = store = make_s3(lease=30, renew_every=0.05)
+    script = harness.world.script("adapter.ad")
+    script.delay = 60.0  # a training job
+    script.before = lambda: threading.Timer(0.3, lambda: aws.delete_object(Bucket=BUCKET, Key=lock_key(KEY))).start()
+    harness.load()
+    started = time.monotonic()
+    result = harness.apply(harness.plan(), reporter=Notes(), parallelism=1)
+    assert time.monotonic() - started < 15  # not the operation's 60 s
+    statuses = {r.address: r.status for r in result.results}
+    assert statuses["dataset.ds"] is ResultStatus.DONE
+    assert statuses["adapter.ad"] is ResultStatus.PENDING
+    assert statuses["deployment.ep"] in (ResultStatus.SKIPPED, ResultStatus.DEFERRED)
+    assert "released by someone else" in result.lock_lost and result.outcome is ApplyOutcome.FAILED
+    state = store.read()
+    assert state.resources["adapter.ad"].status is Status.PENDING  # recorded, for the next run to adopt
