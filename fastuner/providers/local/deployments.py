@@ -109,6 +109,7 @@ class LocalDeployments(ResourceProvider):
         return out
 
     def _start(self, run: Path, inputs: dict[str, Any], adapters: dict[str, str], ctx: Context) -> processes.Launched:
+        processes.clear_leftovers(run)  # a server whose wrapper was killed still holds its port
         shutil.rmtree(run, ignore_errors=True)
         run.mkdir(parents=True, exist_ok=True)
         argv = [self.python, str(program("serve")), "--base-model", resolve_model(inputs["base_model"], self.spec_dir),

@@ -35,8 +35,10 @@ class Launched:
 
 def launch(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path) -> Launched:
     """Start `argv` in `cwd` as a new session (Ctrl-C in the terminal does not reach it), appending
-    stdout and stderr to `log`; `cwd/exit_code` appears when it ends."""
+    stdout and stderr to `log`; `cwd/exit_code` appears when it ends. What an earlier launch in `cwd`
+    left running without its wrapper is stopped first (`clear_leftovers`)."""
     cwd.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(cwd)
     (cwd / "exit_code").unlink(missing_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(["/bin/sh", "-c", _WRAPPER, "fastuner-run", *argv], cwd=cwd, env=dict(env),
@@ -102,8 +104,11 @@ def stop(pid: int, *, grace: float = 20.0) -> None:
     for the whole process group to end, and SIGKILL what is left after `grace` seconds."""
     if not group_alive(pid):
         return
-    with contextlib.suppress(ProcessLookupError):
+    try:
         os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:  # the wrapper was killed outright; its program was not: tell it directly
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if not group_alive(pid):
@@ -115,6 +120,51 @@ def stop(pid: int, *, grace: float = 20.0) -> None:
         return
     while group_alive(pid) and time.monotonic() < deadline + 5:
         time.sleep(0.05)
+
+
+def leftovers(pgid: int, cwd: Path) -> list[int]:
+    """Processes of the session `pgid` that still run in `cwd`. A wrapper killed outright (SIGKILL, the
+    OOM killer) cannot pass the signal on: its program runs on, unrecorded, and `alive(pid)` says the
+    work is gone. The folder check keeps a reused process-group ID from naming someone else's processes.
+    Empty where /proc is not there to ask."""
+    found = []
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return []
+    where = os.path.realpath(cwd)
+    for name in entries:
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid or fields[0] == "Z":
+                continue
+            if os.path.realpath(f"/proc/{name}/cwd") != where:
+                continue
+        except (OSError, ValueError, IndexError):
+            continue
+        found.append(int(name))
+    return found
+
+
+def clear_leftovers(cwd: Path, *, grace: float = 20.0) -> None:
+    """Stop what the launch recorded in `cwd` left running after its wrapper died: SIGTERM (a training
+    run checkpoints, a server drains), then SIGKILL after `grace` seconds."""
+    info = recorded(cwd)
+    if not info or alive(int(info.get("pid") or 0)):
+        return
+    pgid = int(info["pid"])
+    pids = leftovers(pgid, cwd)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pids = [p for p in pids if alive(p)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def read_log(address: str, path: Path, running: Callable[[], bool], *, follow: bool,
