@@ -290,8 +290,17 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict, dict]:
             started + "Fix the syntax here (indentation, a missing colon, an unclosed quote or bracket).",
             source=Source(file, mark.line + 1, mark.column + 1) if mark else Source(file),
         ) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids (NUL, other controls): no mark, an offset
+        position = exc.position
+        if _LOADER is not yaml.SafeLoader:  # libyaml counts bytes of the UTF-8 text, not characters
+            position = len(text.encode("utf-8")[:position].decode("utf-8", errors="ignore"))
+        line, column = _line_column(text, position)
+        raise DiagnosticsError.single(
+            f"invalid YAML: character U+{exc.character:04X} is not allowed ({exc.reason})",
+            "Remove it: YAML allows tabs and newlines but no other control characters.",
+            source=Source(file, line, column)) from None
     except yaml.YAMLError as exc:
-        raise DiagnosticsError.single(f"invalid YAML: {exc}", source=Source(file)) from None
+        raise DiagnosticsError.single(f"invalid YAML: {exc}", source=Source(file, 1, 1)) from None
     if node is None:
         raise DiagnosticsError.single(
             "the spec is empty", "Start with `version: 1` and `project: NAME`.", source=Source(file, 1, 1))
@@ -307,6 +316,12 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict, dict]:
     if builder.errors:
         raise DiagnosticsError(builder.errors)
     return data, builder.positions, builder.key_positions
+
+
+def _line_column(text: str, position: int) -> tuple[int, int]:
+    """1-based line and column of the character at `position` in `text`."""
+    line = text.count("\n", 0, position) + 1
+    return line, position - (text.rfind("\n", 0, position) + 1) + 1
 
 
 # --- variables ---------------------------------------------------------------------------------
