@@ -99,3 +99,52 @@ def test_adapter_selection_and_body_parsing():
         with pytest.raises(ApiError) as error:
             parse(body)
         assert error.value.status == status, body
+
+
+def test_what_http_server_refuses_is_a_json_4xx():
+    """Found by the fuzzer (tests/stress/serverfuzz.py): an unknown method got http.server's HTML 501 page,
+    a malformed request line its HTML 400."""
+    import socket
+    import threading
+
+    from fastuner_serve.api import Handler, Server
+
+    server = Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for request, status, code in ((b"PATCH /invocations HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method_not_allowed"),
+                                      (b"FOO BAR BAZ QUX\r\n\r\n", 400, "bad_request"),
+                                      (b"GET /ping HTTP/2.0\r\n\r\n", 400, "bad_request")):
+            with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+                sock.sendall(request)
+                head, _, body = b"".join(iter(lambda: sock.recv(65536), b"")).partition(b"\r\n\r\n")
+            assert head.split(b" ", 2)[1] == str(status).encode(), head
+            assert b"Content-Type: application/json" in head
+            assert json.loads(body)["code"] == code
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_negative_or_odd_content_length_is_a_400():
+    """Found by the fuzzer: Content-Length -10 was a 500 (read(-10)), -1 read until the client hung up."""
+    import socket
+    import threading
+    from types import SimpleNamespace
+
+    from fastuner_serve.api import Handler, Server
+
+    server = Server(("127.0.0.1", 0), Handler)
+    server.app = SimpleNamespace(settings=SimpleNamespace(max_body_bytes=1000),
+                                 shutting_down=threading.Event())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for value in ("-10", "-1", "+5", "1_0", "x"):
+            with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+                sock.sendall(f"PUT /adapters/a HTTP/1.1\r\nContent-Length: {value}\r\n\r\n{{}}".encode())
+                head, _, body = b"".join(iter(lambda: sock.recv(65536), b"")).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400 "), (value, head)
+            assert json.loads(body)["error"] == "Content-Length is not a number of bytes"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -191,11 +191,11 @@ class Handler(BaseHTTPRequestHandler):
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             self.close_connection = True
             raise ApiError(411, "length_required", "send the body with a Content-Length, not chunked")
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
+        raw = (self.headers.get("Content-Length") or "0").strip()
+        if not raw.isdigit() or not raw.isascii():  # int() takes "-1" (read to the end: a hung thread), "+1", "1_0"
             self.close_connection = True
-            raise ApiError(400, "bad_request", "Content-Length is not a number") from None
+            raise ApiError(400, "bad_request", "Content-Length is not a number of bytes")
+        length = int(raw)
         limit = self.server.app.settings.max_body_bytes
         if length > limit:
             self.close_connection = True  # the unread body must not be parsed as the next request
@@ -230,6 +230,23 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client left; its request line is still logged
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (an unknown method, a malformed request line, headers too long) as
+        the JSON error every route gives, instead of its HTML page; an unknown method is a 405, not its
+        501: a client's request is never answered with a 5xx."""
+        if code == 501:
+            status, error = 405, "method_not_allowed"
+            message = f"{self.command} is not a method this server answers; use GET, POST, PUT or DELETE"
+        else:
+            status = 400 if code >= 500 else code
+            error = {400: "bad_request", 414: "uri_too_long", 431: "headers_too_large"}.get(status, "bad_request")
+        self.close_connection = True  # what follows a request http.server could not parse is not a request
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":  # a line it could not read: a status
+            self.request_version = "HTTP/1.0"  # line and headers all the same (HTTP/0.9 answers had none)
+        self._send(status, {"error": message or self.responses.get(status, ("bad request",))[0], "code": error})
+        path = getattr(self, "path", None) or "-"
+        log(f"{getattr(self, 'command', None) or '-'} {path[:200]!r} status={status} latency_ms=0.0")
 
     def log_message(self, format: str, *args: Any) -> None:  # http.server's own messages (bad request lines)
         log(format % args)
