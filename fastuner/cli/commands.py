@@ -119,11 +119,11 @@ def make_project_plan(project: Project, *, destroy: bool, replace: list[str], re
 
 
 def write_plan_file(plan, out: str) -> Path:
+    from fastuner.state.local import write_private
+
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(plan.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_private(path, (json.dumps(plan.to_dict(), indent=2) + "\n").encode("utf-8"))  # as private as the state
     return path
 
 

@@ -131,7 +131,9 @@ def run_state_pull(out: str, file, var, workspace, console: Console, serial: int
         sys.stdout.write(text)
         return 0
     try:
-        Path(out).write_text(text, encoding="utf-8")
+        from fastuner.state.local import write_private
+
+        write_private(Path(out), text.encode("utf-8"))  # a copy of the state is as private as the state
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
     console.print(f"Wrote the state of {escape(project.store.location)} (serial {state.serial}) to {escape(out)}.")

@@ -1,5 +1,6 @@
 """The local state backend: a JSON file, written atomically, with the previous version kept, and an
-OS-level lock.
+OS-level lock. The state, its backup and the lock file are readable by their owner only (0600): they
+name every resource, its URLs and outputs.
 
 The lock is a file created exclusively (`O_EXCL`) next to the state, holding who/where/why, and kept
 under `flock` for as long as it is held. A lock file whose flock is free was left by a process that
@@ -21,6 +22,7 @@ from fastuner.errors import UserError
 from fastuner.state.model import State
 from fastuner.state.store import LockInfo, StateLockedError, parse_state, serialize_state
 
+STATE_MODE = 0o600  # state, its backup and the lock: owner-only (they hold resource names, URLs, outputs)
 UNREADABLE_GRACE_S = 5.0  # an unreadable lock file older than this was left by a crash, not a creator at work
 
 
@@ -84,6 +86,8 @@ class LocalStateStore:
     def _replace(self, new: State, *, keep_previous: bool) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if keep_previous:
+            with contextlib.suppress(PermissionError):  # a state written before files were private: its backup is too
+                os.chmod(self.path, STATE_MODE)
             backup_tmp = self.backup_path.with_name(f".{self.backup_path.name}.{os.getpid()}.tmp")
             backup_tmp.unlink(missing_ok=True)
             os.link(self.path, backup_tmp)
@@ -158,7 +162,7 @@ class LocalStateStore:
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(50):
             try:
-                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_RDWR, STATE_MODE)
             except FileExistsError:
                 self._inspect_existing()
                 continue
@@ -236,12 +240,18 @@ def _same_file(fd: int, path: Path) -> bool:
     return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read (0600), atomically: a pulled state, a saved plan."""
+    _atomic_write(path, data)
+
+
 def _atomic_write(path: Path, data: bytes) -> os.stat_result:
     """Write to a temp file in the same folder, fsync it, rename over `path`, fsync the folder.
 
     Returns the written file's stat, taken from its own descriptor (a rename keeps inode and mtime)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+    tmp.unlink(missing_ok=True)  # a leftover of a crash may have other permissions; O_CREAT keeps them
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, STATE_MODE)
     try:
         view = memoryview(data)
         while view:
