@@ -135,7 +135,7 @@ def test_a_negative_or_odd_content_length_is_a_400():
     from fastuner_serve.api import Handler, Server
 
     server = Server(("127.0.0.1", 0), Handler)
-    server.app = SimpleNamespace(settings=SimpleNamespace(max_body_bytes=1000),
+    server.app = SimpleNamespace(settings=SimpleNamespace(max_body_bytes=1000, host="127.0.0.1", management_token=None),
                                  shutting_down=threading.Event())
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -148,3 +148,62 @@ def test_a_negative_or_odd_content_length_is_a_400():
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(("host", "token", "sent", "status"), [
+    ("127.0.0.1", None, None, 404),  # loopback without a token: open as before (404: no such adapter)
+    ("0.0.0.0", None, None, 403),  # listening elsewhere without a token: no management at all
+    ("0.0.0.0", None, "Bearer x" * 3, 403),
+    ("0.0.0.0", "t" * 32, None, 401),
+    ("0.0.0.0", "t" * 32, "Bearer " + "u" * 32, 401),
+    ("0.0.0.0", "t" * 32, "Basic " + "t" * 32, 401),
+    ("0.0.0.0", "t" * 32, "Bearer " + "t" * 32, 404),
+    ("127.0.0.1", "t" * 32, None, 401),  # a token, once set, is required on loopback too
+    ("::1", None, None, 404),
+])
+def test_the_management_api_needs_the_token_off_loopback(host, token, sent, status):
+    """Checked route by route: /adapters and /adapters/NAME; /ping stays open."""
+    import http.client
+    import threading
+    from types import SimpleNamespace
+
+    from fastuner_serve.api import Handler, Server
+    from fastuner_serve.errors import unknown_adapter
+
+    settings = SimpleNamespace(host=host, management_token=token, max_body_bytes=1000)
+
+    def missing(name):
+        raise unknown_adapter(name)
+
+    server = Server(("127.0.0.1", 0), Handler)
+    server.app = SimpleNamespace(settings=settings, shutting_down=threading.Event(), describe=missing,
+                                 registry=SimpleNamespace(remove=missing))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for method, path in (("GET", "/adapters/x"), ("DELETE", "/adapters/x"), ("GET", "/ping")):
+            conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+            conn.request(method, path, headers={"Authorization": sent} if sent else {})
+            response = conn.getresponse()
+            body = json.loads(response.read())
+            conn.close()
+            if path == "/ping":
+                assert response.status == 200
+                continue
+            assert response.status == status, body
+            assert body["code"] == {401: "unauthorized", 403: "management_disabled", 404: "unknown_adapter"}[status]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_token_comes_from_the_environment_or_the_config_never_a_flag(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    settings = load_settings(["--base-model", str(base)], env={"FASTUNER_MANAGEMENT_TOKEN": "s" * 20})
+    assert settings.management_token == "s" * 20 and "s" * 20 not in repr(settings)
+    (tmp_path / "serve.json").write_text(json.dumps({"base_model": str(base), "management_token": "c" * 20}))
+    assert load_settings(["--config", str(tmp_path / "serve.json")], env={}).management_token == "c" * 20
+    with pytest.raises(StartupError, match="at least 16"):
+        load_settings(["--base-model", str(base)], env={"FASTUNER_MANAGEMENT_TOKEN": "short"})
+    with pytest.raises(StartupError, match="invalid arguments"):
+        load_settings(["--management-token", "x" * 20, "--base-model", str(base)], env={})

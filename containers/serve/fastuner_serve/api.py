@@ -8,6 +8,7 @@ concurrent clients a single-model endpoint sees.
 
 from __future__ import annotations
 
+import hmac
 import json
 import socket
 import sys
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from . import emf
 from .errors import ApiError
 from .protocol import parse_invocation
-from .settings import Settings, validate_adapter_name
+from .settings import TOKEN_ENV, Settings, is_loopback, validate_adapter_name
 
 if TYPE_CHECKING:  # the engine imports torch; this module must not (it binds the port first)
     from .adapters import Registry
@@ -111,6 +112,8 @@ class Handler(BaseHTTPRequestHandler):
             return 200, {"status": "healthy"}
         if path == "/metrics" and method == "GET":
             return 200, app_metrics(app)
+        if path == "/adapters" or path.startswith("/adapters/"):
+            self._authorize(app.settings)
         if path == "/adapters" and method == "GET":
             return 200, {
                 "base_model": app.registry.base.model, "task": app.engine.task,
@@ -146,6 +149,21 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}")
         raise ApiError(404, "not_found", f"no route {method} {path}; routes: GET /ping, POST /invocations, "
                        "GET /metrics, GET /adapters, GET|POST|PUT|DELETE /adapters/NAME")
+
+    def _authorize(self, settings: Settings) -> None:
+        """The management API (/adapters) changes what the server loads from disk: with a token set it
+        requires `Authorization: Bearer TOKEN`; without one it answers only on a loopback address."""
+        token = settings.management_token
+        if token is None:
+            if is_loopback(settings.host):
+                return
+            raise ApiError(403, "management_disabled",
+                           f"the management API is off: this server listens on {settings.host} and has no "
+                           f"token; start it with ${TOKEN_ENV} set to manage adapters over the network")
+        scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise ApiError(401, "unauthorized", "the management API needs the deployment's token: "
+                           "send `Authorization: Bearer TOKEN`")
 
     # -- /invocations ------------------------------------------------------------------------------
 
