@@ -292,7 +292,7 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
     with _Interrupts(console) as interrupts, ProgressView(console) as view:
         result = apply_plan(plan, project.store, project.provider, spec_dir=project.spec_dir,
                             parallelism=parallelism, reporter=view, cancel=interrupts.cancel, wait_for=wait,
-                            clock=clock, operation=operation)
+                            clock=clock, operation=operation, sensitive=project.spec.sensitive)
     if plan.mode == "refresh-only":
         render_refresh_complete(len(plan.refresh), console)
         return EXIT_OK

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from fastuner.config.kinds import SECTIONS
 from fastuner.config.models import Config, Policy, PolicyFile
+from fastuner.config.sensitive import Sensitive
 from fastuner.errors import Diagnostic, DiagnosticsError, Source
 
 DEFAULT_FILE = "fastuner.yaml"
@@ -77,6 +78,7 @@ class Spec:
     text: str
     index: PositionIndex = field(repr=False, compare=False)
     variables: Mapping[str, Any] = field(default_factory=dict)
+    sensitive: Sensitive = field(default_factory=Sensitive, repr=False, compare=False)
 
     @cached_property
     def base_dir(self) -> Path:
@@ -515,7 +517,8 @@ def load_spec(path: str | Path | None = None, *, variables: Mapping[str, str] | 
         config = Config.model_validate(body)
     except ValidationError as exc:
         raise DiagnosticsError(diagnostics_from(exc, partial)) from None
-    return Spec(config=config, file=file, text=text, index=index, variables=values)
+    secret = [values.get(name) for name, decl in config.variables.items() if decl.sensitive]
+    return Spec(config=config, file=file, text=text, index=index, variables=values, sensitive=Sensitive(secret))
 
 
 def load_policy_file(path: str | Path) -> Policy:
