@@ -76,10 +76,11 @@ def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
     for _, scan in reports:
         warnings.extend(scan.warnings)
     if json_out:
+        warnings = [project.spec.sensitive.mask_diagnostic(w) for w in warnings]
         console.print_json(json.dumps({"valid": True, "warnings": [w.to_dict() for w in warnings],
                                        "datasets": {n: s.to_dict() for n, s in reports}}))
         return EXIT_OK
-    render_diagnostics(warnings, console)
+    render_diagnostics([project.spec.sensitive.mask_diagnostic(w) for w in warnings], console)
     config = project.spec.config
     console.print(f"[bold green]Success![/bold green] {escape(project.spec.file.name)} is valid: "
                   f"{len(config.datasets)} dataset(s), {len(config.adapters)} adapter(s), "
@@ -115,7 +116,9 @@ def make_project_plan(project: Project, *, destroy: bool, replace: list[str], re
     observed = refresh(project.spec if not destroy else None, state, project.provider, hash_sources=hash_sources)
     plan = make_plan(project.spec, state, observed, now, destroy=destroy, replace=replace, renew=renew,
                      target=target, refresh_only=refresh_only, reap=reap, graph=graph, policy=rules)
-    return dataclasses.replace(plan, diagnostics=(*(w.to_dict() for w in warnings), *plan.diagnostics))
+    hidden = project.spec.sensitive
+    return dataclasses.replace(plan, diagnostics=(*(hidden.mask_diagnostic(w).to_dict() for w in warnings),
+                                                  *plan.diagnostics))
 
 
 def write_plan_file(plan, out: str) -> Path:

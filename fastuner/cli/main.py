@@ -525,9 +525,11 @@ def _run(argv: list[str] | None) -> int:
         from fastuner.errors import DiagnosticsError
 
         if isinstance(exc, DiagnosticsError):
+            from fastuner.config.sensitive import Sensitive
             from fastuner.views.diagnostics import render_diagnostics
 
-            render_diagnostics(exc.diagnostics, _console(stderr=True))
+            hidden = Sensitive(runtime.current().sensitive)  # a check that quotes a sensitive value
+            render_diagnostics([hidden.mask_diagnostic(d) for d in exc.diagnostics], _console(stderr=True))
             return 1
         raise
     return rc if isinstance(rc, int) else 0

@@ -15,12 +15,13 @@ can be confirmed from it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Iterable
 from typing import Any
 
-from fastuner.errors import UserError
+from fastuner.errors import Diagnostic, UserError
 
 MIN_SUBSTRING = 6
 MARKER = re.compile(r"\(sensitive:[0-9a-f]{12}\)")
@@ -61,6 +62,13 @@ class Sensitive:
         if self._pattern is None:
             return text
         return self._pattern.sub(lambda m: marker(m.group(0)), text)
+
+    def mask_diagnostic(self, diagnostic: Diagnostic) -> Diagnostic:
+        """A diagnostic whose words quote no sensitive value (a check may name the value it refuses)."""
+        if not self.values:
+            return diagnostic
+        return dataclasses.replace(diagnostic, summary=self.mask_text(diagnostic.summary),
+                                   detail=self.mask_text(diagnostic.detail))
 
     def reveal(self, data: Any) -> Any:
         """`data` with every marker replaced by its value again; a marker of no value known to this run

@@ -73,3 +73,13 @@ def test_a_saved_plan_whose_value_changed_is_refused_before_anything_runs(harnes
     with pytest.raises(UserError, match="no sensitive variable of this run has"):
         harness.apply(plan, sensitive=harness.spec.sensitive)
     assert harness.world.calls == [] and harness.store.read() is None
+
+
+def test_a_diagnostic_quoting_a_value_is_masked() -> None:
+    # found by tests/stress/secrets.py: the offline base-model check quoted a sensitive revision
+    from fastuner.errors import Diagnostic
+
+    d = Diagnostic.warning(f"base model x (revision team-{SECRET}) cannot be loaded", f"pin {SECRET}")
+    masked = Sensitive([SECRET]).mask_diagnostic(d)
+    assert SECRET not in masked.summary + masked.detail and marker(SECRET) in masked.summary
+    assert Sensitive().mask_diagnostic(d) is d
