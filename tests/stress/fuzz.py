@@ -283,6 +283,11 @@ def check_spec_text(text: str | bytes, folder: Path) -> str | None:
         diagnostics = error.diagnostics
     except Exception as error:
         return f"traceback for a spec: {type(error).__name__}: {error} — spec {raw[:300]!r}"
+    return spec_problem(diagnostics, file, raw)
+
+
+def spec_problem(diagnostics: list, file: Path, raw: bytes) -> str | None:
+    """The first error that does not name file:line:col inside `file` (holding `raw`)."""
     n_lines = raw.count(b"\n") + 1
     for d in diagnostics:
         where = d.source
@@ -372,27 +377,17 @@ def check_dataset_bytes(data: bytes, folder: Path) -> str | None:
     from fastuner.data.scan import scan_dataset
     from fastuner.data.store import LocalObjectStore
     from fastuner.data.write import write_splits
-    from fastuner.errors import DiagnosticsError, Severity
+    from fastuner.errors import DiagnosticsError
 
     path = folder / "data.jsonl"
     path.write_bytes(data)
     store_root = folder / "store"
     shutil.rmtree(store_root, ignore_errors=True)
     store = LocalObjectStore(store_root)
-    n_lines = data.count(b"\n") + 1
     try:
         scan = scan_dataset(path, "classification", rules=DatasetChecks(min_rows=1), workers=0)
     except DiagnosticsError as error:
-        for d in error.diagnostics:
-            if d.severity is not Severity.ERROR:
-                continue
-            if d.source is None or d.source.line is None:
-                if any(marker in d.summary for marker in FILE_LEVEL):
-                    continue
-                return f"dataset error names no row: {d.summary!r} — file {data[:200]!r}"
-            if not 1 <= d.source.line <= n_lines + 1:
-                return f"dataset error at row {d.source.line} of a {n_lines}-line file: {d.summary!r}"
-        return _store_files(store_root, expected=0)
+        return dataset_problem(error.diagnostics, data) or _store_files(store_root, expected=0)
     except Exception as error:
         return f"traceback for a dataset: {type(error).__name__}: {error} — file {data[:200]!r}"
     try:
@@ -406,6 +401,23 @@ def check_dataset_bytes(data: bytes, folder: Path) -> str | None:
     if missing:
         return f"write_splits recorded objects the store lacks: {missing}"
     return _store_files(store_root, expected=len(keys))
+
+
+def dataset_problem(diagnostics: list, data: bytes) -> str | None:
+    """The first error that names no row (but for the file-level ones) or a row the file lacks."""
+    from fastuner.errors import Severity
+
+    n_lines = data.count(b"\n") + 1
+    for d in diagnostics:
+        if d.severity is not Severity.ERROR:
+            continue
+        if d.source is None or d.source.line is None:
+            if any(marker in d.summary for marker in FILE_LEVEL):
+                continue
+            return f"dataset error names no row: {d.summary!r} — file {data[:200]!r}"
+        if not 1 <= d.source.line <= n_lines + 1:
+            return f"dataset error at row {d.source.line} of a {n_lines}-line file: {d.summary!r}"
+    return None
 
 
 def _store_files(root: Path, expected: int) -> str | None:

@@ -135,7 +135,8 @@ def grep_files(root: Path, planted: dict[str, str], report: Report, *,
 # --- plan renderings (in-process) ------------------------------------------------------------------
 
 
-def plan_trial(rng: random.Random, folder: Path, report: Report) -> str | None:
+def plan_trial(rng: random.Random, folder: Path, report: Report, *, sensitive: bool = True) -> str | None:
+    """`sensitive=False` declares the variable plainly: the trial must then find it (the check works)."""
     from tests.cli.helpers import intents_rows, write_jsonl
 
     planted = canaries(rng)
@@ -150,7 +151,7 @@ def plan_trial(rng: random.Random, folder: Path, report: Report) -> str | None:
 version: 1
 project: secrets
 variables:
-  owner: {{description: a sensitive canary, sensitive: true}}
+  owner: {{description: a sensitive canary, sensitive: {str(sensitive).lower()}}}
 datasets:
   intents: {{path: data/intents.jsonl, task: classification, {extra if field != "base_model_revision" else ""}}}
 adapters:
@@ -176,7 +177,7 @@ deployments:
         outputs[" ".join(args)] = out
         if code not in (0, 2) and not (args == ["validate"] and code == 1 and "base model" in out):
             return f"`fastuner {' '.join(args)}` exited {code}: {out[-600:]}"
-    if "(sensitive:" not in outputs["plan --json"]:
+    if sensitive and "(sensitive:" not in outputs["plan --json"]:
         return f"plan --json shows no (sensitive:…) marker for the {field} that uses the variable"
     for name, out in outputs.items():
         leaked = find_canaries(out, planted)
