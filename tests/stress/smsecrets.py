@@ -22,7 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 ADDRESS = "adapter.intents-lora"
 
 
-def sagemaker_scenario(trials: int, first_seed: int, workdir: Path, log: Callable[[str], None]) -> Report:
+def sagemaker_scenario(trials: int, first_seed: int, workdir: Path, log: Callable[[str], None], *,
+                       short: bool = False) -> Report:
+    """`short`: only bootstrap, apply, logs and destroy (each CLI run costs seconds of imports)."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
     from tests.aws.motoext import JobWorld
@@ -31,16 +35,18 @@ def sagemaker_scenario(trials: int, first_seed: int, workdir: Path, log: Callabl
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request otherwise
     try:
         return scenario("secrets/sagemaker cycle (moto)", trials, first_seed, workdir, log,
                         lambda rng, folder, report: sagemaker_trial(f"http://{host}:{port}", world, rng, folder,
-                                                                    report))
+                                                                    report, short=short))
     finally:
         server.stop()
         world.uninstall()
 
 
-def sagemaker_trial(url: str, world, rng: random.Random, folder: Path, report: Report) -> str | None:
+def sagemaker_trial(url: str, world, rng: random.Random, folder: Path, report: Report, *,
+                    short: bool = False) -> str | None:
     from tests.aws.test_e2e_server import Cloud
 
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10)
@@ -74,14 +80,18 @@ def sagemaker_trial(url: str, world, rng: random.Random, folder: Path, report: R
     problems: list[str] = []
     try:
         fastuner("bootstrap", "--auto-approve")
-        fastuner("plan", "--json", codes=(0, 2))
-        fastuner("plan", "--out", "plan.json", codes=(0, 2))
-        fastuner("show", "plan.json", "--markdown")
         cloud.autofinish()
-        fastuner("apply", "plan.json")
-        for args in (["state", "pull", "-"], ["show"], ["state", "show", ADDRESS], ["logs", ADDRESS]):
-            fastuner(*args)
-        fastuner("plan", "--detailed-exitcode")
+        if short:
+            fastuner("apply", "--auto-approve")
+            fastuner("logs", ADDRESS)
+        else:
+            fastuner("plan", "--json", codes=(0, 2))
+            fastuner("plan", "--out", "plan.json", codes=(0, 2))
+            fastuner("show", "plan.json", "--markdown")
+            fastuner("apply", "plan.json")
+            for args in (["state", "pull", "-"], ["show"], ["state", "show", ADDRESS], ["logs", ADDRESS]):
+                fastuner(*args)
+            fastuner("plan", "--detailed-exitcode")
         problems += _check_requests(cloud, planted, report)
         problems += _check_objects(cloud, planted, report)
     finally:

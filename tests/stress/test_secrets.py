@@ -35,7 +35,9 @@ def test_canary_forms_and_listening_addresses() -> None:
         assert secrets.listening_addresses(s.getsockname()[1]) == ["127.0.0.1"]
 
 
-@pytest.mark.slow  # a moto server and the CLI as a subprocess: bootstrap, plan, apply, logs, destroy
+@pytest.mark.slow  # a moto server and the CLI as a subprocess: bootstrap, apply, logs, destroy (about 40 s)
 def test_the_sagemaker_cycle_sends_and_stores_no_canary(tmp_path: Path) -> None:
-    [report] = secrets.run(0, 5000, tmp_path, log=lambda _: None, local=0, sagemaker=1)[1:]
+    from tests.stress.smsecrets import sagemaker_scenario
+
+    report = sagemaker_scenario(1, 5000, tmp_path, lambda _: None, short=True)
     assert report.ok and report.trials == 1, report.failures
