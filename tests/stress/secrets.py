@@ -48,6 +48,11 @@ DEFECTS: list[str] = [
     "A spec had no way to keep a variable out of plans, state and logs: 'sensitive variables (variables: "
     "NAME: {sensitive: true}): plans (JSON, Markdown, terminal, saved files), state and fastuner logs hold "
     "(sensitive:HASH) markers; the engine reveals the value only to the provider'.",
+    "Diagnostics quoting a sensitive value (the offline base-model check names the revision) reached plan "
+    "--json and the terminal, and the AWS call log was world-readable: 'sensitive variables: diagnostics that "
+    "quote a value (the offline base-model check names the revision) are masked in validate, plan and errors; "
+    "the AWS call log is owner-only; tests/stress/secrets: canaries grepped in plan renderings and a local "
+    "train-and-serve cycle'.",
 ]
 SENSITIVE_FIELDS = ("tags", "base_model_revision", "description")
 
