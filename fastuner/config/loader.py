@@ -290,7 +290,7 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict, dict]:
         raise DiagnosticsError.single(
             f"invalid YAML: {problem}{context}",
             started + "Fix the syntax here (indentation, a missing colon, an unclosed quote or bracket).",
-            source=Source(file, mark.line + 1, mark.column + 1) if mark else Source(file),
+            source=_mark_source(file, text, mark),
         ) from None
     except yaml.reader.ReaderError as exc:  # a character YAML forbids (NUL, other controls): no mark, an offset
         position = exc.position
@@ -314,10 +314,21 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict, dict]:
         raise DiagnosticsError.single(
             f"invalid YAML: {exc.problem or exc.context or 'cannot read this value'}",
             "fastuner.yaml holds plain YAML: remove the `!tag`.",
-            source=Source(file, mark.line + 1, mark.column + 1) if mark else Source(file)) from None
+            source=_mark_source(file, text, mark)) from None
     if builder.errors:
         raise DiagnosticsError(builder.errors)
     return data, builder.positions, builder.key_positions
+
+
+def _mark_source(file: str, text: str, mark: yaml.Mark | None) -> Source:
+    """Where a YAML error's mark points; the end of the stream (a problem found only there) is the end
+    of the last line, not a line after it that the file does not have (found by the fuzzer)."""
+    if mark is None:
+        return Source(file, 1, 1)
+    lines = text.splitlines() or [""]
+    if mark.line + 1 > len(lines):
+        return Source(file, len(lines), len(lines[-1]) + 1)
+    return Source(file, mark.line + 1, mark.column + 1)
 
 
 def _line_column(text: str, position: int) -> tuple[int, int]:

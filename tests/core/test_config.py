@@ -540,3 +540,11 @@ def test_schema_is_generated_with_descriptions() -> None:
         for field_name, prop in defs[model_name]["properties"].items():
             assert prop.get("description"), f"{model_name}.{field_name} has no description"
     assert defs["Dataset"]["additionalProperties"] is False
+
+
+def test_a_problem_found_at_the_end_of_the_file_points_at_its_last_line(errors) -> None:
+    # found by the fuzzer: libyaml's mark for the end of the stream is a line after the last one
+    d = one(errors("version: 1\nproject: demo\nb"))
+    assert d.summary.startswith("invalid YAML") and position(d) == (3, 2)
+    d = one(errors("version: 1\nproject: [demo\n"))
+    assert d.summary.startswith("invalid YAML") and position(d)[0] <= 2

@@ -299,7 +299,8 @@ def check_spec_text(text: str | bytes, folder: Path) -> str | None:
 
 def spec_problem(diagnostics: list, file: Path, raw: bytes) -> str | None:
     """The first error that does not name file:line:col inside `file` (holding `raw`)."""
-    n_lines = raw.count(b"\n") + 1
+    # the lines an editor shows (CR and the Unicode line breaks count, as they do in YAML)
+    n_lines = max(raw.count(b"\n") + 1, len(raw.decode("utf-8", errors="replace").splitlines()))
     for d in diagnostics:
         where = d.source
         if where is None or where.line is None or where.column is None:
