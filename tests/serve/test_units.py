@@ -207,3 +207,20 @@ def test_the_token_comes_from_the_environment_or_the_config_never_a_flag(tmp_pat
         load_settings(["--base-model", str(base)], env={"FASTUNER_MANAGEMENT_TOKEN": "short"})
     with pytest.raises(StartupError, match="invalid arguments"):
         load_settings(["--management-token", "x" * 20, "--base-model", str(base)], env={})
+
+
+def test_deep_nesting_and_lone_surrogates_are_400s():
+    """Found by the fuzzer: `[[[[…]]]]` raised RecursionError and `"\\ud800"` reached the tokenizer
+    (TypeError): both were 500s."""
+    def refused(body: bytes) -> str:
+        with pytest.raises(ApiError) as info:
+            parse_invocation(body, {}, max_inputs=4, max_new_tokens_limit=100)
+        assert info.value.status == 400
+        return info.value.message
+
+    assert "nested too deeply" in refused(b"[" * 100_000 + b"]" * 100_000)
+    assert "nested too deeply" in refused(b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    assert "the input is not valid Unicode text" in refused(b'{"inputs": "a\\ud800b"}')
+    assert "inputs[1] is not valid Unicode text" in refused(b'{"inputs": ["ok", "\\udfff"]}')
+    assert parse_invocation(b'{"inputs": "\\ud83d\\ude00"}', {}, max_inputs=4,
+                            max_new_tokens_limit=100).inputs == ("\U0001F600",)  # a pair is one character

@@ -51,6 +51,12 @@ DEFECTS: list[str] = [
     "a hung read (found by the fuzzer)'.",
     "A negative Content-Length was a 500 (read(-10)), and -1 kept a server thread reading until the client "
     "hung up: same commit as above.",
+    "A YAML error found at the end of a file without a final newline pointed at a line after the last one: "
+    "'spec loader: a YAML error found at the end of the file points at the end of its last line, not at a "
+    "line after it (found by the fuzzer)'.",
+    "JSON nested deeper than the parser's recursion limit (an invocation or a management body) was a 500 "
+    "(RecursionError), and an input holding a lone surrogate (\\ud800) reached the tokenizer and was a 500: "
+    "'serve: deeply nested JSON and inputs with a lone surrogate are 400s, not 500s (found by the fuzzer)'.",
 ]
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import emf
 from .errors import ApiError
-from .protocol import parse_invocation
+from .protocol import parse_invocation, parse_json
 from .settings import TOKEN_ENV, Settings, is_loopback, validate_adapter_name
 
 if TYPE_CHECKING:  # the engine imports torch; this module must not (it binds the port first)
@@ -221,10 +221,7 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def _json_body(self) -> Any:
-        try:
-            return json.loads(self._body() or b"null")
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ApiError(400, "bad_request", f"the body is not valid JSON: {error}") from None
+        return parse_json(self._body() or b"null")
 
     def _simple(self, method: str, path: str, error: ApiError) -> None:
         self._send(error.status, error.to_dict())
