@@ -14,6 +14,8 @@ from fastuner.cli.main import main
 # collection order, so these go first, longest first: the short tests then fill the gaps instead of
 # one worker finishing a long test alone at the end. A test missing here still runs, scheduled as quick.
 DURATIONS = {
+    "tests/aws/test_e2e_deployments.py::test_a_deployment_planned_applied_changed_in_place_and_destroyed": 90,
+    "tests/aws/test_e2e_deployments.py::test_reap_from_tags_with_no_state_finds_the_expired_deployment_and_deletes_its_tree": 40,
     "tests/providers/test_adapter_cache.py::test_reverting_restores_the_earlier_run_and_the_oldest_is_evicted": 68,
     "tests/invoke/test_end_to_end.py::test_apply_invoke_batch_evaluate_destroy": 55,
     "tests/providers/test_sagemaker_toolkit.py::test_the_run_folder_runs_unchanged_under_the_sagemaker_training_toolkit": 51,

@@ -90,7 +90,9 @@ def run_bootstrap(file, var, workspace, *, role_name: str | None, auto_approve: 
         if not json_out:
             _print_step(step, console, width)
     if json_out:
-        sys.stdout.write(json.dumps({"steps": [s.to_dict() for s in steps], "notes": want.notes}, indent=2) + "\n")
+        from fastuner.views.documents import write_document
+
+        write_document("bootstrap", {"steps": [s.to_dict() for s in steps], "notes": want.notes})
         return EXIT_OK
     for note in want.notes:
         console.print(f"\n[yellow]Note:[/yellow] {escape(note)}")

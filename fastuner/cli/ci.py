@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -25,6 +27,8 @@ REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 ROLE_VAR, PLAN_ROLE_VAR = "vars.FASTUNER_AWS_ROLE", "vars.FASTUNER_AWS_PLAN_ROLE"
 VARIABLE = re.compile(r"^\$\{\s*var\.([A-Za-z_][A-Za-z0-9_]*)\s*\}$")
+REFERENCE = re.compile(r"\$\{var\.([A-Za-z_][A-Za-z0-9_]*)\}")  # as the loader substitutes them
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PYTHON = re.compile(r"^3\.\d+(\.\d+)?$")
 BRANCH = re.compile(r"^[A-Za-z0-9._/\-]+$")
 # The settings `fastuner ci github` writes without options (its defaults in cli/main.py, which
@@ -35,10 +39,11 @@ GITHUB_DEFAULTS: dict[str, str | None] = {"python": "3.11", "workdir": ".", "rea
 
 def github_settings(*, python: str, workdir: str, reap_cron: str, branch: str, runs_on: str,
                     install: str | None, aws: bool = False, aws_region: str | None = None,
-                    aws_role: str | None = None) -> dict[str, str]:
+                    aws_role: str | None = None, variables: Iterable[str] = ()) -> dict[str, Any]:
     """The template's inputs, checked: a bad value is a user error here, not a broken workflow later.
     `aws`: the AWS variant, in `aws_region`, assuming `aws_role` (default: the repository variable
-    FASTUNER_AWS_ROLE)."""
+    FASTUNER_AWS_ROLE). `variables`: the spec's variable names (`spec_variables`), each passed to every
+    job as FASTUNER_VAR_NAME from the repository secret, else the repository variable, of that name."""
     fields = reap_cron.split()
     if len(fields) != 5 or not all(CRON_FIELD.match(f) for f in fields):
         raise UserError(f"--reap-cron {reap_cron!r} is not a 5-field cron expression",
@@ -73,7 +78,47 @@ def github_settings(*, python: str, workdir: str, reap_cron: str, branch: str, r
         "plan_path": inside("plan.json"),
         "markdown_path": inside("plan.md"),
         "marker": f"<!-- fastuner-plan: {folder} -->",
+        "spec_env": _spec_env(variables),
     }
+
+
+def _spec_env(variables: Iterable[str]) -> list[tuple[str, str]]:
+    """(FASTUNER_VAR_NAME, its expression) per variable. GitHub gives an unset secret or variable as an
+    empty string, which the loader takes as unset: the spec's default applies, or the error names it."""
+    out = []
+    for name in sorted(set(variables)):
+        if not NAME.match(name):
+            raise UserError(f"variable {name!r} cannot be passed from GitHub: a name is letters, digits and _")
+        key = f"FASTUNER_VAR_{name}"
+        out.append((key, "${{ secrets." + key + " || vars." + key + " }}"))
+    return out
+
+
+def spec_variables(text: str) -> list[str]:
+    """The variables a spec declares (`variables:`) or uses (`${var.NAME}` in a value, not in a
+    comment), read from its YAML as written; [] when it does not parse."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return []
+    if not isinstance(doc, dict):
+        return []
+    found = set(doc["variables"]) if isinstance(doc.get("variables"), dict) else set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str):
+            found.update(REFERENCE.findall(value.replace("$${", "")))
+
+    walk({k: v for k, v in doc.items() if k != "variables"})
+    return sorted(n for n in found if isinstance(n, str))
 
 
 def _aws_settings(aws: bool, region: str | None, role: str | None, slug: str) -> dict[str, str]:
@@ -139,9 +184,14 @@ def run_ci_github(*, out: str, python: str, workdir: str, reap_cron: str, branch
 
     uses_aws, spec_region = aws_of_spec(Path(workdir) / "fastuner.yaml")
     aws = uses_aws if aws is None else aws
+    try:
+        spec_text = (Path(workdir) / "fastuner.yaml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        spec_text = ""
     text = render_github_workflow(github_settings(python=python, workdir=workdir, reap_cron=reap_cron,
                                                   branch=branch, runs_on=runs_on, install=install, aws=aws,
-                                                  aws_region=aws_region or spec_region, aws_role=aws_role))
+                                                  aws_region=aws_region or spec_region, aws_role=aws_role,
+                                                  variables=spec_variables(spec_text)))
     if out == "-":
         sys.stdout.write(text)
         return EXIT_OK

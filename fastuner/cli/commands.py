@@ -76,9 +76,15 @@ def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
     for _, scan in reports:
         warnings.extend(scan.warnings)
     if json_out:
+        from fastuner.views.documents import write_document
+
         warnings = [project.spec.sensitive.mask_diagnostic(w) for w in warnings]
-        console.print_json(json.dumps({"valid": True, "warnings": [w.to_dict() for w in warnings],
-                                       "datasets": {n: s.to_dict() for n, s in reports}}))
+        config = project.spec.config
+        write_document("validation", {
+            "valid": True, "spec_file": str(project.spec.file), "project": config.project,
+            "resources": {"datasets": len(config.datasets), "adapters": len(config.adapters),
+                          "deployments": len(config.deployments)},
+            "warnings": [w.to_dict() for w in warnings], "datasets": {n: s.to_dict() for n, s in reports}})
         return EXIT_OK
     render_diagnostics([project.spec.sensitive.mask_diagnostic(w) for w in warnings], console)
     config = project.spec.config
@@ -114,11 +120,35 @@ def make_project_plan(project: Project, *, destroy: bool, replace: list[str], re
     _check_addresses(project, renew, "--renew", state)
     _check_addresses(project, list(target), "--target", state)
     observed = refresh(project.spec if not destroy else None, state, project.provider, hash_sources=hash_sources)
+    if hash_sources and not destroy and not refresh_only:
+        observed = dataclasses.replace(observed, dataset_figures=changed_dataset_figures(project, state, observed))
     plan = make_plan(project.spec, state, observed, now, destroy=destroy, replace=replace, renew=renew,
                      target=target, refresh_only=refresh_only, reap=reap, graph=graph, policy=rules)
     hidden = project.spec.sensitive
     return dataclasses.replace(plan, diagnostics=(*(hidden.mask_diagnostic(w).to_dict() for w in warnings),
                                                   *plan.diagnostics))
+
+
+def changed_dataset_figures(project: Project, state, observed) -> dict[str, dict]:
+    """The figures (rows, labels) of each dataset file that changed since state recorded it, for the
+    plan to show what the new version changes (plan/datadiff.py). Only changed files are read again: a
+    plan with nothing new scans nothing. A file with errors gets `error` (apply will report them)."""
+    from fastuner.plan.datadiff import figures_of
+    from fastuner.providers.datasets import scan_inputs
+
+    out: dict[str, dict] = {}
+    for name, ds in project.spec.config.datasets.items():
+        rs = state.get(f"dataset.{name}")
+        if rs is None or rs.inputs.get("source_sha256") in (None, observed.dataset_sources.get(name)):
+            continue
+        try:
+            scan = scan_inputs(project.spec_dir, ds.model_dump(mode="json"), f"dataset.{name}")
+        except DiagnosticsError as exc:
+            out[name] = {"error": f"the new file has errors ({exc.diagnostics[0].summary}); "
+                                  "`fastuner validate` lists them"}
+            continue
+        out[name] = figures_of(scan.counts.to_dict(), scan.labels) or {}
+    return out
 
 
 def write_plan_file(plan, out: str) -> Path:
@@ -144,7 +174,9 @@ def run_plan(file, var, workspace, *, out, detailed_exitcode, destroy, replace, 
     if out:
         write_plan_file(plan, out)
     if json_out:
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        from fastuner.views.documents import write_document
+
+        write_document("plan", data)
     else:
         render_plan(data, console)
         if out:
@@ -196,7 +228,9 @@ def run_show(planfile, file, var, workspace, *, json_out, markdown, console: Con
         return run_state_overview(file, var, workspace, console, json_out)
     data = load_plan_file(planfile).to_dict()
     if json_out:
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        from fastuner.views.documents import write_document
+
+        write_document("plan", data)
     elif markdown:
         from fastuner.views.markdown import render_markdown
 
@@ -348,12 +382,13 @@ def _report_data(result, operation: str) -> dict:
 
 
 def run_import(address: str, resource_id: str, file, var, workspace, *, console: Console,
-               clock: Callable[[], datetime], lock_timeout: str | None = None) -> int:
+               clock: Callable[[], datetime], lock_timeout: str | None = None, json_out: bool = False) -> int:
     """Adopt an existing resource (a SageMaker training job by name) as ADDRESS of the spec."""
     from fastuner.engine.adopt import import_resource
 
+    talk = (lambda _text: None) if json_out else console.print
     project = open_project(file, var, workspace, lock_timeout=lock_timeout,
-                           notice=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]"))
+                           notice=lambda m: talk(f"[yellow]{escape(m)}[/yellow]"))
     from fastuner.config.kinds import resources
 
     if address not in set(resources(project.spec.config)):
@@ -362,7 +397,13 @@ def run_import(address: str, resource_id: str, file, var, workspace, *, console:
                         "one against it.")
     plan = make_project_plan(project, destroy=False, replace=[], renew=[], now=clock(), target=[address])
     rs = import_resource(plan, address, resource_id, project.store, project.provider, spec_dir=project.spec_dir,
-                         clock=clock, progress=lambda text: console.print(f"  {escape(text)}"))
+                         clock=clock, progress=lambda text: talk(f"  {escape(text)}"))
+    if json_out:
+        from fastuner.views.documents import write_document
+
+        write_document("import", {"address": address, "id": resource_id, "status": str(rs.status),
+                                  "physical_name": rs.physical_name, "outputs": rs.outputs or {}})
+        return EXIT_OK
     console.print(f"[bold green]Imported[/bold green] {escape(resource_id)} as {escape(address)} "
                   f"({escape(str(rs.status))}). `fastuner plan` now shows no change for it.")
     return EXIT_OK

@@ -24,6 +24,7 @@ from fastuner.errors import UserError
 from fastuner.providers.base import Provider, ProviderError
 from fastuner.providers.endpoint import Endpoint, InvokeError, input_problem, read_rows, run_rows, screen_rows
 from fastuner.state.model import ResourceState, State, Status
+from fastuner.views.documents import write_document
 
 FIRST_ERRORS = 3
 
@@ -176,7 +177,7 @@ def _single(client: Endpoint, address: str, adapter, adapters, options: Options,
     except InvokeError as exc:
         raise _refused(address, exc, adapter, adapters) from None
     if options.json_out:
-        sys.stdout.write(json.dumps(answer) + "\n")
+        write_document("invoke-answer", {"deployment": address, "adapter": adapter, "answer": answer}, indent=None)
     else:
         render_answer(answer, console)
     return EXIT_OK
@@ -219,7 +220,7 @@ def _batch(client: Endpoint, address: str, adapter, adapters, max_chars: int | N
                "requests_per_s": round(client.requests / seconds, 2), "first_errors": first_errors,
                "out": None if to_stdout else options.out}
     if options.json_out and not to_stdout:
-        sys.stdout.write(json.dumps(summary) + "\n")
+        write_document("invoke-batch", {"deployment": address, "adapter": adapter, **summary}, indent=None)
     else:
         render_batch_summary(summary, talk)
     return EXIT_OK if failed == 0 else EXIT_ERROR
@@ -252,7 +253,7 @@ def _evaluate(client: Endpoint, provider: Provider, state: State, address: str, 
                           concurrency=options.concurrency, rows_per_request=options.rows_per_request,
                           on_done=progress.advance)
     if options.json_out:
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        write_document("evaluation", result)
     else:
         render_evaluation(result, console)
     if any(result["failed"].values()):

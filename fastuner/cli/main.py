@@ -11,6 +11,7 @@ and evaluating them from strings cost 30 ms, `--help` included.
 import gc
 import sys
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -34,6 +35,8 @@ state_app = typer.Typer(help="Inspect and edit the state.", no_args_is_help=True
 app.add_typer(state_app, name="state")
 ci_app = typer.Typer(help="Generate CI configuration.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(ci_app, name="ci")
+prices_app = typer.Typer(help="SageMaker prices the plan estimates with.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(prices_app, name="prices")
 
 # The options every command that loads the spec takes (tests/cli/test_options.py checks each command).
 FileOpt = Annotated[str | None, typer.Option("--file", "-f", metavar="FILE",
@@ -55,7 +58,19 @@ RenewOpt = Annotated[list[str] | None, typer.Option("--renew", metavar="ADDRESS"
 ParallelismOpt = Annotated[int, typer.Option("--parallelism", min=1, max=256, metavar="N",
                                              help="Operations at once.")]
 NoColorOpt = Annotated[bool, typer.Option("--no-color", help="Plain output.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+# --json also makes a failure a JSON document on stdout (kind "error", docs/json.md): eager, so that it is
+# known before any other option is converted (and can fail).
+_JSON_ERRORS: ContextVar[bool] = ContextVar("fastuner_json_errors", default=False)
+
+
+def _json_requested(value: bool) -> bool:
+    if value:
+        _JSON_ERRORS.set(True)
+    return value
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output (docs/json.md); errors too.",
+                                       callback=_json_requested, is_eager=True)]
 PolicyOpt = Annotated[str | None, typer.Option("--policy", metavar="FILE", help="A policy file whose guard-rails "
                                                "add to the spec's `policy:` (stricter only; also FASTUNER_POLICY). "
                                                "A plan that breaks one exits 3 and is never applied.")]
@@ -301,6 +316,37 @@ def bootstrap(
                                    json_out=json_out, console=_console(no_color)))
 
 
+# --- cost ----------------------------------------------------------------------------------------
+
+
+@app.command(cls=_Command)
+def cost(file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None, json_out: JsonOpt = False,
+         no_color: NoColorOpt = False) -> None:
+    """What each resource cost (billed time × price, from state) beside what its plan estimated."""
+    from fastuner.cli.cost import run_cost
+
+    raise typer.Exit(run_cost(file, var, workspace, json_out=json_out, console=_console(no_color), clock=_clock()))
+
+
+@prices_app.command("update", cls=_Command)
+def prices_update(region: Annotated[list[str] | None, typer.Option("--region", metavar="REGION", help="A region "
+                                                                   "to refresh (repeatable; default: every "
+                                                                   "region fastuner ships prices for).")] = None,
+                  json_out: JsonOpt = False, no_color: NoColorOpt = False) -> None:
+    """Refresh SageMaker prices from the AWS Price List API (pricing:GetProducts) into the user's cache."""
+    from fastuner.cli.cost import run_prices_update
+
+    raise typer.Exit(run_prices_update(region, json_out=json_out, console=_console(no_color), clock=_clock()))
+
+
+@prices_app.command("show", cls=_Command)
+def prices_show(json_out: JsonOpt = False, no_color: NoColorOpt = False) -> None:
+    """Each region's prices as plans use them: shipped or updated, as of when, from where."""
+    from fastuner.cli.cost import run_prices_show
+
+    raise typer.Exit(run_prices_show(json_out=json_out, console=_console(no_color), clock=_clock()))
+
+
 # --- state ---------------------------------------------------------------------------------------
 
 
@@ -367,11 +413,11 @@ def state_push(source: Annotated[str, typer.Argument(metavar="FILE", help="A sta
 def force_unlock(lock_id: Annotated[str, typer.Argument(metavar="LOCK_ID",
                                                        help="The lock ID shown by the refused command.")],
                  file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
-                 no_color: NoColorOpt = False) -> None:
+                 no_color: NoColorOpt = False, json_out: JsonOpt = False) -> None:
     """Release a lock left by a crashed run (only when you are sure it is not running)."""
     from fastuner.cli.state_commands import run_force_unlock
 
-    raise typer.Exit(run_force_unlock(lock_id, file, var, workspace, _console(no_color)))
+    raise typer.Exit(run_force_unlock(lock_id, file, var, workspace, _console(no_color), json_out))
 
 
 @app.command("import", cls=_Command)
@@ -380,12 +426,12 @@ def import_(address: Annotated[str, typer.Argument(metavar="ADDRESS", help="The 
             resource_id: Annotated[str, typer.Argument(metavar="ID", help="What exists: a SageMaker training "
                                                        "job's name.")],
             file: FileOpt = None, var: VarOpt = None, workspace: WorkspaceOpt = None,
-            lock_timeout: LockTimeoutOpt = "0s", no_color: NoColorOpt = False) -> None:
+            lock_timeout: LockTimeoutOpt = "0s", no_color: NoColorOpt = False, json_out: JsonOpt = False) -> None:
     """Bring an existing resource under fastuner, checked against the spec (nothing is created)."""
     from fastuner.cli.commands import run_import
 
     raise typer.Exit(run_import(address, resource_id, file, var, workspace, console=_console(no_color),
-                                clock=_clock(), lock_timeout=lock_timeout))
+                                clock=_clock(), lock_timeout=lock_timeout, json_out=json_out))
 
 
 @app.command(cls=_Command)
@@ -504,23 +550,36 @@ def main(argv: list[str] | None = None, *, clock: Callable[[], datetime] | None 
 
 
 def _run(argv: list[str] | None) -> int:
+    token = _JSON_ERRORS.set(False)
+    try:
+        return _run_app(argv)
+    finally:
+        _JSON_ERRORS.reset(token)
+
+
+def _run_app(argv: list[str] | None) -> int:
+    """With --json, a failure is also written as a JSON error document on stdout (the text still goes
+    to stderr); the exit code is the same either way."""
     try:
         rc = app(args=argv, standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except typer.Abort:
         _console(stderr=True).print("Aborted.")
-        return 1
+        return _json_error("Aborted.", "", 1)
     except KeyboardInterrupt:
         _console(stderr=True).print("Interrupted.")
-        return 130
+        return _json_error("Interrupted.", "", 130)
     except typer.TyperException as exc:  # usage errors (bad option, missing argument)
         show = getattr(exc, "show", None)
         if show is not None:
             show()
         else:
             _console(stderr=True).print(str(exc))
-        return 1
+        # parsing failed before --json's callback may have run: the words on the command line decide
+        json_asked = "--json" in (argv if argv is not None else sys.argv[1:])
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        return _json_error(message, "Run the command with --help for its usage.", 1, asked=json_asked)
     except Exception as exc:
         from fastuner.errors import DiagnosticsError
 
@@ -529,10 +588,24 @@ def _run(argv: list[str] | None) -> int:
             from fastuner.views.diagnostics import render_diagnostics
 
             hidden = Sensitive(runtime.current().sensitive)  # a check that quotes a sensitive value
-            render_diagnostics([hidden.mask_diagnostic(d) for d in exc.diagnostics], _console(stderr=True))
+            diagnostics = [hidden.mask_diagnostic(d) for d in exc.diagnostics]
+            render_diagnostics(diagnostics, _console(stderr=True))
+            if _JSON_ERRORS.get():
+                from fastuner.views.documents import write_error
+
+                write_error(diagnostics, 1)
             return 1
         raise
     return rc if isinstance(rc, int) else 0
+
+
+def _json_error(message: str, hint: str, code: int, *, asked: bool = False) -> int:
+    if asked or _JSON_ERRORS.get():
+        from fastuner.errors import Diagnostic
+        from fastuner.views.documents import write_error
+
+        write_error([Diagnostic.error(message, hint)], code)
+    return code
 
 
 if __name__ == "__main__":  # python -m fastuner.cli.main

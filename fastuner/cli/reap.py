@@ -22,8 +22,6 @@ Wording is views/reap.py's.
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -75,9 +73,12 @@ def run_reap(file, var, workspace, *, auto_approve: bool, dry_run: bool, json_ou
         code = max(code, _reap_tags(project, skip=skip, all_projects=all_projects, auto_approve=auto_approve,
                                     dry_run=dry_run, json_out=json_out, console=console, clock=clock, out=out,
                                     lock_timeout=lock_timeout, policy=policy))
+    code = EXIT_ERROR if code is None else code
     if json_out:
-        sys.stdout.write(json.dumps(out, indent=2) + "\n")
-    return EXIT_ERROR if code is None else code
+        from fastuner.views.documents import write_document
+
+        write_document("reap", {"dry_run": dry_run, "exit_code": code, **out})
+    return code
 
 
 # --- from state ------------------------------------------------------------------------------------
@@ -118,10 +119,12 @@ def _reap_state(project: Project, state: State | None, *, auto_approve: bool, dr
         out.setdefault("would_reap", []).extend({"source": "state", "address": c.address, "reason": str(c.reason),
                                                  "detail": c.detail} for c in expired)
         return EXIT_OK
-    if not auto_approve and not _confirm(console, destroy=False):
+    if not auto_approve and not _approved(console, json_out):
         render_reap_cancelled(console)
         return None
-    with ProgressView(console, live=False if json_out else None) as view:
+    # under --json, stdout holds the one document: the progress lines go to stderr
+    talk = Console(stderr=True, no_color=console.no_color, highlight=False, soft_wrap=True) if json_out else console
+    with ProgressView(talk, live=False if json_out else None) as view:
         result = apply_plan(plan, project.store, project.provider, spec_dir=project.spec_dir, reporter=view,
                             clock=clock, operation="reap")
     report = []
@@ -138,12 +141,23 @@ def _reap_state(project: Project, state: State | None, *, auto_approve: bool, dr
             render_reaped(c.address, ran, c.detail, hourly, console)
     out["reaped"].extend(report)
     if not result.ok:
-        render_reap_failures([(r.address, r.message) for r in result.results if r.status is not ResultStatus.DONE],
-                             console)
+        failures = [(r.address, r.message) for r in result.results if r.status is not ResultStatus.DONE]
+        if json_out:  # stdout holds the one JSON document
+            out.setdefault("failures", []).extend({"address": a, "message": m} for a, m in failures)
+        else:
+            render_reap_failures(failures, console)
         return EXIT_ERROR
     if not json_out:
         render_reap_done(report, console)
     return EXIT_OK
+
+
+def _approved(console: Console, json_out: bool) -> bool:
+    """The user's yes; under --json, whose stdout is one document, there is no question to ask."""
+    if json_out:
+        raise UserError("reap --json has deployments to destroy and cannot ask for confirmation",
+                        "Add --auto-approve to reap them, or --dry-run to list them.")
+    return _confirm(console, destroy=False)
 
 
 # --- from tags -------------------------------------------------------------------------------------
@@ -207,7 +221,7 @@ def _reap_tags(project: Project, *, skip: set[str], all_projects: bool, auto_app
     if dry_run:
         out.setdefault("would_reap", []).extend({"source": "tags", **_plain(row)} for row, _ in expired)
         return EXIT_OK
-    if not auto_approve and not _confirm(console, destroy=False):
+    if not auto_approve and not _approved(console, json_out):
         render_reap_cancelled(console)
         return EXIT_ERROR
     poll = float(environ.get(POLL_ENV) or 15.0)
@@ -222,10 +236,11 @@ def _reap_tags(project: Project, *, skip: set[str], all_projects: bool, auto_app
             tree = delete_endpoint_tree(session, f.endpoint.name, tags=f.endpoint.tags, progress=progress, poll=poll)
         except ProviderError as exc:
             result["error"] = str(exc)
-            console.print(f"[red]{escape(row['address'] or row['endpoint'])}: {escape(str(exc))}[/red]")
+            if not json_out:
+                console.print(f"[red]{escape(row['address'] or row['endpoint'])}: {escape(str(exc))}[/red]")
             rows.append(result)
             continue
-        result.update(reaped=True, deleted=tree.to_dict(), hourly_usd_saved=_hourly(tree))
+        result.update(reaped=True, deleted=tree.to_dict(), hourly_usd_saved=_hourly(tree, session.region))
         if f.endpoint.project == config.project and f.endpoint.address:
             result["recorded_in_state"], result["state_note"] = _record(project, f, now, lock_timeout)
         if not json_out:
@@ -255,12 +270,13 @@ def _lives_until(f) -> str:
     return "; ".join(parts + ([f.note] if f.note else [])) or "no ttl or idle_ttl tag"
 
 
-def _hourly(tree) -> float:
+def _hourly(tree, region: str) -> float:
     from fastuner.plan.pricing import endpoint_cost
 
     if not tree.instance_type:
         return 0.0
-    return float(endpoint_cost(tree.instance_type, tree.instance_count or 1, None).get("hourly_usd", 0.0))
+    return float(endpoint_cost(tree.instance_type, tree.instance_count or 1, None, region=region)
+                 .get("hourly_usd", 0.0))
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -312,7 +328,7 @@ def mark_reaped(state: State, address: str, endpoint: str, ended: datetime, now:
         rs.status = Status.EXPIRED
         rs.pending = None
         rs.error = None
-        rs.outputs = {"expired_at": now.isoformat()}
+        rs.outputs = {"expired_at": now.isoformat(), **({"cost": rs.outputs["cost"]} if "cost" in rs.outputs else {})}
         rs.deposed = old
         rs.updated_at = now
         rs.expires_at = ended

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fastuner import __version__
-from fastuner.cli.ci import GITHUB_DEFAULTS, aws_of_spec_text, github_settings
+from fastuner.cli.ci import GITHUB_DEFAULTS, aws_of_spec_text, github_settings, spec_variables
 from fastuner.config.models import PROJECT_PATTERN, DatasetChecks
 from fastuner.config.tasks import Family, Task
 from fastuner.errors import UserError, relpath
@@ -196,7 +196,8 @@ def _github_workflow(folder: Path, spec: str) -> tuple[Path, str, str]:
     root = next((p for p in (folder, *folder.parents) if (p / ".git").exists()), folder)
     workdir = PurePosixPath(*folder.relative_to(root).parts) if folder != root else PurePosixPath(".")
     aws, region = aws_of_spec_text(spec)
-    settings = github_settings(**{**GITHUB_DEFAULTS, "workdir": str(workdir)}, aws=aws, aws_region=region)
+    settings = github_settings(**{**GITHUB_DEFAULTS, "workdir": str(workdir)}, aws=aws, aws_region=region,
+                               variables=spec_variables(spec))
     rerun = "fastuner ci github --force" + ("" if str(workdir) == "." else f" --workdir {shlex.quote(str(workdir))}")
     words = (f"plan on pull requests, apply on push to {settings['branch']}, reap on {settings['reap_cron']} (UTC); "
              f"`{rerun}` rewrites it with other settings")

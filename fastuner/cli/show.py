@@ -6,9 +6,7 @@ server's adapter cache, from its provider's `MetricsSource` (CloudWatch on SageM
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,7 +58,9 @@ def run_show_resource(address: str, file, var, workspace, *, json_out: bool, con
             "adapters": sorted(adapters) if isinstance(adapters, dict) else list(adapters),
             "window": format_duration(window), "metrics": metrics}
     if json_out:
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        from fastuner.views.documents import write_document
+
+        write_document("deployment", data)
         return 0
     from fastuner.views.metrics import render_deployment
 

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from fastuner.cli.project import Project, open_project
 from fastuner.errors import UserError
+from fastuner.views.documents import write_document
 from fastuner.views.resources import describe_outputs
 from fastuner.views.state import STATUS_STYLE, render_state_overview
 
@@ -28,7 +29,11 @@ def run_state_list(file, var, workspace, console: Console, json_out: bool, err_c
     state = project.store.read()
     addresses = sorted(state.resources) if state else []
     if json_out:
-        sys.stdout.write(json.dumps(addresses) + "\n")
+        resources = [{"address": a, "kind": state.resources[a].kind, "status": str(state.resources[a].status)}
+                     for a in addresses] if state else []
+        write_document("state-list", {"state_exists": state is not None, "location": project.store.location,
+                                      "workspace": project.workspace, "addresses": addresses,
+                                      "resources": resources})
     elif not addresses:  # said on stderr: stdout stays a clean list for scripts
         err_console.print("No resources in state." if state else f"No state yet at {escape(project.store.location)}.")
     else:
@@ -45,7 +50,7 @@ def run_state_show(address, file, var, workspace, console: Console, json_out: bo
         raise UserError(f"{address} is not in state", f"In state: {', '.join(sorted(state.resources)) or 'nothing'}.")
     data = rs.model_dump(mode="json")
     if json_out:
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        write_document("resource", {"address": address, "resource": data})
         return 0
     style = STATUS_STYLE.get(data["status"], "white")
     console.print(f"[bold]# {escape(address)}[/bold]  [{style}]{data['status']}[/{style}]")
@@ -72,7 +77,8 @@ def run_state_overview(file, var, workspace, console: Console, json_out: bool) -
     project = open_project(file, var, workspace, state_only=True)
     state = project.store.read()
     if json_out:
-        sys.stdout.write((state.model_dump_json(indent=2) if state else "null") + "\n")
+        write_document("state", {"location": project.store.location, "workspace": project.workspace,
+                                 "state": state.model_dump(mode="json") if state else None})
         return 0
     if state is None or not state.resources:
         console.print("The state is empty.")
@@ -194,9 +200,14 @@ def run_logs(address, follow: bool, file, var, workspace, console: Console) -> i
     return 0
 
 
-def run_force_unlock(lock_id, file, var, workspace, console: Console) -> int:
+def run_force_unlock(lock_id, file, var, workspace, console: Console, json_out: bool = False) -> int:
     project = open_project(file, var, workspace, state_only=True)
     info = project.store.force_unlock(lock_id)
+    if json_out:
+        write_document("unlock", {"lock_id": info.id, "who": info.who, "pid": info.pid,
+                                  "operation": info.operation, "created": info.created,
+                                  "location": project.store.location})
+        return 0
     console.print(f"[bold green]Released[/bold green] the lock {escape(info.id)} held by {escape(info.who)} "
                   f"(pid {info.pid}) for {escape(info.operation)} since {escape(info.created)}.")
     return 0

@@ -342,13 +342,15 @@ def _line_column(text: str, position: int) -> tuple[int, int]:
 
 def collect_variables(declared: Mapping[str, Any], cli: Mapping[str, str],
                       environ: Mapping[str, str]) -> dict[str, Any]:
-    """Values by priority: --var, then FASTUNER_VAR_NAME, then the declared default."""
+    """Values by priority: --var, then FASTUNER_VAR_NAME, then the declared default. An empty
+    FASTUNER_VAR_NAME counts as unset: CI systems pass an unset repository variable or secret as an
+    empty string (the workflow `fastuner ci github` writes passes every variable of the spec so)."""
     values: dict[str, Any] = {}
     for name, decl in declared.items():
         if isinstance(decl, Mapping) and decl.get("default") is not None:
             values[name] = decl["default"]
     for key, value in environ.items():
-        if key.startswith(ENV_PREFIX) and len(key) > len(ENV_PREFIX):
+        if key.startswith(ENV_PREFIX) and len(key) > len(ENV_PREFIX) and value != "":
             values[key[len(ENV_PREFIX):]] = value
     values.update(cli)
     return values

@@ -102,7 +102,10 @@ class SageMakerProvider(Strict):
         None, description="Training image URI; default: the Hugging Face PyTorch training image (GPU instance "
         "types only), which installs containers/train/requirements.txt when each job starts. An image built from "
         "containers/train/Dockerfile has them already (needed with network_isolation).")
-    inference_image: str | None = Field(None, description="Inference image URI; default: the fastuner serve image.")
+    inference_image: str | None = Field(
+        None, description="Inference image URI for deployments. Generation adapters (text_generation, qa) run on "
+        "the LMI (DJL, vLLM) image by default; classification adapters run on fastuner's own server, "
+        "containers/serve, which you build and push: required for them.")
     kms_key_id: str | None = Field(None, description="KMS key for S3 objects, volumes and endpoints.")
     subnets: list[str] = Field(default_factory=list, description="VPC subnets for jobs and endpoints (with "
                                "security_group_ids).")

@@ -28,6 +28,7 @@ from fastuner.engine.ledger import Ledger
 from fastuner.errors import UserError
 from fastuner.plan.model import Action, Change, Plan, Reason, recorded_expiry
 from fastuner.plan.observed import ObservationStatus
+from fastuner.plan.pricing import cost_record
 from fastuner.plan.status import ApplyOutcome, ResultStatus
 from fastuner.providers.base import Context, Outcome, OutcomeStatus, Provider, ProviderError, utcnow
 from fastuner.state.model import Deposed, Operation, ResourceState, State, Status, Trained, empty_state
@@ -161,6 +162,9 @@ def _record_refresh(state: State, plan: Plan, now: datetime) -> None:
             del state.resources[address]
             continue
         rs.outputs = dict(rec.get("outputs", rs.outputs))
+        cost = cost_record(rs.outputs.get("cost") or {}, rs.outputs)  # a job left running reports its bill here
+        if cost is not None:
+            rs.outputs["cost"] = cost
         if rec.get("status") == ObservationStatus.FAILED:
             rs.status = Status.FAILED
             rs.pending = None
@@ -468,6 +472,9 @@ def _record_outcome(state: State, change: Change, outcome: Outcome, now: datetim
     earlier ones are)."""
     rs = state.resources[change.address]
     rs.outputs = {**(rs.outputs if change.action is Action.UPDATE else {}), **outcome.outputs}
+    cost = cost_record(change.cost, rs.outputs)  # the plan's estimate, and what the job cost once billed
+    if cost is not None:
+        rs.outputs["cost"] = cost
     rs.updated_at = now
     rs.error = None
     if change.action is Action.UPDATE:
@@ -516,7 +523,8 @@ def _record_deleted(state: State, change: Change, expire: bool, now: datetime) -
     if expire:  # the planner decided it: keep when it ended and the lifetime it ended under
         rs.status = Status.EXPIRED
         rs.pending = None
-        rs.outputs = {"expired_at": now.isoformat()}
+        # the estimate stays: `fastuner cost` bills the endpoint from its creation to this moment
+        rs.outputs = {"expired_at": now.isoformat(), **({"cost": rs.outputs["cost"]} if "cost" in rs.outputs else {})}
         rs.deposed = []
         rs.updated_at = now
         rs.inputs = {**rs.inputs, **(change.after or {})}  # the planner's `after`: the lifetime it ended under

@@ -67,10 +67,16 @@ def refresh(spec: Spec | None, state: State, provider: Provider, *, hash_sources
             raise DiagnosticsError([Diagnostic.error(f"{address}: cannot read it: {exc.message}", exc.hint,
                                                      address=address)]) from None
     observations = {rs.address: found[rs.address] for rs in targets}
+    sources = (dataset_sources(spec) if hash_sources else recorded_sources(state)) if spec is not None else {}
+    # the work each adapter will do, for a priced provider's estimates (read from the dataset files)
+    work = provider.training_work(sources) if provider.priced and provider.training_work and hash_sources \
+        and spec is not None else {}
     return Observed(
         resources=observations,
-        dataset_sources=(dataset_sources(spec) if hash_sources else recorded_sources(state)) if spec is not None else {},
+        dataset_sources=sources,
         training_code_hash=provider.training_code_hash(),
         unsupported=dict(provider.unsupported),
         priced=provider.priced,
+        prices=provider.price_book() if provider.price_book is not None else None,
+        work=work,
     )

@@ -1,7 +1,8 @@
 """The plan: a frozen value, versioned as JSON, that apply carries out exactly.
 
 Actions and reasons are enums whose string values are part of the JSON contract
-(`format_version` "1"). Whether a plan has anything to do is decided in one place, `Plan.has_changes`;
+(`format_version` 1, `kind` "plan": the envelope of every `--json` document, docs/json.md). Plans saved
+before the envelope (`format_version` "1", a string, and no `kind`) still load. Whether a plan has anything to do is decided in one place, `Plan.has_changes`;
 whether it may be applied in `Plan.can_apply` (nothing the provider cannot do yet, `Plan.blocked`, and no
 policy violation, `Plan.violations`).
 """
@@ -13,7 +14,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-PLAN_FORMAT_VERSION = "1"
+PLAN_FORMAT_VERSION = 1  # views/documents.py FORMAT_VERSION: one contract for every JSON document
+PLAN_KIND = "plan"
 
 
 class Action(StrEnum):
@@ -75,6 +77,7 @@ class Change:
     deposed: str | None = None  # for DELETE_BECAUSE_DEPOSED: the old instance's physical name
     generation: int = 0  # forced rebuilds of the same inputs (part of the physical name)
     restore: dict[str, Any] | None = None  # a kept earlier result to restore instead of redoing the work
+    dataset_diff: dict[str, Any] | None = None  # a dataset whose file changed: rows and labels (plan/datadiff.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +101,7 @@ class Change:
             "deposed": self.deposed,
             "generation": self.generation,
             "restore": self.restore,
+            "dataset_diff": self.dataset_diff,
         }
 
     @classmethod
@@ -110,7 +114,7 @@ class Change:
             depends_on=tuple(d.get("depends_on", ())), identity=d.get("identity", ""),
             physical_name=d.get("physical_name"), expires_at=d.get("expires_at"), cost=d.get("cost") or {},
             blocked=d.get("blocked"), deposed=d.get("deposed"), generation=int(d.get("generation", 0)),
-            restore=d.get("restore"),
+            restore=d.get("restore"), dataset_diff=d.get("dataset_diff"),
         )
 
 
@@ -188,15 +192,22 @@ class Plan:
 
     def cost(self) -> dict[str, Any]:
         hourly = sum(c.cost.get("hourly_usd", 0.0) for c in self.changes if c.action is not Action.DELETE)
-        one_time = sum(c.cost.get("max_one_time_usd", 0.0) for c in self.changes
-                       if c.action in (Action.CREATE, Action.REPLACE))
+        new = [c for c in self.changes if c.action in (Action.CREATE, Action.REPLACE)]
+        one_time = sum(c.cost.get("max_one_time_usd", 0.0) for c in new)
+        # the estimate from the work where there is one, else the bound (a job of unknown size)
+        estimate = sum(c.cost.get("estimate_usd", c.cost.get("max_one_time_usd", 0.0)) for c in new)
         saved = sum(c.cost.get("hourly_usd", 0.0) for c in self.changes if c.action is Action.DELETE)
-        return {"hourly_usd": round(hourly, 4), "max_one_time_usd": round(one_time, 2),
-                "hourly_usd_saved": round(saved, 4)}
+        out = {"hourly_usd": round(hourly, 4), "max_one_time_usd": round(one_time, 2),
+               "estimate_usd": round(estimate, 2), "hourly_usd_saved": round(saved, 4)}
+        if self.provider == "local" and not any(c.cost for c in self.changes) and \
+                any(c.action in (Action.CREATE, Action.REPLACE, Action.UPDATE) for c in self.changes):
+            out["note"] = "$0: the local provider trains and serves on this machine"
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "format_version": PLAN_FORMAT_VERSION,
+            "kind": PLAN_KIND,
             "fastuner_version": self.fastuner_version,
             "project": self.project,
             "workspace": self.workspace,
@@ -221,9 +232,11 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Plan:
-        version = str(d.get("format_version"))
-        if version != PLAN_FORMAT_VERSION:
+        version = str(d.get("format_version"))  # "1" before the envelope (a string), 1 since
+        if version != str(PLAN_FORMAT_VERSION):
             raise ValueError(f"plan format_version {version!r} is not supported (expected {PLAN_FORMAT_VERSION})")
+        if d.get("kind", PLAN_KIND) != PLAN_KIND:
+            raise ValueError(f"it is a {d['kind']!r} document, not a plan")
         prior = d.get("prior_state") or {}
         spec = d.get("spec") or {}
         return cls(

@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from fastuner.plan.prices import PriceBook
+
 
 class ObservationStatus(StrEnum):
     READY = "ready"  # exists, its operation finished
@@ -38,3 +40,10 @@ class Observed:
     training_code_hash: str = ""
     unsupported: Mapping[str, str] = field(default_factory=dict)  # kind -> why the provider can't apply it
     priced: bool = False  # whether the provider bills by the hour (sagemaker) or runs here (local)
+    # dataset name -> figures of its file now (`records`, `distinct`, `duplicates`, `labels`, or `error`),
+    # measured only for files that changed since state recorded them (plan/datadiff.py)
+    dataset_figures: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    prices: PriceBook | None = None  # the prices to estimate with; None: those shipped with fastuner
+    # adapter name -> what its training will do: {"tokens": train split tokens, "counted": "tokenizer" |
+    # "chars", "params_b": the base model's size in billions when its config says (else absent)}
+    work: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

@@ -27,11 +27,14 @@ from fastuner.config.kinds import KINDS, REPLACE, Kind, provider_inputs, resourc
 from fastuner.config.loader import Spec
 from fastuner.errors import Diagnostic
 from fastuner.graph import Graph, build_graph, graph_from_dependencies
+from fastuner.plan.datadiff import dataset_diff
+from fastuner.plan.estimate import ASSUMED_PARAMS_B, Work, calibration, params_from_name
 from fastuner.plan.kinds import diff_flat, flatten, identity_flat, mode_of, physical_name
 from fastuner.plan.model import Action, Change, Plan, Reason
 from fastuner.plan.observed import Observation, ObservationStatus, Observed
 from fastuner.plan.policy import EffectivePolicy, effective_policy, with_policy
-from fastuner.plan.pricing import price
+from fastuner.plan.prices import RegionPrices, shipped_book
+from fastuner.plan.pricing import DEFAULT_REGION, price
 from fastuner.state.model import ResourceState, State, Status
 
 UPSTREAM_PATHS = {"dataset_identity", "adapter_identities"}
@@ -53,6 +56,7 @@ def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, de
     (plan/policy.py; default: the spec's own); the plan records them and what it breaks."""
     plan = _plan(spec, prior, observed, now, destroy=destroy, replace=replace, renew=renew, target=target,
                  refresh_only=refresh_only, reap=reap, graph=graph)
+    plan = _with_price_age(plan, _region_prices(spec, observed), now)
     rules = policy if policy is not None else effective_policy(spec.config.policy)
     plan = with_policy(plan, rules, known=(*resources(spec.config), *prior.resources))
     if spec.sensitive:  # what the inputs' markers do not cover: details and diagnostics that quote a value
@@ -76,7 +80,8 @@ def _plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, destro
                     refresh=_drift(prior, observed, now), **common)
         return _targeted(plan, recorded.with_dependencies(targets)) if targets else plan
     if destroy:
-        changes = [_delete(rs, Reason.DELETE_BECAUSE_DESTROY, "", observed, config.provider.name)
+        changes = [_delete(rs, Reason.DELETE_BECAUSE_DESTROY, "", observed, config.provider.name,
+                           _region_prices(spec, observed), _region(spec))
                    for rs in prior.resources.values()]
         order = recorded.destroy_waves()
         plan = Plan(mode="destroy", changes=tuple(_ordered(changes, order)), waves=(),
@@ -85,6 +90,7 @@ def _plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, destro
 
     graph = graph if graph is not None else build_graph(spec)
     waves = graph.create_waves()
+    pricing = _Pricing(_region(spec), _region_prices(spec, observed), _finished_jobs(prior), observed)
     identities: dict[str, str] = {}
     changes: list[Change] = []
     refresh: dict[str, dict[str, Any]] = {}
@@ -103,9 +109,12 @@ def _plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, destro
         rs = prior.get(address)
         obs = observed.resources.get(address)
         change = _decide(spec, kind, name, model, inputs, flat, ident, rs, obs, observed, now,
-                         depends_on=tuple(graph.dependencies(address)), cost=_cost(kind, spec_inputs, observed),
-                         cost_left=lambda hours, k=kind, i=spec_inputs: _cost(k, i, observed, hours_left=hours),
+                         depends_on=tuple(graph.dependencies(address)), cost=pricing.cost(kind, name, spec_inputs),
+                         cost_left=lambda hours, k=kind, n=name, i=spec_inputs: pricing.cost(k, n, i, hours_left=hours),
                          workspace=prior.workspace, replace=address in replace, renew=address in renew)
+        if kind.name == "dataset" and rs is not None and "source_sha256" in change.changed_paths:
+            change = dataclasses.replace(change, dataset_diff=dataset_diff(rs.outputs,
+                                                                           observed.dataset_figures.get(name)))
         changes.append(change)
         if rs is not None and obs is not None and change.action is Action.NOOP and rs.status is not Status.EXPIRED:
             rec = _refresh_record(rs, obs, now)
@@ -117,7 +126,7 @@ def _plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, destro
         if address not in in_spec:
             detail = "expired earlier; forgetting its record" if rs.status is Status.EXPIRED else ""
             changes.append(_delete(rs, Reason.DELETE_BECAUSE_NO_RESOURCE_CONFIG, detail, observed,
-                                   config.provider.name))
+                                   config.provider.name, pricing.prices, pricing.region))
 
     for address, rs in prior.resources.items():
         for old in rs.deposed:
@@ -336,12 +345,13 @@ def _forcing_detail(kind: Kind, model: Any, forcing: tuple[str, ...]) -> str:
     return f"{shown} cannot change in place"
 
 
-def _delete(rs: ResourceState, reason: Reason, detail: str, observed: Observed, provider: str) -> Change:
+def _delete(rs: ResourceState, reason: Reason, detail: str, observed: Observed, provider: str,
+            prices: RegionPrices | None, region: str) -> Change:
     return Change(address=rs.address, kind=rs.kind, name=rs.name, action=Action.DELETE, reason=reason,
                   detail=detail, before=provider_inputs(rs.kind, dict(rs.inputs), provider),
                   depends_on=tuple(rs.depends_on), identity=rs.identity,
                   physical_name=rs.physical_name, expires_at=_iso(rs.expires_at),
-                  cost=_state_cost(rs, observed), blocked=observed.unsupported.get(rs.kind))
+                  cost=_state_cost(rs, observed, prices, region), blocked=observed.unsupported.get(rs.kind))
 
 
 def _lifetime_change(kind: Kind, recorded: dict[str, Any], inputs: dict[str, Any]) -> str:
@@ -361,20 +371,83 @@ def _expires_at(kind: Kind, inputs: dict[str, Any], rs: ResourceState | None, ac
     return (start + ttl).isoformat()
 
 
-def _cost(kind: Kind, inputs: dict[str, Any], observed: Observed, hours_left: float | None = None) -> dict[str, Any]:
-    """The estimate for a resource of the spec (its inputs with every provider's fields)."""
-    if not observed.priced:
-        return {}
-    usage = kind.usage(inputs)
-    return price(usage, hours_left=hours_left) if usage is not None else {}
+class _Pricing:
+    """The plan's estimates: the region's prices, the work refresh measured (token counts) and the
+    calibration from the user's finished jobs in state."""
+
+    def __init__(self, region: str, prices: RegionPrices | None, jobs: list[dict[str, Any]],
+                 observed: Observed) -> None:
+        self.region, self.prices, self.jobs, self.observed = region, prices, jobs, observed
+
+    def cost(self, kind: Kind, name: str, inputs: dict[str, Any], hours_left: float | None = None) -> dict[str, Any]:
+        """The estimate for a resource of the spec (its inputs with every provider's fields)."""
+        if not self.observed.priced:
+            return {}
+        usage = kind.usage(inputs)
+        if usage is None:
+            return {}
+        work = self._work(name, inputs) if kind.name == "adapter" else None
+        calib = calibration(self.jobs, usage.instance_type) if work is not None else (1.0, 0)
+        return price(usage, self.prices, region=self.region, hours_left=hours_left, work=work, calibration=calib)
+
+    def _work(self, name: str, inputs: dict[str, Any]) -> Work | None:
+        facts = self.observed.work.get(name)
+        if not facts or not facts.get("tokens"):
+            return None
+        base = str(inputs.get("base_model") or "")
+        size, source = facts.get("params_b"), "config"
+        if not size:
+            size, source = params_from_name(base), "name"
+        if not size:
+            size, source = ASSUMED_PARAMS_B, "assumed"
+        training = inputs.get("training") or {}
+        return Work(tokens=int(facts["tokens"]), counted=str(facts.get("counted") or "chars"),
+                    epochs=float(training.get("epochs") or 1), params_b=float(size), params_from=source,
+                    method=str(inputs.get("method") or "lora"),
+                    checkpointing=bool(training.get("gradient_checkpointing")))
 
 
-def _state_cost(rs: ResourceState, observed: Observed) -> dict[str, Any]:
+def _region(spec: Spec) -> str:
+    sagemaker = spec.config.provider.sagemaker
+    return sagemaker.region if sagemaker is not None else DEFAULT_REGION
+
+
+def _region_prices(spec: Spec, observed: Observed) -> RegionPrices | None:
+    return (observed.prices or shipped_book()).region(_region(spec))
+
+
+def _finished_jobs(prior: State) -> list[dict[str, Any]]:
+    """What state recorded of finished training jobs (estimate beside billed time): each adapter's earlier
+    instances, oldest first, then its current one."""
+    jobs = []
+    for rs in prior.resources.values():
+        if rs.kind != "adapter":
+            continue
+        for outputs in (*(t.outputs for t in reversed(rs.history)), rs.outputs):
+            recorded = outputs.get("cost") if isinstance(outputs, dict) else None
+            if isinstance(recorded, dict) and recorded.get("training_seconds"):
+                jobs.append(recorded)
+    return jobs
+
+
+def _with_price_age(plan: Plan, prices: RegionPrices | None, now: datetime) -> Plan:
+    """One note on a plan that prices something with figures older than STALE_AFTER."""
+    if prices is None or not prices.stale(now) or not any(c.cost.get("usd_per_hour") for c in plan.changes):
+        return plan
+    age = (now.date() - prices.as_of).days
+    warning = Diagnostic.warning(
+        f"SageMaker prices for {prices.region} are {age} days old (as of {prices.as_of.isoformat()}); the "
+        f"estimates may be off. Refresh them with `fastuner prices update --region {prices.region}`.",
+        f"Source: {prices.describe()}.")
+    return dataclasses.replace(plan, diagnostics=(*plan.diagnostics, warning.to_dict()))
+
+
+def _state_cost(rs: ResourceState, observed: Observed, prices: RegionPrices | None, region: str) -> dict[str, Any]:
     """What deleting a recorded resource saves by the hour."""
     if not observed.priced or rs.status is Status.EXPIRED:
         return {}
     usage = KINDS[rs.kind].usage(rs.inputs)
-    return price(usage, running_only=True) if usage is not None else {}
+    return price(usage, prices, region=region, running_only=True) if usage is not None else {}
 
 
 def _refresh_record(rs: ResourceState, obs: Observation, now: datetime) -> dict[str, Any] | None:

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from fastuner.errors import Diagnostic
 from fastuner.plan.model import Change
 from fastuner.plan.observed import Observation
+from fastuner.plan.prices import PriceBook
 from fastuner.providers.endpoint import Endpoint
 from fastuner.state.model import ResourceState
 
@@ -192,6 +193,10 @@ class Provider:
     metrics: MetricsSource | None = None  # of deployments
     splits: SplitSource | None = None
     importers: Mapping[str, ImportSource] = field(default_factory=dict)  # by kind
+    # for a priced provider's estimates: the prices to use (shipped, or a newer `prices update` copy), and
+    # what each adapter will train on ({adapter: {"tokens", "counted", "params_b"}}) given the dataset hashes
+    price_book: Callable[[], PriceBook] | None = None
+    training_work: Callable[[Mapping[str, str]], Mapping[str, Mapping[str, Any]]] | None = None
 
     def for_kind(self, kind: str) -> ResourceProvider:
         try:

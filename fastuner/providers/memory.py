@@ -29,6 +29,7 @@ class Script:
     pending: bool = False  # create returns pending (like --no-wait training)
     delay: float = 0.0  # seconds an operation takes (polls ctx.cancelled)
     before: Callable[[], None] | None = None  # hook run at the start of an operation
+    reports: dict[str, Any] = field(default_factory=dict)  # extra outputs the work reports (billed seconds, …)
 
 
 @dataclass
@@ -100,7 +101,7 @@ class MemoryResources(ResourceProvider):
             if message:
                 raise ProviderError(message)
             upstream = {a: rs.outputs.get("id") for a, rs in ctx.upstream.items()}
-            outputs = {"id": phys, "upstream": upstream, "generation": self._generation(phys) + 1}
+            outputs = {"id": phys, "upstream": upstream, "generation": self._generation(phys) + 1, **script.reports}
             # like a real long operation, an interrupted one is left running and reported pending
             status = OutcomeStatus.PENDING if (script.pending and op == "create") or interrupted else OutcomeStatus.READY
             self.world.objects[phys] = {"status": status, "outputs": outputs, "inputs": inputs}

@@ -20,7 +20,7 @@ def _yaml_scalar(value: Any) -> str:
     return json.dumps(str(value), ensure_ascii=True)
 
 
-def render_github_workflow(settings: dict[str, str]) -> str:
+def render_github_workflow(settings: dict[str, Any]) -> str:
     env = Environment(loader=FileSystemLoader(templates_dir()), undefined=StrictUndefined, autoescape=False,
                       keep_trailing_newline=True)
     env.filters["yaml"] = _yaml_scalar

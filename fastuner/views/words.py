@@ -87,6 +87,11 @@ def cost_text(cost: dict[str, Any]) -> str:
     parts = []
     if "hourly_usd" in cost:
         parts.append(f"${cost['hourly_usd']:.2f}/h")
+    if "estimate_usd" in cost and "hourly_usd" not in cost:  # a job: the estimate from its work, then the bound
+        parts.append(f"~${cost['estimate_usd']:.2f}")
+        if cost.get("spot_usd"):
+            low, high = cost["spot_usd"]
+            parts.append(f"spot ${low:.2f}–${high:.2f}")
     if "max_one_time_usd" in cost:
         parts.append(f"at most ${cost['max_one_time_usd']:.2f}")
     text = f"{', '.join(parts)} ({cost['note']})" if parts else cost["note"]
@@ -102,9 +107,13 @@ def cost_line(cost: dict[str, Any]) -> str:
     if cost.get("hourly_usd"):
         bits.append(f"~${cost['hourly_usd']:.2f}/h while deployments run")
     if cost.get("max_one_time_usd"):
-        bits.append(f"at most ${cost['max_one_time_usd']:.2f} for training and TTL-bounded endpoints")
+        estimate = cost.get("estimate_usd")
+        about = f"~${estimate:.2f} estimated, " if estimate is not None and estimate < cost["max_one_time_usd"] else ""
+        bits.append(f"{about}at most ${cost['max_one_time_usd']:.2f} for training and TTL-bounded endpoints")
     if cost.get("hourly_usd_saved"):
         bits.append(f"saves ${cost['hourly_usd_saved']:.2f}/h")
+    if not bits and cost.get("note"):  # the local provider: nothing billed, and it says so
+        return f"Estimated cost: {cost['note']}."
     return f"Estimated cost: {'; '.join(bits)} (on-demand list prices)." if bits else ""
 
 
@@ -160,3 +169,41 @@ def attribute_rows(change: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"symbol": symbol, "path": path, "before": fmt_value(b) if path in before else None,
                          "after": fmt_value(a) if path in after else None, "forces": path in forcing})
     return rows
+
+
+HYPERPARAMETER_SECTIONS = ("base_model", "method", "lora", "training")  # an adapter's, in the PR table
+
+
+def hyperparameter_rows(change: dict[str, Any]) -> list[dict[str, str]]:
+    """An adapter's changed training settings (base model, method, LoRA, training), before and after."""
+    if change["kind"] != "adapter" or change["action"] not in ("update", "replace"):
+        return []
+    before, after = flatten(change.get("before") or {}), flatten(change.get("after") or {})
+    return [{"address": change["address"], "path": path,
+             "before": fmt_value(before[path]) if path in before else "—",
+             "after": fmt_value(after[path]) if path in after else "—"}
+            for path in change.get("changed_paths") or [] if path.split(".")[0] in HYPERPARAMETER_SECTIONS]
+
+
+def lead_line(plan: dict[str, Any], *, drift: int = 0) -> str:
+    """The one line a pull-request comment leads with: resources by action, then the cost —
+    "**Plan:** 2 to create, 1 to update, 0 to replace, 0 to destroy · $3.40/h after apply, up to $27.20
+    one-time"."""
+    if plan["mode"] == "refresh-only":
+        return f"**Refresh-only: {drift} to record in state.**" if drift else "**No changes.**"
+    if not plan["has_changes"]:
+        return "**No changes.**"
+    s = plan["summary"]
+    counts = (f"{s['delete']} to destroy" if plan["mode"] == "destroy" else
+              f"{s['create']} to create, {s['update']} to update, {s['replace']} to replace, {s['delete']} to destroy")
+    cost = plan.get("cost") or {}
+    bits = []
+    if cost.get("hourly_usd"):
+        bits.append(f"${cost['hourly_usd']:.2f}/h after apply")
+    if cost.get("max_one_time_usd"):
+        bits.append(f"up to ${cost['max_one_time_usd']:.2f} one-time")
+    if cost.get("hourly_usd_saved"):
+        bits.append(f"saves ${cost['hourly_usd_saved']:.2f}/h")
+    if not bits and plan.get("provider") == "local" and plan["mode"] != "destroy":
+        bits.append("$0: runs on this machine")
+    return f"**Plan:** {counts}" + (f" · {', '.join(bits)}" if bits else "")

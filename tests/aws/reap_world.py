@@ -9,7 +9,7 @@ from typing import Any
 
 from fastuner.aws.clients import AwsSession
 from tests.aws.conftest import ACCOUNT, FAKE_CREDENTIALS
-from tests.aws.moto_components import Components
+from tests.aws.moto_endpoints import Endpoints
 
 REGION = "us-east-1"
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/fastuner-serve:1"
@@ -23,7 +23,7 @@ def iso(t: datetime) -> str:
 class ReapWorld:
     """`session` is fastuner's (its calls land in `calls`); `setup` is the test's own, unrecorded."""
 
-    def __init__(self, components: Components) -> None:
+    def __init__(self, components: Endpoints) -> None:
         self.components = components
         self.session = AwsSession(REGION, environ=FAKE_CREDENTIALS)
         self.calls: list[dict[str, Any]] = []

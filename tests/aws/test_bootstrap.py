@@ -291,6 +291,7 @@ def test_bootstrap_command_asks_then_reports_each_step(spec_dir: Path, cli, envi
     run = cli("bootstrap", "--json", environ=environ)
     assert run.code == 0
     report = json.loads(run.out)
+    assert report["kind"] == "bootstrap" and report["format_version"] == 1
     assert {s["result"] for s in report["steps"]} == {"already as wanted"} and report["notes"] == []
 
 

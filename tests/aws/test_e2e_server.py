@@ -61,6 +61,7 @@ class Cloud:
         self.env.update(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                         AWS_DEFAULT_REGION=REGION, AWS_MAX_ATTEMPTS="2", FASTUNER_VAR_account=ACCOUNT,
                         FASTUNER_AWS_CALL_LOG=str(self.call_log), FASTUNER_SAGEMAKER_POLL="0.2",
+                        FASTUNER_CACHE_DIR=str(folder / ".cache"),
                         PYTHONUNBUFFERED="1", COLUMNS="200")
         self._stop = threading.Event()
         self._finisher: threading.Thread | None = None
@@ -169,6 +170,13 @@ def test_the_aws_quickstart_cycle_and_the_policy_that_covers_it(cloud: Cloud) ->
     state = json.loads(ok(cloud.run("state", "pull", "-")))
     adapter = state["resources"][ADDRESS]
     assert adapter["status"] == "ready" and adapter["outputs"]["billable_seconds"] == 187
+    # what it cost beside what the plan estimated from the dataset's tokens (counted, as the cache shows)
+    cost = adapter["outputs"]["cost"]
+    assert cost["spent_usd"] == round(187 * cost["usd_per_hour"] / 3600, 4) and cost["train_tokens"] > 0
+    assert cost["estimate_usd"] <= cost["max_one_time_usd"] and (cloud.folder / ".cache" / "tokens.json").exists()
+    report = json.loads(ok(cloud.run("cost", "--json")))
+    assert (report["kind"], report["provider"]) == ("cost", "sagemaker")
+    assert report["total"]["spent_usd"] == round(cost["spent_usd"], 2) and report["total"]["compared"] == 1
     assert adapter["outputs"]["metrics"]["eval_accuracy"] == pytest.approx(0.906)
 
     mark = cloud.mark()
@@ -184,7 +192,9 @@ def test_the_aws_quickstart_cycle_and_the_policy_that_covers_it(cloud: Cloud) ->
     # a team brings a job it already ran under fastuner: forgotten by state, imported back, no change
     job = adapter["outputs"]["job_name"]
     ok(cloud.run("state", "rm", ADDRESS))
-    assert "Imported" in ok(cloud.run("import", ADDRESS, job))
+    imported = json.loads(ok(cloud.run("import", ADDRESS, job, "--json")))
+    assert imported["kind"] == "import" and imported["format_version"] == 1
+    assert (imported["address"], imported["id"], imported["status"]) == (ADDRESS, job, "ready")
     ok(cloud.run("plan", "--detailed-exitcode"), 0)
     assert len(cloud.calls("CreateTrainingJob")) == 1
 
@@ -210,6 +220,8 @@ def test_the_aws_quickstart_cycle_and_the_policy_that_covers_it(cloud: Cloud) ->
         "cloudwatch:GetMetricData",  # `fastuner show deployment.NAME`
         # the quickstart has no deployment to reap (tests/aws/test_reap_cli.py checks those)
         *(a for g in RUNNER if g.feature == "reap" for a in g.actions),
+        # nor one to deploy (tests/providers/test_sagemaker_deployments.py checks those); AddTags is the jobs'
+        *(a for g in RUNNER if g.feature == "deploy" for a in g.actions if a != "sagemaker:AddTags"),
     }
 
 

@@ -128,6 +128,9 @@ def test_reaping_deletes_only_the_projects_endpoint_trees(demo: Scope) -> None:
     assert doc["ReadEndpointTrees"]["Condition"] == {
         "StringEqualsIfExists": {"aws:ResourceTag/fastuner:project": "demo"}}
     assert "*" not in as_list(doc["ReadEndpointTrees"]["Resource"])
+    # deployments' in-place changes share reaping's statements: same resources, same tag conditions
+    assert "sagemaker:UpdateEndpoint" in delete["Action"] and "UpdateEndpointTrees" not in doc
+    assert "sagemaker:DescribeModel" in doc["ReadEndpointTrees"]["Action"] and "ReadModels" not in doc
     assert {s for s in doc if doc[s]["Resource"] == "*"} >= {"FindTaggedEndpoints", "ReadMetrics", "ListEndpoints"}
 
 
@@ -136,7 +139,9 @@ def test_execution_policy_reads_inputs_and_writes_outputs_only(demo: Scope) -> N
     base = "arn:aws:s3:::demo-artifacts/fastuner/"
     assert doc["ReadInputs"]["Resource"] == [base + p for p in ("datasets/*", "code/*", "config/*", "checkpoints/*")]
     assert doc["WriteOutputs"]["Resource"] == [base + "adapters/*", base + "checkpoints/*"]
-    assert doc["PullImages"]["Resource"] == "arn:aws:ecr:eu-west-1:*:repository/huggingface-pytorch-training"
+    assert doc["PullImages"]["Resource"] == ["arn:aws:ecr:eu-west-1:*:repository/huggingface-pytorch-training",
+                                             "arn:aws:ecr:eu-west-1:*:repository/djl-inference"]
+    assert doc["ReadServedArtifacts"]["Resource"] == [base + "adapters/*", base + "serving/*"]
     assert not {"UseKey", "EncryptVolumes", "DescribeNetwork", "CreateInterfaces"} & set(doc)
     assert trust_policy()["Statement"] == [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
                                             "Action": "sts:AssumeRole"}]
@@ -161,7 +166,8 @@ def test_kms_vpc_and_a_custom_image_add_exactly_their_grants(tmp_path: Path) -> 
     assert runner["StateKey"]["Resource"] == "arn:aws:kms:us-east-1:123456789012:key/k1"
     assert runner["StateKey"]["Condition"] == {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}
     execution = statements(policy(s, "execution"))
-    assert execution["PullImages"]["Resource"] == "arn:aws:ecr:eu-west-1:111122223333:repository/my-train"
+    assert execution["PullImages"]["Resource"] == ["arn:aws:ecr:eu-west-1:111122223333:repository/my-train",
+                                                   "arn:aws:ecr:eu-west-1:*:repository/djl-inference"]
     assert execution["EncryptVolumes"]["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": "true"}
     assert execution["CreateInterfaces"]["Resource"] == [
         f"arn:aws:ec2:eu-west-1:{ACCOUNT}:subnet/subnet-1", f"arn:aws:ec2:eu-west-1:{ACCOUNT}:subnet/subnet-2",
@@ -266,6 +272,10 @@ def logs_call(operation: str, **params) -> dict:
     return {"service": "logs", "signing_name": "logs", "operation": operation, "params": params}
 
 
+DEPLOY_TAGS = [{"Key": "fastuner:project", "Value": "demo"}, {"Key": "fastuner:address", "Value": "deployment.api"}]
+ENDPOINT = f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:endpoint/demo-ep-api-1a2b"
+
+
 def full_run() -> list[dict]:
     """A hand-made log of everything the runner's policy allows, each used once, as fastuner calls it."""
     return [
@@ -309,6 +319,20 @@ def full_run() -> list[dict]:
         sm_call("DeleteEndpoint", EndpointName="demo-ep-api-1a2b"),
         sm_call("DeleteEndpointConfig", EndpointConfigName="demo-ep-api-1a2b"),
         sm_call("DeleteModel", ModelName="demo-ep-api-1a2b"),
+        # deployments: born tagged, updated in place, retagged
+        sm_call("CreateModel", ModelName="demo-ep-api-1a2b-m1", ExecutionRoleArn=ROLE, Tags=DEPLOY_TAGS),
+        sm_call("DescribeModel", ModelName="demo-ep-api-1a2b-m1"),
+        sm_call("CreateEndpointConfig", EndpointConfigName="demo-ep-api-1a2b-c1", ExecutionRoleArn=ROLE,
+                Tags=DEPLOY_TAGS),
+        sm_call("CreateEndpoint", EndpointName="demo-ep-api-1a2b", EndpointConfigName="demo-ep-api-1a2b-c1",
+                Tags=DEPLOY_TAGS),
+        sm_call("CreateInferenceComponent", InferenceComponentName="demo-ep-api-1a2b-base",
+                EndpointName="demo-ep-api-1a2b", Tags=DEPLOY_TAGS),
+        sm_call("UpdateEndpoint", EndpointName="demo-ep-api-1a2b", EndpointConfigName="demo-ep-api-1a2b-c2"),
+        sm_call("UpdateInferenceComponent", InferenceComponentName="demo-ep-api-1a2b-a-x"),
+        sm_call("UpdateInferenceComponentRuntimeConfig", InferenceComponentName="demo-ep-api-1a2b-base"),
+        sm_call("DeleteTags", ResourceArn=ENDPOINT, TagKeys=["fastuner:expires-at"]),
+        sm_call("AddTags", ResourceArn=ENDPOINT, Tags=[{"Key": "fastuner:expires-at", "Value": "2026-12-08T00:00:00"}]),
     ]
 
 
@@ -339,7 +363,12 @@ def test_covers_names_what_was_never_used(demo: Scope) -> None:
     (sm_call("StopTrainingJob", TrainingJobName="other-job"), f"sagemaker:StopTrainingJob on {JOBS.replace('demo-*', 'other-job')}"),
     (logs_call("GetLogEvents", logGroupName="/aws/sagemaker/TrainingJobs", logStreamName="other/algo-1"),
      "logs:GetLogEvents on arn:aws:logs:eu-west-1:123456789012:log-group:/aws/sagemaker/TrainingJobs:log-stream:other/algo-1"),
-    (sm_call("CreateEndpoint", EndpointName="demo-api"), "sagemaker:CreateEndpoint"),
+    (sm_call("CreateEndpoint", EndpointName="demo-api"),  # untagged
+     f"sagemaker:CreateEndpoint on arn:aws:sagemaker:eu-west-1:{ACCOUNT}:endpoint/demo-api"),
+    (sm_call("CreateEndpoint", EndpointName="other-api", Tags=DEPLOY_TAGS),
+     f"sagemaker:CreateEndpoint on arn:aws:sagemaker:eu-west-1:{ACCOUNT}:endpoint/other-api"),
+    (sm_call("CreateModel", ModelName="demo-m", ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/admin", Tags=DEPLOY_TAGS),
+     f"iam:PassRole on arn:aws:iam::{ACCOUNT}:role/admin"),
 ])
 def test_covers_catches_what_the_policy_refuses(demo: Scope, call: dict, denied: str) -> None:
     coverage = covers(policy(demo), requests_of([call], demo))

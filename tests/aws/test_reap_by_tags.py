@@ -21,13 +21,13 @@ from fastuner.providers.sagemaker.reaping import (
     metric_period,
     read_tags,
 )
-from tests.aws.moto_components import Components
+from tests.aws.moto_endpoints import Endpoints
 from tests.aws.reap_world import ReapWorld
 
 
 @pytest.fixture
 def world(aws) -> Iterator[ReapWorld]:
-    components = Components().install()
+    components = Endpoints(settle=0).install()
     try:
         yield ReapWorld(components)
     finally:

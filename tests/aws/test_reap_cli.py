@@ -17,7 +17,7 @@ from fastuner.providers.sagemaker.iam import RUNNER, covers, policy, read_call_l
 from fastuner.state.local import LocalStateStore
 from fastuner.state.model import ResourceState, Status, empty_state
 from tests.aws.conftest import ACCOUNT, FAKE_CREDENTIALS
-from tests.aws.moto_components import Components
+from tests.aws.moto_endpoints import Endpoints
 from tests.aws.reap_world import ReapWorld
 from tests.conftest import Clock
 
@@ -35,7 +35,7 @@ provider:
 
 @pytest.fixture
 def world(aws) -> Iterator[ReapWorld]:
-    components = Components().install()
+    components = Endpoints(settle=0).install()
     try:
         yield ReapWorld(components)
     finally:

@@ -26,7 +26,7 @@ def test_validate_and_plan_every_example(example: str, cli) -> None:
     run = cli("plan", "--json", cwd=folder)
     assert run.code == 0, run.text
     plan = json.loads(run.out)
-    assert plan["format_version"] == "1"
+    assert plan["format_version"] == 1 and plan["kind"] == "plan"
     assert plan["project"] == example
     assert {c["kind"] for c in plan["changes"]} >= {"dataset"}
 

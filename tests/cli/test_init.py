@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fastuner.cli.ci import GITHUB_DEFAULTS, github_settings
+from fastuner.cli.ci import GITHUB_DEFAULTS, github_settings, spec_variables
 from fastuner.cli.main import InitTask
 from fastuner.cli.scaffold import GITIGNORE_HEADER, GITIGNORE_LINES, plan_scaffold, sanitise
 from fastuner.config.schema import spec_schema_text
@@ -147,7 +147,9 @@ def test_ci_github_writes_what_ci_github_writes_and_it_lints_clean(tmp_path: Pat
     run = cli("init", "--ci", "github", cwd=tmp_path)
     assert run.code == 0, run.text
     workflow = tmp_path / WORKFLOW
-    assert workflow.read_text() == render_github_workflow(github_settings(**GITHUB_DEFAULTS))
+    variables = spec_variables((tmp_path / "fastuner.yaml").read_text())
+    assert variables  # the scaffold's variables reach every job from the repository's secrets or variables
+    assert workflow.read_text() == render_github_workflow(github_settings(**GITHUB_DEFAULTS, variables=variables))
     assert str(WORKFLOW) in run.out and "self-hosted runner" in run.out  # the local provider's caveat
     proc = actionlint(workflow)
     assert proc.returncode == 0, proc.stdout + proc.stderr

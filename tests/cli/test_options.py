@@ -17,7 +17,7 @@ import typer.main
 from fastuner.cli.main import app
 from tests.cli.test_faults import HOLD_LOCK
 
-NO_SPEC = {"ci github", "init", "schema"}  # commands that never read fastuner.yaml
+NO_SPEC = {"ci github", "init", "schema", "prices update", "prices show"}  # commands that never read fastuner.yaml
 # Arguments that get each spec-loading command past parsing (a new command must be added here).
 ARGS = {
     "validate": [], "plan": [], "show": [], "apply": ["--auto-approve"], "destroy": ["--auto-approve"],
@@ -25,7 +25,7 @@ ARGS = {
     "state rm": ["dataset.intents"], "state pull": [], "state push": ["state.json"], "force-unlock": ["some-id"],
     "logs": ["dataset.intents"],
     "invoke": ["deployment.api", "--input", "hello"], "iam-policy": [], "bootstrap": ["--auto-approve"],
-    "import": ["dataset.intents", "some-id"],
+    "import": ["dataset.intents", "some-id"], "cost": [],
 }
 COMMON = {"--file", "--workspace", "--var"}
 
@@ -136,7 +136,8 @@ def test_state_list_says_when_there_is_nothing(project: Path, cli) -> None:
     assert cli("state", "rm", "dataset.intents").code == 0
     run = cli("state", "list")
     assert run.code == 0 and run.out == "" and "No resources in state." in run.err
-    assert json.loads(cli("state", "list", "--json").out) == []
+    listed = json.loads(cli("state", "list", "--json").out)
+    assert listed["kind"] == "state-list" and listed["addresses"] == [] and listed["state_exists"] is True
 
 
 # --- --target --------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def test_a_deployment_expired_under_a_shortened_ttl_stays_down_until_its_ttl_cha
     show = cli("show", cwd=tmp_path)
     row = next(ln for ln in show.out.splitlines() if "deployment.api" in ln)
     assert "expired" in row and ended[:16] in row  # the past end, not a future time
-    state = json.loads(cli("state", "show", "deployment.api", "--json", cwd=tmp_path).out)
+    state = json.loads(cli("state", "show", "deployment.api", "--json", cwd=tmp_path).out)["resource"]
     assert state["status"] == "expired" and state["inputs"]["ttl"] == "1m"
     assert datetime.fromisoformat(state["expires_at"]).isoformat() == ended
     assert f"expires_at     = {ended}" in cli("state", "show", "deployment.api", cwd=tmp_path).out

@@ -1,7 +1,9 @@
 """Golden files for everything a user reads about a plan: its JSON, the terminal text and the Markdown.
 
 Each `tests/golden/<case>/` holds `fastuner.yaml`, optionally `before.yaml` (a spec applied first with
-the in-memory provider at `applied_at`) and `case.yaml` (dataset source hashes, the clock, destroy).
+the in-memory provider at `applied_at`) and `case.yaml` (dataset source hashes, the clock, destroy; the
+figures a dataset store recorded, `recorded`, and those the CLI measures on a changed file, `dataset_figures`;
+what refresh measured of training work, `work`).
 The expected renderings live in `<case>/expected/`. Rewrite them after an intended change with
 `FASTUNER_UPDATE_GOLDEN=1 python -m pytest tests/golden` and review the diff like code.
 """
@@ -49,10 +51,14 @@ def _plan_for(case: Path, tmp_path: Path) -> dict:
         result = apply_plan(first, store, provider, spec_dir=case, clock=lambda: applied_at, parallelism=1)
         assert result.ok, result.results
         state = store.read()
+        for name, outputs in (meta.get("recorded") or {}).items():  # what a real dataset store records
+            state.resources[f"dataset.{name}"].outputs.update(outputs)
     spec = load_spec(case / "fastuner.yaml")
     now = datetime.fromisoformat(str(meta["now"]))
     observed = Observed(dataset_sources=meta["sources"], training_code_hash="code-1",
-                        priced=bool(meta.get("priced")), unsupported=meta.get("unsupported") or {})
+                        priced=bool(meta.get("priced")), unsupported=meta.get("unsupported") or {},
+                        dataset_figures=meta.get("dataset_figures") or {},
+                        work=meta.get("work") or {})
     plan = make_plan(spec, state, observed, now, destroy=bool(meta.get("destroy")))
     return plan.to_dict()
 

@@ -1,6 +1,7 @@
 """`fastuner ci github`: the rendered workflow parses, has its three triggers, runs the loop's steps in
-order, shares one concurrency group between apply and reap, treats `plan` exit 2 as "changes", and
-is stable (golden files in tests/golden/ci/, rewritten with FASTUNER_UPDATE_GOLDEN=1)."""
+order, shares one concurrency group between apply and reap, treats `plan` exit 2 as "changes" and exit 3
+(the policy) as a failure once the plan is commented, passes the spec's variables from repository secrets
+or variables, and is stable (golden files in tests/golden/ci/, rewritten with FASTUNER_UPDATE_GOLDEN=1)."""
 
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ CASES = {
     "github-default.yml": {},
     "github-subfolder.yml": {"workdir": "ml/intents", "python": "3.12", "reap_cron": "*/30 6-20 * * 1-5",
                              "branch": "release/v2", "runs_on": "self-hosted",
-                             "install": 'pip install "fastuner[train] @ git+https://example.com/fastuner.git"'},
+                             "install": 'pip install "fastuner[train] @ git+https://example.com/fastuner.git"',
+                             "variables": ["base_model", "data_dir"]},
 }
 # the AWS variant: OIDC credentials in every job, the reap by tags in a group of its own
 AWS_CASES = {
-    "github-aws.yml": {"aws": True, "aws_region": "eu-west-1"},
+    "github-aws.yml": {"aws": True, "aws_region": "eu-west-1", "variables": ["account", "region"]},
     "github-aws-role.yml": {"aws": True, "aws_region": "us-gov-west-1", "workdir": "ml/intents",
                             "aws_role": "arn:aws-us-gov:iam::123456789012:role/ci/fastuner-ci"},
 }
@@ -68,7 +70,7 @@ def test_structure(name: str) -> None:
     assert jobs["reap"]["if"] == "github.event_name == 'schedule' || github.event_name == 'workflow_dispatch'"
     assert steps_of(jobs["plan"]) == ["actions/checkout", "actions/setup-python", "Install fastuner", "Validate",
                                       "Plan", "Render the plan as Markdown", "Comment on the pull request",
-                                      "actions/upload-artifact"]
+                                      "actions/upload-artifact", "Check the plan"]
     assert steps_of(jobs["apply"])[-1] == "Apply" and steps_of(jobs["reap"])[-1] == "Reap expired deployments"
     run = {s.get("name"): s.get("run", "") for job in jobs.values() for s in job["steps"]}
     assert "fastuner plan --out plan.json --detailed-exitcode" in run["Plan"]
@@ -123,8 +125,10 @@ def test_the_variant_follows_the_spec_and_its_region(cli, tmp_path: Path) -> Non
                     ' bucket: b}\n')
     run = cli("ci", "github", "--out", "-", "--workdir", "ml", cwd=tmp_path)
     assert run.code == 0, run.text
-    assert run.out == render(workdir="ml", aws=True, aws_region="eu-central-1")
-    assert cli("ci", "github", "--out", "-", "--workdir", "ml", "--no-aws", cwd=tmp_path).out == render(workdir="ml")
+    both = ["account", "region"]  # declared or used: passed from the repository's secrets or variables
+    assert run.out == render(workdir="ml", aws=True, aws_region="eu-central-1", variables=both)
+    no_aws = cli("ci", "github", "--out", "-", "--workdir", "ml", "--no-aws", cwd=tmp_path).out
+    assert no_aws == render(workdir="ml", variables=both)
     spec.write_text("version: 1\nproject: demo\nbackend: {s3: {bucket: b, key: k.json, region: \"${var.r}\"}}\n")
     unknown = cli("ci", "github", "--out", "-", "--workdir", "ml", cwd=tmp_path)
     assert unknown.code == 1 and "needs a region" in unknown.err and "--aws-region" in unknown.err
@@ -146,23 +150,65 @@ def test_bad_aws_settings_are_user_errors(cli, tmp_path: Path, args: list[str], 
     assert run.code == 1 and message in run.err and "Traceback" not in run.text
 
 
-@pytest.mark.parametrize(("code", "ok", "changes"), [(0, True, "false"), (2, True, "true"), (1, False, None)])
-def test_plan_step_treats_exit_2_as_changes(tmp_path: Path, code: int, ok: bool, changes: str | None) -> None:
-    """Run the Plan step's script the way GitHub does (bash -e) with a stand-in `fastuner`."""
-    plan = next(s for s in yaml.safe_load(render())["jobs"]["plan"]["steps"] if s.get("name") == "Plan")
+def plan_step(name: str) -> dict:
+    return next(s for s in yaml.safe_load(render())["jobs"]["plan"]["steps"] if s.get("name") == name)
+
+
+def run_step(step: dict, tmp_path: Path, *, fastuner_exit: int = 0, env: dict[str, str] | None = None):
+    """Run a step's script the way GitHub does (bash -e) with a stand-in `fastuner` exiting `fastuner_exit`."""
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(exist_ok=True)
     fake = bin_dir / "fastuner"
-    fake.write_text(f"#!/bin/sh\nexit {code}\n")
+    fake.write_text(f"#!/bin/sh\nexit {fastuner_exit}\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    (tmp_path / "step.sh").write_text(plan["run"])
+    (tmp_path / "step.sh").write_text(step["run"])
     output = tmp_path / "github_output"
-    output.touch()
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GITHUB_OUTPUT": str(output)}
-    proc = subprocess.run(["bash", "-e", str(tmp_path / "step.sh")], env=env, capture_output=True, text=True)
+    output.write_text("")
+    full = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GITHUB_OUTPUT": str(output), **(env or {})}
+    proc = subprocess.run(["bash", "-e", str(tmp_path / "step.sh")], env=full, capture_output=True, text=True)
+    return proc, output.read_text()
+
+
+@pytest.mark.parametrize(("code", "ok", "changes"), [(0, True, "false"), (2, True, "true"), (3, True, "false"),
+                                                     (1, False, "false"), (130, False, "false")])
+def test_plan_step_treats_exit_2_as_changes_and_lets_3_reach_the_comment(tmp_path: Path, code: int, ok: bool,
+                                                                          changes: str) -> None:
+    proc, outputs = run_step(plan_step("Plan"), tmp_path, fastuner_exit=code)
     assert (proc.returncode == 0) is ok, proc.stderr
-    if changes is not None:
-        assert output.read_text() == f"changes={changes}\n"
+    assert outputs == f"code={code}\nchanges={changes}\n"
+
+
+@pytest.mark.parametrize(("code", "ok"), [("0", True), ("2", True), ("3", False), ("1", False), ("", False)])
+def test_the_check_after_the_comment_fails_the_job_on_a_policy_violation(tmp_path: Path, code: str, ok: bool) -> None:
+    """0 and 2 pass, 3 (and anything else) fails; the step reads the Plan step's recorded code and runs
+    after the comment and the artifact, whatever the plan said."""
+    check = plan_step("Check the plan")
+    assert check["env"]["PLAN_EXIT"] == "${{ steps.plan.outputs.code }}" and "if" not in check
+    proc, _ = run_step(check, tmp_path, env={"PLAN_EXIT": code})
+    assert (proc.returncode == 0) is ok, proc.stdout + proc.stderr
+    if code == "3":
+        assert "::error::The plan breaks the policy" in proc.stdout
+
+
+def test_the_spec_variables_come_from_repository_secrets_or_variables(cli, tmp_path: Path) -> None:
+    spec = tmp_path / "fastuner.yaml"
+    spec.write_text('# ${var.in_a_comment} is no variable\nversion: 1\nproject: demo\nvariables:\n'
+                    '  base_model: {default: models/x}\ndatasets:\n  d: {path: "${var.data}/d.jsonl", '
+                    'task: classification, split: {seed: 1}}\n  e: {path: "$${var.literal}", task: qa}\n')
+    doc = yaml.safe_load(cli("ci", "github", "--out", "-", cwd=tmp_path).out)
+    assert doc["env"] == {f"FASTUNER_VAR_{n}": f"${{{{ secrets.FASTUNER_VAR_{n} || vars.FASTUNER_VAR_{n} }}}}"
+                          for n in ("base_model", "data")}
+    spec.write_text("version: 1\nproject: demo\n")
+    assert "env" not in yaml.safe_load(cli("ci", "github", "--out", "-", cwd=tmp_path).out)
+
+
+def test_an_unset_repository_variable_arrives_empty_and_counts_as_unset(tmp_path: Path) -> None:
+    from fastuner.config.loader import load_spec
+
+    (tmp_path / "fastuner.yaml").write_text("version: 1\nproject: demo\nvariables:\n  size: {default: small}\n"
+                                            "datasets:\n  d: {path: '${var.size}.jsonl', task: qa}\n")
+    spec = load_spec(tmp_path / "fastuner.yaml", environ={"FASTUNER_VAR_size": ""})
+    assert spec.config.datasets["d"].path == "small.jsonl"
 
 
 def test_rendering_is_strict() -> None:

@@ -65,7 +65,8 @@ def test_classification_answer_shows_the_label_and_top_scores(cli, tmp_path, ser
     assert run.code == 0, run.text
     assert run.out.splitlines() == ["pos", "  pos   90.0%", "  neg   10.0%"]
     raw = cli("invoke", "deployment.api", "-a", "a1", "-i", "a bad day", "--json", cwd=root)
-    assert json.loads(raw.out) == {"label": "neg", "scores": {"neg": 0.9, "pos": 0.1}}
+    assert json.loads(raw.out) == {"format_version": 1, "kind": "invoke-answer", "deployment": "deployment.api",
+                                   "adapter": "a1", "answer": {"label": "neg", "scores": {"neg": 0.9, "pos": 0.1}}}
 
 
 def test_generation_options_reach_the_server(cli, tmp_path) -> None:
@@ -86,7 +87,7 @@ def test_generated_control_characters_never_reach_the_terminal(cli, tmp_path) ->
         run = cli("invoke", "deployment.api", "-a", "a1", "-i", "red \x1b[2J text", cwd=root)
         raw = cli("invoke", "deployment.api", "-a", "a1", "-i", "red \x1b[2J text", "--json", cwd=root)
     assert run.code == 0 and "\x1b" not in run.out and run.out.strip() == "RED \\x1b[2J TEXT"
-    assert json.loads(raw.out) == {"generated_text": " RED \x1b[2J TEXT "}  # --json keeps the answer exact
+    assert json.loads(raw.out)["answer"] == {"generated_text": " RED \x1b[2J TEXT "}  # --json keeps it exact
 
 
 # --- errors the user can fix -----------------------------------------------------------------------
@@ -215,6 +216,7 @@ def test_a_clean_batch_exits_0_with_a_json_summary(cli, tmp_path, server: FakeSe
               "--json", cwd=root)
     assert run.code == 0, run.text
     summary = json.loads(run.out)
+    assert summary["kind"] == "invoke-batch" and summary["format_version"] == 1
     assert summary["rows"] == summary["ok"] == 20 and summary["failed"] == 0
     assert summary["requests"] == len(script.requests) == 3  # 8 rows per request by default
     assert summary["rows_per_s"] > 0
@@ -256,6 +258,7 @@ def test_evaluate_classification_against_the_training_runs_base(cli, tmp_path, s
     assert lines["macro-F1"] == ["73.3%", "33.0%", "70.0%"]
     assert "untrained head" in run.out
     data = json.loads(cli("invoke", "deployment.api", "--evaluate", "--json", cwd=root).out)
+    assert data["kind"] == "evaluation" and data["format_version"] == 1
     assert data["adapter_metrics"]["accuracy"] == 0.75
     assert data["adapter_metrics"]["macro_f1"] == pytest.approx((2 / 3 + 4 / 5) / 2)
     assert data["base_source"] == "training" and data["base_metrics"]["accuracy"] == 0.5

@@ -92,6 +92,7 @@ def test_show_prints_a_local_deployments_metrics(cli, tmp_path) -> None:
     assert "base model" in text.out and "unknown adapters (404)" in text.out and "whole endpoint" in text.out
     assert "Adapter cache: 97 hits, 1 misses, 1 loads, 1 evictions." in text.out
     data = json.loads(as_json.out)
+    assert data["kind"] == "deployment" and data["format_version"] == 1
     assert data["address"] == "deployment.api" and data["window"] == "1h" and data["adapters"] == ["a1", "a2"]
     assert data["metrics"]["adapters"][0]["invocations"] == 100
 

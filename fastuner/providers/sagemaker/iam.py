@@ -39,6 +39,8 @@ PROJECT_TAG = "fastuner:project"  # the tag the SageMaker provider puts on every
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 SAGEMAKER_SERVICE = "sagemaker.amazonaws.com"
 DEFAULT_TRAINING_REPOSITORY = "huggingface-pytorch-training"  # the Hugging Face PyTorch training images
+DEFAULT_SERVING_REPOSITORY = "djl-inference"  # the LMI (DJL) images generation deployments run
+ENDPOINT_LOG_GROUP = "/aws/sagemaker/Endpoints"
 
 # Actions that take no resource-level permissions: AWS only accepts `Resource: "*"` for them. Every
 # `"*"` in a generated policy is one of these (tests/aws/test_iam_policy.py checks it), each narrowed
@@ -74,6 +76,9 @@ class Grant:
     resources: tuple[str, ...]
     conditions: Mapping[str, Mapping[str, str | tuple[str, ...]]] = field(default_factory=dict)
     when: str = "sagemaker"
+    # the Sid of a statement with the same resources and conditions that takes this grant's actions
+    # (a shorter document); without it, or when they differ, the grant is a statement of its own
+    merge_into: str = ""
 
 
 _S3 = "arn:{partition}:s3:::"
@@ -84,6 +89,10 @@ _COMPONENTS = "arn:{partition}:sagemaker:{region}:{account}:inference-component/
 _SAGEMAKER = "arn:{partition}:sagemaker:{region}:{account}:"
 _ENDPOINT_TREE = tuple(_SAGEMAKER + kind + "/{project}-*"
                        for kind in ("inference-component", "endpoint", "endpoint-config", "model"))
+_ENDPOINT_LOGS = "arn:{partition}:logs:{region}:{account}:log-group:" + ENDPOINT_LOG_GROUP + "/{project}-*"
+_BORN_TAGGED = {"StringEquals": {f"aws:RequestTag/{PROJECT_TAG}": "{project}"},
+                "ForAnyValue:StringEquals": {"aws:TagKeys": PROJECT_TAG},
+                "StringEqualsIfExists": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"}}
 # a key named by an alias is matched through kms:ResourceAliases (IAM never matches an alias ARN);
 # a condition whose values are empty (no alias) is left out
 _VIA_S3 = {"StringEquals": {"kms:ViaService": "s3.{region}.amazonaws.com"},
@@ -138,13 +147,32 @@ RUNNER: tuple[Grant, ...] = (
           {"StringEqualsIfExists": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"}}),
     # --- a deployment's metrics (`fastuner show deployment.NAME`): one GetMetricData call
     Grant("metrics", "ReadMetrics", ("cloudwatch:GetMetricData",), ("*",)),
+    # --- deployments (endpoints): the model, endpoint config, endpoint and inference components are born
+    # tagged with the project (CreateEndpoint also names its config, CreateInferenceComponent its
+    # endpoint and model: those carry the tag already); updates, retagging and reads need the tag
+    Grant("deploy", "CreateEndpointTrees", ("sagemaker:CreateModel", "sagemaker:CreateEndpointConfig",
+                                            "sagemaker:CreateEndpoint", "sagemaker:CreateInferenceComponent",
+                                            "sagemaker:AddTags"), _ENDPOINT_TREE, _BORN_TAGGED),
+    # a new ttl retags every piece: one ARN pattern for the four types keeps the runner's policy within
+    # the 6,144 characters of a managed policy, and the tag condition keeps it to the project's own
+    Grant("deploy", "RetagEndpointTrees", ("sagemaker:AddTags",), (_SAGEMAKER + "*/{project}-*",),
+          {"StringEquals": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"},
+           "StringEqualsIfExists": {f"aws:RequestTag/{PROJECT_TAG}": "{project}"}}),
+    # reading and changing a tree in place: the same resources and conditions as reaping's rows below,
+    # so they share those statements (`merge_into`)
+    Grant("deploy", "ReadModels", ("sagemaker:DescribeModel",), _ENDPOINT_TREE,
+          {"StringEqualsIfExists": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"}}, merge_into="ReadEndpointTrees"),
+    Grant("deploy", "UpdateEndpointTrees", ("sagemaker:UpdateEndpoint", "sagemaker:UpdateInferenceComponent",
+                                            "sagemaker:UpdateInferenceComponentRuntimeConfig", "sagemaker:DeleteTags"),
+          _ENDPOINT_TREE, {"StringEquals": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"}},
+          merge_into="DeleteEndpointTrees"),
     # --- reaping expired endpoints by their tags (`fastuner reap`): found through the tagging API, idle
     # time from CloudWatch (ReadMetrics above), each deleted with its components, configs and models —
     # the project's only
     Grant("reap", "FindTaggedEndpoints", ("tag:GetResources",), ("*",)),
     Grant("reap", "ListEndpoints", ("sagemaker:ListEndpoints", "sagemaker:ListInferenceComponents"), ("*",)),
     Grant("reap", "ReadEndpointTrees", ("sagemaker:DescribeEndpoint", "sagemaker:DescribeEndpointConfig",
-                                        "sagemaker:DescribeInferenceComponent"), _ENDPOINT_TREE[:3],
+                                        "sagemaker:DescribeInferenceComponent"), _ENDPOINT_TREE,
           {"StringEqualsIfExists": {f"aws:ResourceTag/{PROJECT_TAG}": "{project}"}}),
     Grant("reap", "DeleteEndpointTrees", ("sagemaker:DeleteInferenceComponent", "sagemaker:DeleteEndpoint",
                                           "sagemaker:DeleteEndpointConfig", "sagemaker:DeleteModel"), _ENDPOINT_TREE,
@@ -171,7 +199,12 @@ EXECUTION: tuple[Grant, ...] = (
           {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}}),
     Grant("images", "EcrLogin", ("ecr:GetAuthorizationToken",), ("*",)),
     Grant("images", "PullImages", ("ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer",
-                                   "ecr:BatchGetImage"), ("{repository}",)),
+                                   "ecr:BatchGetImage"), ("{repository}", "{serving_repository}")),
+    # --- endpoints: the adapters' artifacts and the server's settings (serve mode), the endpoint's log
+    Grant("serving", "ReadServedArtifacts", ("s3:GetObject",),
+          (_S3 + "{bucket}/{objects}adapters/*", _S3 + "{bucket}/{objects}serving/*")),
+    Grant("serving", "WriteEndpointLogs", ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"),
+          (_ENDPOINT_LOGS, _ENDPOINT_LOGS + ":*")),
     Grant("vpc", "DescribeNetwork", ("ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeDhcpOptions",
                                      "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"), ("*",), when="vpc"),
     Grant("vpc", "CreateInterfaces", ("ec2:CreateNetworkInterface",),
@@ -203,6 +236,7 @@ class Scope:
     prefix: str = ""
     kms_key_id: str | None = None
     training_image: str | None = None
+    inference_image: str | None = None
     subnets: tuple[str, ...] = ()
     security_group_ids: tuple[str, ...] = ()
     state_bucket: str = ""
@@ -235,7 +269,9 @@ class Scope:
         return {
             "partition": self.partition, "account": self.account, "region": self.region,
             "project": self.project, "role_arn": self.role_arn, "bucket": self.bucket, "objects": objects,
-            "kms_key": kms_key, "kms_alias": kms_alias, "repository": self._repository(),
+            "kms_key": kms_key, "kms_alias": kms_alias,
+            "repository": self._repository(self.training_image, DEFAULT_TRAINING_REPOSITORY),
+            "serving_repository": self._repository(self.inference_image, DEFAULT_SERVING_REPOSITORY),
             "subnet": self.subnets, "security_group": self.security_group_ids,
             "state_bucket": self.state_bucket, "state_region": state_region,
             "state_objects": states, "lock_objects": tuple(LOCK_PREFIX + k for k in states),
@@ -258,17 +294,17 @@ class Scope:
             return f"{where}:key/*", (key_id,)
         return f"{where}:key/{key_id}", ()
 
-    def _repository(self) -> str:
-        """The ECR repository of the training image: the spec's `training_image`, else the Hugging Face
-        training images', which live in an AWS account that differs between regions."""
+    def _repository(self, image: str | None, default: str) -> str:
+        """The ECR repository of an image: the spec's (`training_image`, `inference_image`), else the
+        default images' (`default`), which live in an AWS account that differs between regions."""
         m = re.fullmatch(r"(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([^:@]+)(?:[:@].*)?",
-                         self.training_image or "")
+                         image or "")
         if m:
             account, region, repository = m.groups()
             return f"arn:{self.partition}:ecr:{region}:{account}:repository/{repository}"
-        repository = DEFAULT_TRAINING_REPOSITORY
-        if self.training_image:  # not an ECR URI fastuner can read: its name, in any account
-            repository = self.training_image.split("/")[-1].split(":")[0].split("@")[0]
+        repository = default
+        if image:  # not an ECR URI fastuner can read: its name, in any account
+            repository = image.split("/")[-1].split(":")[0].split("@")[0]
         return f"arn:{self.partition}:ecr:{self.region}:*:repository/{repository}"
 
 
@@ -300,7 +336,7 @@ def scope_of(config: Config) -> Scope:
         partition, account, _, _ = parse_role_arn(sm.role_arn)
         kwargs.update(partition=partition, account=account, region=sm.region, role_arn=sm.role_arn,
                       bucket=sm.bucket, prefix=sm.prefix, kms_key_id=sm.kms_key_id,
-                      training_image=sm.training_image, subnets=tuple(sm.subnets),
+                      training_image=sm.training_image, inference_image=sm.inference_image, subnets=tuple(sm.subnets),
                       security_group_ids=tuple(sm.security_group_ids))
     if s3 is not None:
         kwargs.update(state_bucket=s3.bucket, state_key=s3.key.lstrip("/"),
@@ -324,7 +360,7 @@ def policy(scope: Scope, role: str = "runner") -> dict[str, Any]:
         raise UserError("this spec makes no AWS calls, so it needs no AWS permissions",
                         "Only `provider: {sagemaker: …}` and `backend: {s3: …}` use AWS.")
     values = scope.values()
-    statements = []
+    statements: list[dict[str, Any]] = []
     for g in grants:
         statement: dict[str, Any] = {"Sid": g.sid, "Effect": "Allow", "Action": _one(list(g.actions)),
                                      "Resource": _one(_fill_all(g.resources, values))}
@@ -333,7 +369,23 @@ def policy(scope: Scope, role: str = "runner") -> dict[str, Any]:
         if any(conditions.values()):
             statement["Condition"] = {op: keys for op, keys in conditions.items() if keys}
         statements.append(statement)
+    for g in grants:
+        if g.merge_into:
+            _merge(statements, g.sid, g.merge_into)
     return {"Version": VERSION, "Statement": statements}
+
+
+def _merge(statements: list[dict[str, Any]], sid: str, into: str) -> None:
+    """Move the actions of statement `sid` into statement `into` when both allow on the same resources
+    under the same conditions (then nothing else changes)."""
+    source = next((s for s in statements if s["Sid"] == sid), None)
+    target = next((s for s in statements if s["Sid"] == into), None)
+    if source is None or target is None or (source["Resource"], source.get("Condition")) != \
+            (target["Resource"], target.get("Condition")):
+        return
+    actions = list(dict.fromkeys([*_many(target["Action"]), *_many(source["Action"])]))
+    target["Action"] = _one(actions)
+    statements.remove(source)
 
 
 def trust_policy() -> dict[str, Any]:
@@ -426,13 +478,22 @@ def requests_of(calls: Iterable[Call], scope: Scope) -> list[Request]:
             continue
         request = Request(action, _resource(action, params, scope), *_context(action, params))
         out.append(request)
-        if action == "sagemaker:CreateTrainingJob":
-            if params.get("RoleArn"):
-                out.append(Request("iam:PassRole", params["RoleArn"], {"iam:passedtoservice": SAGEMAKER_SERVICE},
+        if action in _BORN_TAGGED_CREATES:
+            role = params.get("RoleArn") or params.get("ExecutionRoleArn")
+            if role:
+                out.append(Request("iam:PassRole", role, {"iam:passedtoservice": SAGEMAKER_SERVICE},
                                    frozenset({"iam:passedtoservice"})))
             if params.get("Tags"):
                 out.append(Request("sagemaker:AddTags", request.resource, request.context, request.known))
     return out
+
+
+_BORN_TAGGED_CREATES = frozenset({"sagemaker:CreateTrainingJob", "sagemaker:CreateModel",
+                                  "sagemaker:CreateEndpointConfig", "sagemaker:CreateEndpoint",
+                                  "sagemaker:CreateInferenceComponent"})
+# the parameter naming the resource a SageMaker call acts on, most specific first, and its ARN's type
+_NAMED = (("InferenceComponentName", "inference-component"), ("EndpointName", "endpoint"),
+          ("EndpointConfigName", "endpoint-config"), ("ModelName", "model"))
 
 
 def read_call_log(text: str) -> list[Call]:
@@ -451,7 +512,12 @@ def _resource(action: str, params: Mapping[str, Any], scope: Scope) -> str | Non
         if params.get("TrainingJobName"):  # SageMaker ARNs hold names in lower case
             return (f"arn:{scope.partition}:sagemaker:{scope.region}:{scope.account}:training-job/"
                     f"{str(params['TrainingJobName']).lower()}")
-        return "*" if action.split(":")[1].startswith("List") else None
+        if action.split(":")[1].startswith("List"):
+            return "*"
+        for key, kind in _NAMED:
+            if params.get(key):
+                return f"arn:{scope.partition}:sagemaker:{scope.region}:{scope.account}:{kind}/{str(params[key]).lower()}"
+        return None
     if service == "logs" and params.get("logGroupName"):
         group = f"arn:{scope.partition}:logs:{scope.region}:{scope.account}:log-group:{params['logGroupName']}"
         if action == "logs:GetLogEvents" and params.get("logStreamName"):
@@ -463,12 +529,12 @@ def _resource(action: str, params: Mapping[str, Any], scope: Scope) -> str | Non
 
 
 def _context(action: str, params: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
-    if action in ("sagemaker:CreateTrainingJob", "sagemaker:AddTags"):
+    if action in _BORN_TAGGED_CREATES or action == "sagemaker:AddTags":
         tags = {t["Key"]: t["Value"] for t in params.get("Tags") or []}
         context: dict[str, Any] = {f"aws:requesttag/{k}".lower(): v for k, v in tags.items()}
         context["aws:tagkeys"] = tuple(tags)
         known = {"aws:requesttag/*", "aws:tagkeys"}
-        if action == "sagemaker:CreateTrainingJob":  # (and the AddTags it implies) the job has no tags yet
+        if action in _BORN_TAGGED_CREATES:  # (and the AddTags it implies) the resource has no tags yet
             known.add("aws:resourcetag/*")
         return context, frozenset(known)
     if action in ("s3:ListBucket", "s3:ListBucketVersions") and "Key" not in params:

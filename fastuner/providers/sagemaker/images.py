@@ -43,3 +43,26 @@ def training_image(region: str, instance_type: str, override: str | None = None)
             f"no Hugging Face training image (transformers {TRANSFORMERS_VERSION}, PyTorch {PYTORCH_VERSION}) "
             f"for {instance_type} in {region}: {exc}",
             "Set provider.sagemaker.training_image to an image URI, or choose another region or instance type.") from None
+
+
+LMI_VERSION = "0.36.0"  # DJL LMI (vLLM with LoRA: max_lora_rank up to 512)
+
+
+def lmi_image(region: str, instance_type: str, override: str | None = None) -> str:
+    """The LMI (DJL) image a generation deployment runs: `inference_image` from the spec, else the
+    one sagemaker-core's tables give for the region (offline, like the training image)."""
+    if override:
+        return override
+    try:
+        from sagemaker.core import image_uris
+    except ImportError:
+        raise ProviderError(
+            "finding the LMI (DJL) inference image needs sagemaker-core, which is not installed",
+            "pip install 'fastuner[aws]', or set provider.sagemaker.inference_image to an image URI.") from None
+    try:
+        return image_uris.retrieve(framework="djl-lmi", region=region, version=LMI_VERSION,
+                                   instance_type=instance_type, image_scope="inference")
+    except ValueError as exc:
+        raise ProviderError(
+            f"no LMI (DJL {LMI_VERSION}) inference image for {instance_type} in {region}: {exc}",
+            "Set provider.sagemaker.inference_image to an image URI, or choose another region.") from None

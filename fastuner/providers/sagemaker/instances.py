@@ -84,3 +84,22 @@ def unknown_instance_type(instance_type: str) -> str | None:
     close = difflib.get_close_matches(instance_type, sorted(known), n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return f"{instance_type} is not a SageMaker training instance type{hint}"
+
+
+@functools.cache
+def hosting_instance_types() -> frozenset[str]:
+    """The instance types an endpoint config accepts, from botocore's service model (no call)."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return frozenset(model.shape_for("ProductionVariantInstanceType").enum)
+
+
+def unknown_hosting_type(instance_type: str) -> str | None:
+    """Why `instance_type` is not a SageMaker hosting instance type (with the closest one), or None."""
+    known = hosting_instance_types()
+    if instance_type in known:
+        return None
+    close = difflib.get_close_matches(instance_type, sorted(known), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"{instance_type} is not a SageMaker hosting instance type{hint}"

@@ -68,3 +68,26 @@ def delete_prefix(session: AwsSession, prefix_uri: str) -> None:
             if not answer.get("IsTruncated") or not token:
                 return
             params["ContinuationToken"] = token
+
+
+def read_tar_json(session: AwsSession, uri: str, member: str) -> dict[str, Any] | None:
+    """The JSON object `member` (at the archive's root) of the `.tar.gz` at `uri`, read as a stream and
+    stopped as soon as it is found; None when the archive has no such member."""
+    import tarfile
+
+    bucket, key = split_uri(uri)
+    with provider_errors(f"reading {member} from {uri}", "s3"):
+        body = session.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            with tarfile.open(fileobj=body, mode="r|gz") as tar:
+                for info in tar:
+                    if info.isfile() and info.name.lstrip("./") == member:
+                        handle = tar.extractfile(info)
+                        data = json.loads(handle.read()) if handle is not None else None
+                        return data if isinstance(data, dict) else None
+        except (tarfile.TarError, OSError, ValueError) as exc:
+            raise ProviderError(f"{uri} is not a readable adapter archive: {exc}",
+                                "Re-train the adapter (fastuner apply --replace ADDRESS).") from None
+        finally:
+            body.close()
+    return None
