@@ -325,7 +325,7 @@ def _mark_source(file: str, text: str, mark: yaml.Mark | None) -> Source:
     of the last line, not a line after it that the file does not have (found by the fuzzer)."""
     if mark is None:
         return Source(file, 1, 1)
-    lines = text.splitlines() or [""]
+    lines = text.split("\n")  # after a final newline, the empty line an editor shows is a line too
     if mark.line + 1 > len(lines):
         return Source(file, len(lines), len(lines[-1]) + 1)
     return Source(file, mark.line + 1, mark.column + 1)
