@@ -204,7 +204,7 @@ class _FileLog:
         line = json.dumps({"service": call["service"], "signing_name": call.get("signing_name"),
                            "operation": call["operation"], "action": iam_action(call), "pid": os.getpid(),
                            "params": call["params"]}, default=_jsonable, sort_keys=True) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # requests: tags, names
         try:
             os.write(fd, line.encode())
         finally:

@@ -78,6 +78,7 @@ def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
     if json_out:
         from fastuner.views.documents import write_document
 
+        warnings = [project.spec.sensitive.mask_diagnostic(w) for w in warnings]
         config = project.spec.config
         write_document("validation", {
             "valid": True, "spec_file": str(project.spec.file), "project": config.project,
@@ -85,7 +86,7 @@ def run_validate(file, var, workspace, console: Console, json_out: bool) -> int:
                           "deployments": len(config.deployments)},
             "warnings": [w.to_dict() for w in warnings], "datasets": {n: s.to_dict() for n, s in reports}})
         return EXIT_OK
-    render_diagnostics(warnings, console)
+    render_diagnostics([project.spec.sensitive.mask_diagnostic(w) for w in warnings], console)
     config = project.spec.config
     console.print(f"[bold green]Success![/bold green] {escape(project.spec.file.name)} is valid: "
                   f"{len(config.datasets)} dataset(s), {len(config.adapters)} adapter(s), "
@@ -123,7 +124,9 @@ def make_project_plan(project: Project, *, destroy: bool, replace: list[str], re
         observed = dataclasses.replace(observed, dataset_figures=changed_dataset_figures(project, state, observed))
     plan = make_plan(project.spec, state, observed, now, destroy=destroy, replace=replace, renew=renew,
                      target=target, refresh_only=refresh_only, reap=reap, graph=graph, policy=rules)
-    return dataclasses.replace(plan, diagnostics=(*(w.to_dict() for w in warnings), *plan.diagnostics))
+    hidden = project.spec.sensitive
+    return dataclasses.replace(plan, diagnostics=(*(hidden.mask_diagnostic(w).to_dict() for w in warnings),
+                                                  *plan.diagnostics))
 
 
 def changed_dataset_figures(project: Project, state, observed) -> dict[str, dict]:
@@ -149,11 +152,11 @@ def changed_dataset_figures(project: Project, state, observed) -> dict[str, dict
 
 
 def write_plan_file(plan, out: str) -> Path:
+    from fastuner.state.local import write_private
+
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(plan.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_private(path, (json.dumps(plan.to_dict(), indent=2) + "\n").encode("utf-8"))  # as private as the state
     return path
 
 
@@ -328,7 +331,8 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
             with _Interrupts(console) as interrupts, ProgressView(console) as view:
                 result = apply_plan(plan, project.store, project.provider, spec_dir=project.spec_dir,
                                     parallelism=parallelism, reporter=view, cancel=interrupts.cancel,
-                                    wait_for=wait, clock=clock, operation=operation)
+                                    wait_for=wait, clock=clock, operation=operation,
+                                    sensitive=project.spec.sensitive)
             break
         except StalePlanError as exc:
             if planfile is not None or not auto_approve or attempt == REPLANS:

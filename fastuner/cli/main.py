@@ -584,13 +584,16 @@ def _run_app(argv: list[str] | None) -> int:
         from fastuner.errors import DiagnosticsError
 
         if isinstance(exc, DiagnosticsError):
+            from fastuner.config.sensitive import Sensitive
             from fastuner.views.diagnostics import render_diagnostics
 
-            render_diagnostics(exc.diagnostics, _console(stderr=True))
+            hidden = Sensitive(runtime.current().sensitive)  # a check that quotes a sensitive value
+            diagnostics = [hidden.mask_diagnostic(d) for d in exc.diagnostics]
+            render_diagnostics(diagnostics, _console(stderr=True))
             if _JSON_ERRORS.get():
                 from fastuner.views.documents import write_error
 
-                write_error(exc.diagnostics, 1)
+                write_error(diagnostics, 1)
             return 1
         raise
     return rc if isinstance(rc, int) else 0

@@ -92,6 +92,7 @@ def open_project(file: str | None, variables: list[str] | None, workspace: str |
     wait = parse_lock_timeout(lock_timeout)
     environ = runtime.current().environ
     spec = load_spec(file, variables=parse_vars(variables), resources=not state_only, environ=environ)
+    runtime.current().sensitive.extend(spec.sensitive.values)
     ws = resolve_workspace(workspace, environ)
     return Project(spec=spec, workspace=ws, store=build_store(spec, ws, notice, wait, environ),
                    provider=build_provider(spec, ws, environ))

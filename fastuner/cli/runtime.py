@@ -22,6 +22,8 @@ def system_clock() -> datetime:
 class Runtime:
     clock: Callable[[], datetime] = system_clock
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    # the values of the spec's sensitive variables once it is loaded: masked in the diagnostics printed
+    sensitive: list[str] = field(default_factory=list)
 
 
 _CURRENT: ContextVar[Runtime | None] = ContextVar("fastuner_runtime", default=None)

@@ -137,7 +137,9 @@ def run_state_pull(out: str, file, var, workspace, console: Console, serial: int
         sys.stdout.write(text)
         return 0
     try:
-        Path(out).write_text(text, encoding="utf-8")
+        from fastuner.state.local import write_private
+
+        write_private(Path(out), text.encode("utf-8"))  # a copy of the state is as private as the state
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
     console.print(f"Wrote the state of {escape(project.store.location)} (serial {state.serial}) to {escape(out)}.")
@@ -183,12 +185,18 @@ def run_logs(address, follow: bool, file, var, workspace, console: Console) -> i
     rs = state.get(address)
     if rs is None:
         raise UserError(f"{address} is not in state", f"In state: {', '.join(sorted(state.resources)) or 'nothing'}.")
+    mask, tail = project.spec.sensitive.mask_text, ""
     try:
         for chunk in project.provider.log_source(rs.kind).read_log(rs, follow=follow):
-            sys.stdout.write(chunk)
+            # whole lines at a time: a sensitive value split between two chunks is masked all the same
+            done, newline, tail = (tail + chunk).rpartition("\n")
+            if len(tail) > 65536:
+                done, newline, tail = done + newline + tail, "", ""
+            sys.stdout.write(mask(done + newline))
             sys.stdout.flush()
     except ProviderError as exc:
         raise UserError(exc.message, exc.hint) from None
+    sys.stdout.write(mask(tail))
     return 0
 
 

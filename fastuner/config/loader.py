@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from fastuner.config.kinds import SECTIONS
 from fastuner.config.models import Config, Policy, PolicyFile
+from fastuner.config.sensitive import Sensitive
 from fastuner.errors import Diagnostic, DiagnosticsError, Source
 
 DEFAULT_FILE = "fastuner.yaml"
@@ -77,6 +78,7 @@ class Spec:
     text: str
     index: PositionIndex = field(repr=False, compare=False)
     variables: Mapping[str, Any] = field(default_factory=dict)
+    sensitive: Sensitive = field(default_factory=Sensitive, repr=False, compare=False)
 
     @cached_property
     def base_dir(self) -> Path:
@@ -288,10 +290,19 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict, dict]:
         raise DiagnosticsError.single(
             f"invalid YAML: {problem}{context}",
             started + "Fix the syntax here (indentation, a missing colon, an unclosed quote or bracket).",
-            source=Source(file, mark.line + 1, mark.column + 1) if mark else Source(file),
+            source=_mark_source(file, text, mark),
         ) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids (NUL, other controls): no mark, an offset
+        position = exc.position
+        if _LOADER is not yaml.SafeLoader:  # libyaml counts bytes of the UTF-8 text, not characters
+            position = len(text.encode("utf-8")[:position].decode("utf-8", errors="ignore"))
+        line, column = _line_column(text, position)
+        raise DiagnosticsError.single(
+            f"invalid YAML: character U+{exc.character:04X} is not allowed ({exc.reason})",
+            "Remove it: YAML allows tabs and newlines but no other control characters.",
+            source=Source(file, line, column)) from None
     except yaml.YAMLError as exc:
-        raise DiagnosticsError.single(f"invalid YAML: {exc}", source=Source(file)) from None
+        raise DiagnosticsError.single(f"invalid YAML: {exc}", source=Source(file, 1, 1)) from None
     if node is None:
         raise DiagnosticsError.single(
             "the spec is empty", "Start with `version: 1` and `project: NAME`.", source=Source(file, 1, 1))
@@ -303,10 +314,27 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict, dict]:
         raise DiagnosticsError.single(
             f"invalid YAML: {exc.problem or exc.context or 'cannot read this value'}",
             "fastuner.yaml holds plain YAML: remove the `!tag`.",
-            source=Source(file, mark.line + 1, mark.column + 1) if mark else Source(file)) from None
+            source=_mark_source(file, text, mark)) from None
     if builder.errors:
         raise DiagnosticsError(builder.errors)
     return data, builder.positions, builder.key_positions
+
+
+def _mark_source(file: str, text: str, mark: yaml.Mark | None) -> Source:
+    """Where a YAML error's mark points; the end of the stream (a problem found only there) is the end
+    of the last line, not a line after it that the file does not have (found by the fuzzer)."""
+    if mark is None:
+        return Source(file, 1, 1)
+    lines = text.split("\n")  # after a final newline, the empty line an editor shows is a line too
+    if mark.line + 1 > len(lines):
+        return Source(file, len(lines), len(lines[-1]) + 1)
+    return Source(file, mark.line + 1, mark.column + 1)
+
+
+def _line_column(text: str, position: int) -> tuple[int, int]:
+    """1-based line and column of the character at `position` in `text`."""
+    line = text.count("\n", 0, position) + 1
+    return line, position - (text.rfind("\n", 0, position) + 1) + 1
 
 
 # --- variables ---------------------------------------------------------------------------------
@@ -502,7 +530,8 @@ def load_spec(path: str | Path | None = None, *, variables: Mapping[str, str] | 
         config = Config.model_validate(body)
     except ValidationError as exc:
         raise DiagnosticsError(diagnostics_from(exc, partial)) from None
-    return Spec(config=config, file=file, text=text, index=index, variables=values)
+    secret = [values.get(name) for name, decl in config.variables.items() if decl.sensitive]
+    return Spec(config=config, file=file, text=text, index=index, variables=values, sensitive=Sensitive(secret))
 
 
 def load_policy_file(path: str | Path) -> Policy:

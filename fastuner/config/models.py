@@ -325,6 +325,10 @@ class PolicyFile(Strict):
 class Variable(Strict):
     description: str = Field("", description="What the variable is for.")
     default: str | int | float | bool | None = Field(None, description="Value used when none is given.")
+    sensitive: bool = Field(
+        False, description="Keep the value out of plans (JSON, Markdown, terminal), state and logs: they show "
+        "(sensitive:HASH) in its place; only the provider sees it. Give it with --var or FASTUNER_VAR_NAME, "
+        "not as a default in the spec.")
 
 
 class Config(Strict):

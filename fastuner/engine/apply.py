@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from fastuner.config.sensitive import Sensitive
 from fastuner.engine.events import NullReporter, Reporter, Result
 from fastuner.engine.ledger import Ledger
 from fastuner.errors import DiagnosticsError, UserError
@@ -119,7 +120,11 @@ def _moved(plan: Plan, state: State) -> str:
 
 def apply_plan(plan: Plan, store: StateStore, provider: Provider, *, spec_dir: Path, parallelism: int = 10,
                reporter: Reporter | None = None, cancel: threading.Event | None = None, wait_for: bool = True,
-               clock: Callable[[], datetime] = utcnow, operation: str = "apply") -> ApplyResult:
+               clock: Callable[[], datetime] = utcnow, operation: str = "apply",
+               sensitive: Sensitive | None = None) -> ApplyResult:
+    """`sensitive`: the values of the run's sensitive variables (config/sensitive.py). A plan holds
+    them as markers, and so does state; a provider is handed them revealed, and what it returns is
+    masked again before it is recorded."""
     reporter = reporter or NullReporter()
     cancel = cancel or threading.Event()
     with store.lock(operation):
@@ -135,10 +140,14 @@ def apply_plan(plan: Plan, store: StateStore, provider: Provider, *, spec_dir: P
                 "this plan breaks the policy and is never applied",
                 "\n".join(f"{v.rule}: {v.address or 'the plan'} {v.detail}" for v in plan.violations)
                 + "\nNothing was changed.")
+        sensitive = sensitive or Sensitive()
+        clear = {id(c): dataclasses.replace(c, after=sensitive.reveal(c.after)) if c.after else c
+                 for c in plan.changes if c.action in FORWARD}  # a marker this run cannot reveal fails here
         ledger = Ledger(store, state)
         if plan.refresh:
             ledger.mutate(lambda s: _record_refresh(s, plan, clock()))
         run = _Run(plan, ledger, provider, spec_dir, parallelism, reporter, cancel, wait_for, clock, store.check_lock)
+        run.clear, run.sensitive = clear, sensitive
         run.forward()
         if run.unsaved is None:
             run.deletes()
@@ -196,6 +205,8 @@ class _Run:
         self.result = ApplyResult()
         self.outcome: dict[str, ResultStatus] = {}  # address -> what became of its change
         self.replaced: list[str] = []
+        self.clear: dict[int, Change] = {}  # id of a forward change -> it as its provider sees it
+        self.sensitive = Sensitive()
 
     # --- scheduling ----------------------------------------------------------------------------
 
@@ -379,7 +390,7 @@ class _Run:
             prior = self.ledger.state.get(change.address)
             self.ledger.mutate(lambda s: _mark_pending(s, change, "update", now))
             try:
-                outcome = provider.update(change, prior, self._ctx(change))
+                outcome = provider.update(self.clear.get(id(change), change), prior, self._ctx(change))
             except ProviderError as exc:
                 self._record_failure(change, str(exc))
                 raise
@@ -388,7 +399,7 @@ class _Run:
 
         self.ledger.mutate(lambda s: _mark_pending(s, change, "create", now))
         try:
-            outcome = provider.create(change, self._ctx(change))
+            outcome = provider.create(self.clear.get(id(change), change), self._ctx(change))
         except ProviderError as exc:
             self._record_failure(change, str(exc))
             raise
@@ -404,6 +415,8 @@ class _Run:
     def _record(self, change: Change, outcome: Outcome) -> None:
         """Record the outcome; then delete the kept results it pushed out of the adapter cache."""
         evicted: list[Trained] = []
+        if self.sensitive:  # outputs that echo an input (a tag, a URL) record its marker, as the inputs do
+            outcome = dataclasses.replace(outcome, outputs=self.sensitive.mask(dict(outcome.outputs)))
         self.ledger.mutate(lambda s: evicted.extend(
             _record_outcome(s, change, outcome, self.clock(), planned_at=self.plan.created_at,
                             keep=self.provider.keep_previous)))

@@ -58,7 +58,10 @@ def make_plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, de
                  refresh_only=refresh_only, reap=reap, graph=graph)
     plan = _with_price_age(plan, _region_prices(spec, observed), now)
     rules = policy if policy is not None else effective_policy(spec.config.policy)
-    return with_policy(plan, rules, known=(*resources(spec.config), *prior.resources))
+    plan = with_policy(plan, rules, known=(*resources(spec.config), *prior.resources))
+    if spec.sensitive:  # what the inputs' markers do not cover: details and diagnostics that quote a value
+        plan = Plan.from_dict(spec.sensitive.mask(plan.to_dict()))
+    return plan
 
 
 def _plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, destroy: bool,
@@ -96,7 +99,9 @@ def _plan(spec: Spec, prior: State, observed: Observed, now: datetime, *, destro
         kind = KINDS[kind_name]
         model = getattr(config, kind.section)[name]
         spec_inputs = model.model_dump(mode="json")
-        inputs = provider_inputs(kind.name, spec_inputs, config.provider.name)
+        # sensitive values as markers: compared with state (which records markers), shown in the plan;
+        # the engine reveals them to the provider
+        inputs = spec.sensitive.mask(provider_inputs(kind.name, spec_inputs, config.provider.name))
         inputs.update(kind.derive(name, model, lambda a: identities.get(a, ""), observed))
         flat = flatten(inputs)
         ident = identity_flat(kind.name, flat)

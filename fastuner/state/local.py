@@ -1,13 +1,15 @@
 """The local state backend: a JSON file, written atomically, with the previous version kept, and an
-OS-level lock.
+OS-level lock. The state, its backup and the lock file are readable by their owner only (0600): they
+name every resource, its URLs and outputs.
 
 The lock is a file next to the state, holding who/where/why, and kept under `flock` for as long as it
 is held. It is written and flocked under a temporary name first and then hard-linked to its place (which
 fails if a lock file is there): another run looking at the lock file the moment it appears finds it
 already held and naming its holder. (Created in place with `O_EXCL`, a looker could open it between its
-creation and its creator's flock, take the flock itself and make the creator fail.) A lock file whose flock is free was left by a process that
-died (the OS releases flocks of dead processes): if that process was on this host it is released with
-a note; otherwise the holder is shown and `force-unlock ID` releases it.
+creation and its creator's flock, take the flock itself and make the creator fail.) A lock file whose
+flock is free was left by a process that died (the OS releases flocks of dead processes): if that
+process was on this host it is released with a note; otherwise the holder is shown and
+`force-unlock ID` releases it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from fastuner.errors import UserError
 from fastuner.state.model import State
 from fastuner.state.store import LockInfo, StateLockedError, parse_state, serialize_state
 
+STATE_MODE = 0o600  # state, its backup and the lock: owner-only (they hold resource names, URLs, outputs)
 UNREADABLE_GRACE_S = 5.0  # an unreadable lock file older than this was left by a crash, not a creator at work
 
 
@@ -88,6 +91,8 @@ class LocalStateStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if keep_previous:
+                with contextlib.suppress(PermissionError):  # a state written before files were private: its backup is too
+                    os.chmod(self.path, STATE_MODE)
                 backup_tmp = self.backup_path.with_name(f".{self.backup_path.name}.{os.getpid()}.tmp")
                 backup_tmp.unlink(missing_ok=True)
                 os.link(self.path, backup_tmp)
@@ -167,7 +172,7 @@ class LocalStateStore:
             self.lock_path.parent.mkdir(parents=True, exist_ok=True)
             # a fresh file under a name nobody else opens: flocked and written before it becomes the lock
             tmp = self.lock_path.with_name(f".{self.lock_path.name}.{os.getpid()}.{info.id}.tmp")
-            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, STATE_MODE)
         except OSError as exc:  # a read-only folder, a full disk
             raise self._cannot_lock(exc) from None
         try:
@@ -269,12 +274,18 @@ def _same_file(fd: int, path: Path) -> bool:
     return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read (0600), atomically: a pulled state, a saved plan."""
+    _atomic_write(path, data)
+
+
 def _atomic_write(path: Path, data: bytes) -> os.stat_result:
     """Write to a temp file in the same folder, fsync it, rename over `path`, fsync the folder.
 
     Returns the written file's stat, taken from its own descriptor (a rename keeps inode and mtime)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+    tmp.unlink(missing_ok=True)  # a leftover of a crash may have other permissions; O_CREAT keeps them
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, STATE_MODE)
     try:
         try:
             view = memoryview(data)

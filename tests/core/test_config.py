@@ -123,6 +123,15 @@ def test_duplicate_nested_key(errors) -> None:
     assert "line 5" in d.detail
 
 
+def test_a_control_character_is_reported_at_its_line_and_column(errors) -> None:
+    # found by the fuzzer (tests/stress/fuzz.py): YAML's reader error has no mark, only an offset, and
+    # libyaml counts it in bytes of the UTF-8 text
+    d = one(errors("version: 1\nproject: d\u00e9mo\x00\n"))
+    assert d.summary == "invalid YAML: character U+0000 is not allowed (control characters are not allowed)"
+    assert position(d) == (2, 14)
+    assert position(one(errors("\x1b"))) == (1, 1)
+
+
 def test_non_scalar_key_refused(errors) -> None:
     d = one(errors("version: 1\nproject: demo\n? [a, b]\n: 1\n"))
     assert "plain value" in d.summary
@@ -531,3 +540,11 @@ def test_schema_is_generated_with_descriptions() -> None:
         for field_name, prop in defs[model_name]["properties"].items():
             assert prop.get("description"), f"{model_name}.{field_name} has no description"
     assert defs["Dataset"]["additionalProperties"] is False
+
+
+def test_a_problem_found_at_the_end_of_the_file_points_at_its_last_line(errors) -> None:
+    # found by the fuzzer: libyaml's mark for the end of the stream is a line after the last one
+    d = one(errors("version: 1\nproject: demo\nb"))
+    assert d.summary.startswith("invalid YAML") and position(d) == (3, 2)
+    d = one(errors("version: 1\nproject: [demo\n"))  # after a final newline: the empty line 3 an editor shows
+    assert d.summary.startswith("invalid YAML") and position(d) == (3, 1)

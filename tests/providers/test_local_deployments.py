@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import time
 from datetime import timedelta
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fastuner.providers.local import processes
-from fastuner.providers.local.http import request
+from fastuner.providers.local.http import HttpError, request
 from fastuner.state.local import LocalStateStore
 from tests.cli.helpers import intents_rows, write_jsonl
 
@@ -97,7 +98,12 @@ def test_lifecycle_update_in_place_drift_and_destroy(tmp_path: Path, tiny_models
         # removing one goes through the management API too
         write_project(root, tiny_models["bert"], adapters=["a1", "a2"], deployed=["a2"])
         applied(cli, root)
-        adapters = request("GET", f"{url}/adapters")
+        token_file = root / ".fastuner" / "deployments" / dep.physical_name / "token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        with pytest.raises(HttpError) as refused:  # another user of this machine reaches 127.0.0.1 too
+            request("GET", f"{url}/adapters")
+        assert refused.value.status == 401
+        adapters = request("GET", f"{url}/adapters", headers={"Authorization": f"Bearer {token_file.read_text()}"})
         assert [a["name"] for a in adapters["adapters"]] == ["a2"]
         assert state_of(root).resources["deployment.api"].outputs["pid"] == pid
         # a dead server is drift: the plan recreates it

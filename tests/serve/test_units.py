@@ -99,3 +99,128 @@ def test_adapter_selection_and_body_parsing():
         with pytest.raises(ApiError) as error:
             parse(body)
         assert error.value.status == status, body
+
+
+def test_what_http_server_refuses_is_a_json_4xx():
+    """Found by the fuzzer (tests/stress/serverfuzz.py): an unknown method got http.server's HTML 501 page,
+    a malformed request line its HTML 400."""
+    import socket
+    import threading
+
+    from fastuner_serve.api import Handler, Server
+
+    server = Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for request, status, code in ((b"PATCH /invocations HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method_not_allowed"),
+                                      (b"FOO BAR BAZ QUX\r\n\r\n", 400, "bad_request"),
+                                      (b"GET /ping HTTP/2.0\r\n\r\n", 400, "bad_request")):
+            with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+                sock.sendall(request)
+                head, _, body = b"".join(iter(lambda: sock.recv(65536), b"")).partition(b"\r\n\r\n")
+            assert head.split(b" ", 2)[1] == str(status).encode(), head
+            assert b"Content-Type: application/json" in head
+            assert json.loads(body)["code"] == code
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_negative_or_odd_content_length_is_a_400():
+    """Found by the fuzzer: Content-Length -10 was a 500 (read(-10)), -1 read until the client hung up."""
+    import socket
+    import threading
+    from types import SimpleNamespace
+
+    from fastuner_serve.api import Handler, Server
+
+    server = Server(("127.0.0.1", 0), Handler)
+    server.app = SimpleNamespace(settings=SimpleNamespace(max_body_bytes=1000, host="127.0.0.1", management_token=None),
+                                 shutting_down=threading.Event())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for value in ("-10", "-1", "+5", "1_0", "x"):
+            with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+                sock.sendall(f"PUT /adapters/a HTTP/1.1\r\nContent-Length: {value}\r\n\r\n{{}}".encode())
+                head, _, body = b"".join(iter(lambda: sock.recv(65536), b"")).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400 "), (value, head)
+            assert json.loads(body)["error"] == "Content-Length is not a number of bytes"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(("host", "token", "sent", "status"), [
+    ("127.0.0.1", None, None, 404),  # loopback without a token: open as before (404: no such adapter)
+    ("0.0.0.0", None, None, 403),  # listening elsewhere without a token: no management at all
+    ("0.0.0.0", None, "Bearer x" * 3, 403),
+    ("0.0.0.0", "t" * 32, None, 401),
+    ("0.0.0.0", "t" * 32, "Bearer " + "u" * 32, 401),
+    ("0.0.0.0", "t" * 32, "Basic " + "t" * 32, 401),
+    ("0.0.0.0", "t" * 32, "Bearer " + "t" * 32, 404),
+    ("127.0.0.1", "t" * 32, None, 401),  # a token, once set, is required on loopback too
+    ("::1", None, None, 404),
+])
+def test_the_management_api_needs_the_token_off_loopback(host, token, sent, status):
+    """Checked route by route: /adapters and /adapters/NAME; /ping stays open."""
+    import http.client
+    import threading
+    from types import SimpleNamespace
+
+    from fastuner_serve.api import Handler, Server
+    from fastuner_serve.errors import unknown_adapter
+
+    settings = SimpleNamespace(host=host, management_token=token, max_body_bytes=1000)
+
+    def missing(name):
+        raise unknown_adapter(name)
+
+    server = Server(("127.0.0.1", 0), Handler)
+    server.app = SimpleNamespace(settings=settings, shutting_down=threading.Event(), describe=missing,
+                                 registry=SimpleNamespace(remove=missing))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for method, path in (("GET", "/adapters/x"), ("DELETE", "/adapters/x"), ("GET", "/ping")):
+            conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+            conn.request(method, path, headers={"Authorization": sent} if sent else {})
+            response = conn.getresponse()
+            body = json.loads(response.read())
+            conn.close()
+            if path == "/ping":
+                assert response.status == 200
+                continue
+            assert response.status == status, body
+            assert body["code"] == {401: "unauthorized", 403: "management_disabled", 404: "unknown_adapter"}[status]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_token_comes_from_the_environment_or_the_config_never_a_flag(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    settings = load_settings(["--base-model", str(base)], env={"FASTUNER_MANAGEMENT_TOKEN": "s" * 20})
+    assert settings.management_token == "s" * 20 and "s" * 20 not in repr(settings)
+    (tmp_path / "serve.json").write_text(json.dumps({"base_model": str(base), "management_token": "c" * 20}))
+    assert load_settings(["--config", str(tmp_path / "serve.json")], env={}).management_token == "c" * 20
+    with pytest.raises(StartupError, match="at least 16"):
+        load_settings(["--base-model", str(base)], env={"FASTUNER_MANAGEMENT_TOKEN": "short"})
+    with pytest.raises(StartupError, match="invalid arguments"):
+        load_settings(["--management-token", "x" * 20, "--base-model", str(base)], env={})
+
+
+def test_deep_nesting_and_lone_surrogates_are_400s():
+    """Found by the fuzzer: `[[[[…]]]]` raised RecursionError and `"\\ud800"` reached the tokenizer
+    (TypeError): both were 500s."""
+    def refused(body: bytes) -> str:
+        with pytest.raises(ApiError) as info:
+            parse_invocation(body, {}, max_inputs=4, max_new_tokens_limit=100)
+        assert info.value.status == 400
+        return info.value.message
+
+    assert "nested too deeply" in refused(b"[" * 100_000 + b"]" * 100_000)
+    assert "nested too deeply" in refused(b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    assert "the input is not valid Unicode text" in refused(b'{"inputs": "a\\ud800b"}')
+    assert "inputs[1] is not valid Unicode text" in refused(b'{"inputs": ["ok", "\\udfff"]}')
+    assert parse_invocation(b'{"inputs": "\\ud83d\\ude00"}', {}, max_inputs=4,
+                            max_new_tokens_limit=100).inputs == ("\U0001F600",)  # a pair is one character

@@ -8,6 +8,7 @@ concurrent clients a single-model endpoint sees.
 
 from __future__ import annotations
 
+import hmac
 import json
 import socket
 import sys
@@ -20,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import emf
 from .errors import ApiError
-from .protocol import parse_invocation
-from .settings import Settings, validate_adapter_name
+from .protocol import parse_invocation, parse_json
+from .settings import TOKEN_ENV, Settings, is_loopback, validate_adapter_name
 
 if TYPE_CHECKING:  # the engine imports torch; this module must not (it binds the port first)
     from .adapters import Registry
@@ -111,6 +112,8 @@ class Handler(BaseHTTPRequestHandler):
             return 200, {"status": "healthy"}
         if path == "/metrics" and method == "GET":
             return 200, app_metrics(app)
+        if path == "/adapters" or path.startswith("/adapters/"):
+            self._authorize(app.settings)
         if path == "/adapters" and method == "GET":
             return 200, {
                 "base_model": app.registry.base.model, "task": app.engine.task,
@@ -146,6 +149,21 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}")
         raise ApiError(404, "not_found", f"no route {method} {path}; routes: GET /ping, POST /invocations, "
                        "GET /metrics, GET /adapters, GET|POST|PUT|DELETE /adapters/NAME")
+
+    def _authorize(self, settings: Settings) -> None:
+        """The management API (/adapters) changes what the server loads from disk: with a token set it
+        requires `Authorization: Bearer TOKEN`; without one it answers only on a loopback address."""
+        token = settings.management_token
+        if token is None:
+            if is_loopback(settings.host):
+                return
+            raise ApiError(403, "management_disabled",
+                           f"the management API is off: this server listens on {settings.host} and has no "
+                           f"token; start it with ${TOKEN_ENV} set to manage adapters over the network")
+        scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise ApiError(401, "unauthorized", "the management API needs the deployment's token: "
+                           "send `Authorization: Bearer TOKEN`")
 
     # -- /invocations ------------------------------------------------------------------------------
 
@@ -191,11 +209,11 @@ class Handler(BaseHTTPRequestHandler):
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             self.close_connection = True
             raise ApiError(411, "length_required", "send the body with a Content-Length, not chunked")
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
+        raw = (self.headers.get("Content-Length") or "0").strip()
+        if not raw.isdigit() or not raw.isascii():  # int() takes "-1" (read to the end: a hung thread), "+1", "1_0"
             self.close_connection = True
-            raise ApiError(400, "bad_request", "Content-Length is not a number") from None
+            raise ApiError(400, "bad_request", "Content-Length is not a number of bytes")
+        length = int(raw)
         limit = self.server.app.settings.max_body_bytes
         if length > limit:
             self.close_connection = True  # the unread body must not be parsed as the next request
@@ -203,10 +221,7 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def _json_body(self) -> Any:
-        try:
-            return json.loads(self._body() or b"null")
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ApiError(400, "bad_request", f"the body is not valid JSON: {error}") from None
+        return parse_json(self._body() or b"null")
 
     def _simple(self, method: str, path: str, error: ApiError) -> None:
         self._send(error.status, error.to_dict())
@@ -230,6 +245,23 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client left; its request line is still logged
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (an unknown method, a malformed request line, headers too long) as
+        the JSON error every route gives, instead of its HTML page; an unknown method is a 405, not its
+        501: a client's request is never answered with a 5xx."""
+        if code == 501:
+            status, error = 405, "method_not_allowed"
+            message = f"{self.command} is not a method this server answers; use GET, POST, PUT or DELETE"
+        else:
+            status = 400 if code >= 500 else code
+            error = {400: "bad_request", 414: "uri_too_long", 431: "headers_too_large"}.get(status, "bad_request")
+        self.close_connection = True  # what follows a request http.server could not parse is not a request
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":  # a line it could not read: a status
+            self.request_version = "HTTP/1.0"  # line and headers all the same (HTTP/0.9 answers had none)
+        self._send(status, {"error": message or self.responses.get(status, ("bad request",))[0], "code": error})
+        path = getattr(self, "path", None) or "-"
+        log(f"{getattr(self, 'command', None) or '-'} {path[:200]!r} status={status} latency_ms=0.0")
 
     def log_message(self, format: str, *args: Any) -> None:  # http.server's own messages (bad request lines)
         log(format % args)

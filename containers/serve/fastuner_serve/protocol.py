@@ -40,12 +40,20 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "bad_request", message)
 
 
-def parse_invocation(body: bytes, headers: Mapping[str, str], *, max_inputs: int,
-                     max_new_tokens_limit: int) -> Invocation:
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON, or a 400: invalid JSON, and JSON nested deeper than the parser's
+    recursion limit (`[[[[…]]]]`, which raised RecursionError: a 500, found by the fuzzer)."""
     try:
-        data = json.loads(body)
+        return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise bad_request(f"the body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise bad_request("the body is not valid JSON: it is nested too deeply") from None
+
+
+def parse_invocation(body: bytes, headers: Mapping[str, str], *, max_inputs: int,
+                     max_new_tokens_limit: int) -> Invocation:
+    data = parse_json(body)
     if not isinstance(data, dict):
         raise bad_request('the body must be a JSON object like {"inputs": "text"}')
     for key in data:
@@ -59,6 +67,13 @@ def parse_invocation(body: bytes, headers: Mapping[str, str], *, max_inputs: int
     items = inputs if batched else [inputs]
     if inputs is None or not items or not all(isinstance(x, str) for x in items):
         raise bad_request("'inputs' must be a string or a non-empty list of strings")
+    for i, item in enumerate(items):
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800") that no tokenizer takes
+            where = f"inputs[{i}]" if batched else "the input"
+            raise bad_request(f"{where} is not valid Unicode text: it holds a lone surrogate "
+                              "(\\ud800-\\udfff without its pair)") from None
     if len(items) > max_inputs:
         raise ApiError(413, "too_many_inputs", f"{len(items)} inputs in one request; the limit is {max_inputs}")
 

@@ -25,6 +25,7 @@ from .tasks import FAMILIES
 
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_MODEL_DIR = "/opt/ml/model"
+TOKEN_ENV = "FASTUNER_MANAGEMENT_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class Settings:
     download_dir: str | None = None
     shutdown_timeout: float = 30.0
     emf_endpoint: str | None = None  # set: one CloudWatch EMF line per request on stdout (emf.py)
+    # the bearer token the management API (/adapters) requires; never a flag (argv is public to `ps`)
+    management_token: str | None = field(default=None, repr=False)
 
 
 KEYS = {f.name for f in dataclasses.fields(Settings)}
@@ -136,6 +139,8 @@ def load_settings(argv: list[str], env: dict[str, str] | None = None) -> Setting
 
     if "port" not in values:
         values["port"] = int(env.get("SAGEMAKER_BIND_TO_PORT", 8080))
+    if "management_token" not in values and env.get(TOKEN_ENV):
+        values["management_token"] = env[TOKEN_ENV]
     if "emf_endpoint" not in values and env.get("FASTUNER_ENDPOINT_NAME"):
         values["emf_endpoint"] = env["FASTUNER_ENDPOINT_NAME"]
     if "host" not in values and args.mode == "serve":
@@ -229,8 +234,23 @@ def check_settings(settings: Settings) -> None:
         problems.append(f"emf_endpoint must be an endpoint name, got {settings.emf_endpoint!r}")
     if settings.dtype not in ("auto", "float32", "bfloat16", "float16"):
         problems.append(f"dtype must be auto, float32, bfloat16 or float16, got '{settings.dtype}'")
+    token = settings.management_token
+    if token is not None and (not isinstance(token, str) or len(token) < 16 or not token.isprintable()):
+        problems.append(f"management_token (${TOKEN_ENV}) must be a string of at least 16 printable characters")
     if problems:
         raise StartupError("; ".join(problems), exit_code=2)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def discover_model_dir(model_dir: Path) -> tuple[str | None, dict[str, str]]:

@@ -5,11 +5,14 @@
         serve.log       the server's log (`fastuner logs deployment.NAME -f`)
         port            written by the server once it is ready
         process.json    pid and start time; exit_code when it ends
+        token           the management API's token for this server (0600; in no state, log or argv)
 
 Refresh checks the process and `/ping` (a dead server is drift: the plan recreates it) and reads the
 last invocation time from `/metrics` (it drives `idle_ttl`); `fastuner show deployment.NAME` reads the
 rest of `/metrics`. Adding, replacing or removing adapters
 goes through the server's management API without a restart; a new cache size or port restarts it.
+The management API answers only with the deployment's own token (another user of the machine can
+reach 127.0.0.1 too): a random one per start, handed over in the environment.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from fastuner.providers.programs import program
 from fastuner.providers.training import resolve_model
 from fastuner.state.model import ResourceState
 
+TOKEN_ENV = "FASTUNER_MANAGEMENT_TOKEN"  # containers/serve/README.md, "Who may call them"
 EXIT_REASONS = {2: "bad settings", 3: "the base model cannot be loaded", 4: "an adapter is missing, corrupt or "
                 "does not match the base model", 5: "the port is already in use"}
 
@@ -119,7 +123,7 @@ class LocalDeployments(ResourceProvider):
             argv += ["--device", self.device]
         for name, path in sorted(adapters.items()):
             argv += ["--adapter", f"{name}={path}"]
-        env = {**self.env, "PYTHONUNBUFFERED": "1"}
+        env = {**self.env, "PYTHONUNBUFFERED": "1", TOKEN_ENV: _new_token(run)}
         ctx.progress("starting the server")
         return processes.launch(argv, cwd=run, env=env, log=run / "serve.log")
 
@@ -190,15 +194,16 @@ class LocalDeployments(ResourceProvider):
             return self._wait_ready(run, launched.pid, inputs, desired, ctx)
         url = prior.outputs["url"]
         current = dict(prior.outputs.get("adapters") or {})
+        auth = _auth(run)
         try:
             for name, path in sorted(desired.items()):
                 if current.get(name) != path:
                     ctx.progress(f"{'replacing' if name in current else 'adding'} adapter {name}")
-                    request("POST", f"{url}/adapters/{name}", {"path": path}, timeout=120)
+                    request("POST", f"{url}/adapters/{name}", {"path": path}, timeout=120, headers=auth)
             for name in sorted(set(current) - set(desired)):
                 ctx.progress(f"removing adapter {name}")
                 try:
-                    request("DELETE", f"{url}/adapters/{name}", timeout=30)
+                    request("DELETE", f"{url}/adapters/{name}", timeout=30, headers=auth)
                 except HttpError as exc:
                     if exc.status != 404:
                         raise
@@ -258,3 +263,22 @@ class LocalDeployments(ResourceProvider):
             raise ProviderError(f"the server of {rs.address} at {url} is not running ({why}); `fastuner plan` "
                                 "will show it being recreated, `fastuner apply` recreates it") from None
         return Client(url, timeout=timeout, retries=retries)
+
+
+def _new_token(run: Path) -> str:
+    """A fresh management token for the server about to start in `run`, kept there for later updates."""
+    import secrets
+
+    token = secrets.token_urlsafe(32)
+    fd = os.open(run / "token", os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    return token
+
+
+def _auth(run: Path) -> dict[str, str]:
+    """The header the server in `run` wants (none for one started before servers had tokens)."""
+    try:
+        return {"Authorization": f"Bearer {(run / 'token').read_text().strip()}"}
+    except FileNotFoundError:
+        return {}
