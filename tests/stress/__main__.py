@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown category {', '.join(unknown)}; choose from {', '.join(CATEGORIES)}")
     chosen = args.categories or list(CATEGORIES)
-    reports: list[tuple[str, Report, float]] = []
+    reports: list[tuple[str, Report]] = []
+    seconds: dict[str, float] = {}
     defects: dict[str, list[str]] = {}
 
     def log(text: str) -> None:
@@ -39,26 +40,26 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             work = root / name
             work.mkdir(parents=True, exist_ok=True)
-            for report in module.run(args.trials, args.seed, work, log=log):
-                reports.append((name, report, time.monotonic() - started))
-                started = time.monotonic()
-    print(table(reports, defects))
-    return 0 if all(r.ok for _, r, _ in reports) else 1
+            reports.extend((name, report) for report in module.run(args.trials, args.seed, work, log=log))
+            seconds[name] = time.monotonic() - started
+    print(table(reports, defects, seconds))
+    return 0 if all(r.ok for _, r in reports) else 1
 
 
-def table(reports: list[tuple[str, Report, float]], defects: dict[str, list[str]]) -> str:
-    head = f"{'scenario':44} {'trials':>7} {'passed':>7} {'faults':>7} {'cases':>7} {'secs':>7}"
+def table(reports: list[tuple[str, Report]], defects: dict[str, list[str]], seconds: dict[str, float]) -> str:
+    head = f"{'scenario':44} {'trials':>7} {'passed':>7} {'faults':>7} {'cases':>7}"
     lines = [head, "-" * len(head)]
-    for _, r, secs in reports:
-        lines.append(f"{r.scenario:44} {r.trials:>7} {r.passed:>7} {r.faults:>7} {r.cases:>7} {secs:>7.0f}")
-    total = [sum(getattr(r, k) for _, r, _ in reports) for k in ("trials", "passed", "faults", "cases")]
+    for _, r in reports:
+        lines.append(f"{r.scenario:44} {r.trials:>7} {r.passed:>7} {r.faults:>7} {r.cases:>7}")
+    total = [sum(getattr(r, k) for _, r in reports) for k in ("trials", "passed", "faults", "cases")]
     lines.append("-" * len(head))
     lines.append(f"{'total':44} {total[0]:>7} {total[1]:>7} {total[2]:>7} {total[3]:>7}")
+    lines.append("time: " + ", ".join(f"{name} {secs:.0f} s" for name, secs in seconds.items()))
     found = sum(len(v) for v in defects.values())
     lines.append(f"defects found and fixed: {found}")
     for name, items in defects.items():
         lines.extend(f"  {name}: {d}" for d in items)
-    for _, r, _ in reports:
+    for _, r in reports:
         lines.extend(f"FAILED {r.scenario}: {f}" for f in r.failures)
     return "\n".join(lines)
 
