@@ -27,6 +27,7 @@ class ServerProcess:
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, str(SERVE_PY), *args, *extra], stdout=subprocess.PIPE, stderr=self._log,
+            bufsize=0,  # unbuffered: `read_line` waits on the pipe itself, so no line may sit in a Python buffer
             env={**os.environ, "SM_MODEL_DIR": str(log_path.parent / "no-model-dir"), **(env or {})},
         )
         self.port: int | None = None

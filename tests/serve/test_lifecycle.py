@@ -68,11 +68,15 @@ def test_sagemaker_serve_mode_and_sigterm_finishes_in_flight_requests(models, tm
     (model_dir / "adapters").mkdir(parents=True)
     (model_dir / "base").symlink_to(models["bert-cls"])
     (model_dir / "adapters" / "c3").symlink_to(models["c3"])
+    token = "t0ken-of-this-deployment"
     server = ServerProcess(["serve", "--port-file", str(tmp_path / "port")], log_path=tmp_path / "sm.log",
-                           env={"SM_MODEL_DIR": str(model_dir), "SAGEMAKER_BIND_TO_PORT": "0"}, port_args=False)
+                           env={"SM_MODEL_DIR": str(model_dir), "SAGEMAKER_BIND_TO_PORT": "0",
+                                "FASTUNER_MANAGEMENT_TOKEN": token}, port_args=False)
     server.wait_ready()
     assert (tmp_path / "port").read_text() == f"{server.port}\n"
-    status, listing = server.request("GET", "/adapters")
+    # SageMaker's server listens on every interface: its management API needs the deployment's token
+    assert server.request("GET", "/adapters")[0] == 401
+    status, listing = server.request("GET", "/adapters", headers={"Authorization": f"Bearer {token}"})
     assert status == 200
     assert [a["name"] for a in listing["adapters"]] == ["c3"]
 
