@@ -4,6 +4,7 @@ name would otherwise fail half-way through an apply."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from fastuner.errors import UserError
 
@@ -43,3 +44,14 @@ def check_key(key: str, what: str = "key") -> str:
 
 def join_key(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def common_prefix(names: Sequence[str]) -> str:
+    """The characters every name starts with: one List call's NameContains for all of them."""
+    if not names:
+        return ""
+    first, last = min(names), max(names)
+    n = 0
+    while n < min(len(first), len(last)) and first[n] == last[n]:
+        n += 1
+    return first[:n]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fastuner.aws.clients import AwsSession
-from fastuner.aws.names import check_sagemaker_name
+from fastuner.aws.names import check_sagemaker_name, common_prefix
 from fastuner.config.duration import parse_duration
 from fastuner.config.models import SageMakerProvider
 from fastuner.data.s3store import S3ObjectStore
@@ -425,7 +425,7 @@ class SageMakerDeployments(ResourceProvider):
         if len(states) < BATCH_FROM:
             return super().read_many(states)
         names = {rs.address: self._endpoint_of(rs) for rs in states}
-        prefix = _common_prefix(list(names.values()))[:63].rstrip("-")
+        prefix = common_prefix(list(names.values()))[:63].rstrip("-")
         endpoints = {e["EndpointName"]: e for e in self.calls.list("list_endpoints", "Endpoints", prefix)}
         components: dict[str, list[dict[str, Any]]] = {}
         for c in self.calls.list("list_inference_components", "InferenceComponents", prefix):
@@ -558,13 +558,4 @@ def _utc(value: Any) -> datetime:
         value = datetime.fromisoformat(value)
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
-
-def _common_prefix(names: Sequence[str]) -> str:
-    if not names:
-        return ""
-    first, last = min(names), max(names)
-    n = 0
-    while n < min(len(first), len(last)) and first[n] == last[n]:
-        n += 1
-    return first[:n]
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from fastuner.aws.clients import AwsSession
 from fastuner.aws.errors import error_code, error_message
-from fastuner.aws.names import check_sagemaker_name
+from fastuner.aws.names import check_sagemaker_name, common_prefix
 from fastuner.config.duration import parse_duration
 from fastuner.config.models import SageMakerProvider
 from fastuner.data.s3store import S3ObjectStore
@@ -200,7 +200,7 @@ class TrainingJobs(ResourceProvider):
         """Summaries of the project's jobs, by name: every page to the end (an empty page may still
         carry a NextToken), or until every name asked for has been seen."""
         physical = [rs.physical_name for rs in states if rs.physical_name]
-        prefix = _common_prefix(physical)[:63].rstrip("-")
+        prefix = common_prefix(physical)[:63].rstrip("-")
         params: dict[str, Any] = {"MaxResults": LIST_PAGE, "SortBy": "CreationTime", "SortOrder": "Descending"}
         if prefix:
             params["NameContains"] = prefix
@@ -684,16 +684,6 @@ def _job_not_found(exc: BaseException) -> bool:
     return error_code(exc) in ("ResourceNotFound", "ResourceNotFoundException") or (
         error_code(exc) == "ValidationException" and ("not found" in message or "could not find" in message))
 
-
-def _common_prefix(names: Sequence[str]) -> str:
-    """The characters every name starts with (their jobs' NameContains)."""
-    if not names:
-        return ""
-    first, last = min(names), max(names)
-    n = 0
-    while n < min(len(first), len(last)) and first[n] == last[n]:
-        n += 1
-    return first[:n]
 
 
 def _unsettled(rs: ResourceState) -> bool:
