@@ -300,6 +300,17 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
 
     project = open_project(file, var, workspace, notice=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]"),
                            lock_timeout=lock_timeout)
+
+    def plan_shown():
+        """A new plan, shown; its exit code instead where it stops here (a policy violation, no changes)."""
+        fresh = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, now=clock(),
+                                  target=target, refresh_only=refresh_only, policy=policy)
+        render_plan(fresh.to_dict(), console)
+        if fresh.violations:
+            return EXIT_POLICY
+        if not fresh.has_changes and not fresh.refresh:
+            return EXIT_OK
+        return fresh
     if planfile is not None:
         if replace or renew or target or refresh_only:
             raise UserError("--replace, --renew, --target and --refresh-only apply when planning, not to a saved "
@@ -312,13 +323,10 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
             render_violations(refused.to_dict(), console)
             return EXIT_POLICY
     else:
-        plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, now=clock(),
-                                 target=target, refresh_only=refresh_only, policy=policy)
-        render_plan(plan.to_dict(), console)
-        if plan.violations:
-            return EXIT_POLICY
-        if not plan.has_changes and not plan.refresh:
-            return EXIT_OK
+        planned = plan_shown()
+        if isinstance(planned, int):
+            return planned
+        plan = planned
         if plan.has_changes and not plan.blocked and not auto_approve and not _confirm(console, destroy):
             render_cancelled("destroy" if destroy else "apply", console)
             return EXIT_ERROR
@@ -338,13 +346,10 @@ def run_apply(planfile, file, var, workspace, *, auto_approve, parallelism, wait
             if planfile is not None or not auto_approve or attempt == REPLANS:
                 raise
             replanned(exc, console)
-        plan = make_project_plan(project, destroy=destroy, replace=replace, renew=renew, now=clock(),
-                                 target=target, refresh_only=refresh_only, policy=policy)
-        render_plan(plan.to_dict(), console)
-        if plan.violations:
-            return EXIT_POLICY
-        if not plan.has_changes and not plan.refresh:
-            return EXIT_OK  # the other run did it all
+        planned = plan_shown()
+        if isinstance(planned, int):
+            return planned  # a violation, or the other run did it all
+        plan = planned
     if plan.mode == "refresh-only":
         render_refresh_complete(len(plan.refresh), console)
         return EXIT_OK
